@@ -1,0 +1,46 @@
+"""The ``anif`` command line. Each command lives beside the code it drives; this module
+only assembles them and turns user errors into a one-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+app = typer.Typer(
+    help="ANI-1x active learning on OpenMM.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# --- commands (one line each; the functions live in their own modules) ---------------
+from .md import analyze_command, energy_command, md_command  # noqa: E402
+
+app.command("energy")(energy_command)
+app.command("md")(md_command)
+app.command("analyze")(analyze_command)
+# --- end of commands -----------------------------------------------------------------
+
+
+def main() -> None:
+    """Entry point: run the app; AnifError (bad input) becomes 'error: ...' and exit 1."""
+    from .errors import AnifError
+
+    try:
+        app(standalone_mode=False)
+    except AnifError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

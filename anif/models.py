@@ -1,0 +1,237 @@
+"""ANI ensembles: loading (released ANI-1x or anif-saved), saving, and QBC evaluation.
+
+Every model in anif is an :class:`AniEnsemble`: a TorchScript-compatible module mapping
+atomic numbers (B, N) (-1 pads) and coordinates (B, N, 3) in Angstrom, optionally a cell
+(3, 3) in Angstrom and pbc flags (3,), to the members' energies (M, B) in Hartree. The mean
+of the members is the ensemble energy; their spread is the query-by-committee signal
+(Smith et al., J. Chem. Phys. 148, 241733): sigma = std of member energies (Bessel-corrected,
+as in ``torchani.arch.ANI.energies_qbcs``) and rho = sigma / sqrt(N).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import AnifError, InputError, UnsupportedElementError
+from .structures import Structure, symbol
+from .units import HARTREE_TO_KCAL_MOL
+
+#: File names of an anif-saved ensemble directory.
+MODEL_JSON = "model.json"
+MODEL_WEIGHTS = "weights.pt"
+MODEL_FORMAT = "anif-ensemble"
+
+
+class AniEnsemble(torch.nn.Module):
+    """Member energies of a torchani ANI ensemble, through torchani's own forward pass."""
+
+    def __init__(self, ani: torch.nn.Module):
+        super().__init__()
+        self.ani = ani
+        self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
+        self.cutoff = float(ani.cutoff)
+
+    def forward(
+        self,
+        species: Tensor,
+        coordinates: Tensor,
+        cell: Optional[Tensor] = None,
+        pbc: Optional[Tensor] = None,
+    ) -> Tensor:
+        return self.ani((species, coordinates), cell=cell, pbc=pbc, ensemble_values=True).energies
+
+
+def build_ani(
+    symbols: Sequence[str],
+    layer_dims: dict[str, Sequence[int]],
+    self_energies: Sequence[float],
+    members: int,
+    aev: Optional[dict] = None,
+):
+    """A torchani ANI ensemble with ANI-1x-style AEVs (CELU(0.1) MLPs with biases)."""
+    import torchani
+    from torchani.aev import AEVComputer
+    from torchani.nn import ANINetworks, AtomicNetwork, Ensemble, TightCELU
+    from torchani.sae import SelfEnergy
+
+    aev_computer = AEVComputer.like_1x(num_species=len(symbols), **(aev or {}))
+    nets = Ensemble(
+        [
+            ANINetworks({s: AtomicNetwork(layer_dims[s], activation=TightCELU(), bias=True) for s in symbols})
+            for _ in range(members)
+        ]
+    )
+    return torchani.arch.ANI(list(symbols), aev_computer, nets, SelfEnergy(list(symbols), list(self_energies)))
+
+
+def _ensemble_spec(ani) -> dict:
+    symbols = list(ani.symbols)
+    first = ani.neural_networks.members[0]
+    dims = {}
+    for s in symbols:
+        net = first.atomics[s]
+        dims[s] = [net.layers[0].in_features] + [l.out_features for l in net.layers] + [net.final_layer.out_features]
+    return {
+        "symbols": symbols,
+        "layer_dims": dims,
+        "self_energies": [float(e) for e in ani.energy_shifter.self_energies],
+        "members": len(ani.neural_networks.members),
+    }
+
+
+def save_model(model: AniEnsemble, directory: str | Path, **metadata) -> Path:
+    """Save an ensemble as ``model.json`` (architecture, metadata) + ``weights.pt``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = {"format": MODEL_FORMAT, "version": 1, **_ensemble_spec(model.ani), **metadata}
+    tmp = directory / (MODEL_WEIGHTS + ".tmp")
+    torch.save(model.ani.state_dict(), tmp)
+    tmp.replace(directory / MODEL_WEIGHTS)
+    (directory / MODEL_JSON).write_text(json.dumps(spec, indent=2))
+    return directory
+
+
+def _load_anif_dir(directory: Path):
+    try:
+        spec = json.loads((directory / MODEL_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{directory}: unreadable {MODEL_JSON} ({exc})") from None
+    if spec.get("format") != MODEL_FORMAT:
+        raise InputError(f"{directory}: {MODEL_JSON} is not an anif ensemble")
+    ani = build_ani(spec["symbols"], spec["layer_dims"], spec["self_energies"], spec["members"], spec.get("aev"))
+    try:
+        state = torch.load(directory / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        ani.load_state_dict(state)
+    except Exception as exc:
+        raise InputError(f"{directory}: corrupt or mismatched {MODEL_WEIGHTS} ({exc})") from None
+    return ani
+
+
+def load_ani(spec: str = "ani1x"):
+    """The torchani ANI module for ``'ani1x'`` or an anif model directory."""
+    if spec.lower() == "ani1x":
+        import torchani
+
+        try:
+            return torchani.neurochem.load_model_from_name("ani1x")
+        except Exception as exc:
+            raise AnifError(
+                f"could not load the ANI-1x networks ({exc}); set TORCHANI_DATA_DIR to a folder "
+                "holding Neurochem/ani-1x_8x or allow torchani to download them"
+            ) from None
+    path = Path(spec)
+    if (path / MODEL_JSON).is_file():
+        return _load_anif_dir(path)
+    raise InputError(f"unknown model {spec!r}: use 'ani1x' or a directory with {MODEL_JSON}")
+
+
+def load_model(spec: str = "ani1x", implementation: str = "stock") -> AniEnsemble:
+    """Load an ensemble (``'ani1x'`` or an anif model directory) as an :class:`AniEnsemble`.
+
+    ``implementation`` selects the evaluation path: ``'stock'`` is torchani's own.
+    """
+    ani = load_ani(spec)
+    if implementation != "stock":
+        raise AnifError(f"unknown implementation {implementation!r}")
+    model = AniEnsemble(ani)
+    model.spec = spec
+    return model.eval()
+
+
+def supported_numbers(model: torch.nn.Module) -> set[int]:
+    return {int(z) for z in model.atomic_numbers}
+
+
+def check_supported(model: torch.nn.Module, numbers) -> None:
+    allowed = supported_numbers(model)
+    bad = sorted({int(z) for z in np.asarray(numbers).ravel() if z >= 0 and int(z) not in allowed})
+    if bad:
+        raise UnsupportedElementError(
+            f"element(s) {', '.join(symbol(z) for z in bad)} not supported by the model "
+            f"(supports {', '.join(symbol(z) for z in sorted(allowed))})"
+        )
+
+
+@dataclass
+class EnsembleResult:
+    """QBC evaluation of B structures. Energies in Hartree, forces in Hartree/Angstrom."""
+
+    energy: np.ndarray  # (B,)
+    forces: Optional[np.ndarray]  # (B, N, 3)
+    member_energies: np.ndarray  # (M, B)
+    sigma: np.ndarray  # (B,) Hartree
+    n_atoms: np.ndarray  # (B,)
+
+    @property
+    def rho(self) -> np.ndarray:
+        return self.sigma / np.sqrt(self.n_atoms)
+
+    @property
+    def sigma_kcal_mol(self) -> np.ndarray:
+        return self.sigma * HARTREE_TO_KCAL_MOL
+
+    @property
+    def rho_kcal_mol(self) -> np.ndarray:
+        return self.rho * HARTREE_TO_KCAL_MOL
+
+
+def member_spread(members: Tensor) -> Tensor:
+    """sigma: Bessel-corrected standard deviation over members (0 for a single member)."""
+    if members.shape[0] < 2:
+        return torch.zeros_like(members[0])
+    return members.std(0, unbiased=True)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    species,
+    coordinates,
+    cell=None,
+    pbc=None,
+    forces: bool = True,
+) -> EnsembleResult:
+    """Ensemble energy, forces, member energies, sigma and rho for a (padded) batch.
+
+    ``species`` (B, N) atomic numbers with -1 padding (or (N,) for one structure);
+    ``coordinates`` (B, N, 3) Angstrom.
+    """
+    param = next(model.parameters())
+    species_t = torch.as_tensor(np.asarray(species), dtype=torch.long, device=param.device)
+    coords_t = torch.as_tensor(np.asarray(coordinates), dtype=param.dtype, device=param.device)
+    if species_t.dim() == 1:
+        species_t, coords_t = species_t[None], coords_t[None]
+    check_supported(model, species_t.cpu().numpy())
+    if not torch.isfinite(coords_t).all():
+        raise InputError("coordinates contain NaN or infinite values")
+    cell_t = None if cell is None else torch.as_tensor(np.asarray(cell), dtype=param.dtype, device=param.device)
+    pbc_t = None if pbc is None else torch.as_tensor(np.asarray(pbc), dtype=torch.bool, device=param.device)
+    coords_t.requires_grad_(forces)
+    with torch.set_grad_enabled(forces):
+        members = model(species_t, coords_t, cell_t, pbc_t)
+        energy = members.mean(0)
+        grad = torch.autograd.grad(energy.sum(), coords_t)[0] if forces else None
+    return EnsembleResult(
+        energy=energy.detach().cpu().double().numpy(),
+        forces=None if grad is None else (-grad).cpu().double().numpy(),
+        member_energies=members.detach().cpu().double().numpy(),
+        sigma=member_spread(members.detach()).cpu().double().numpy(),
+        n_atoms=(species_t >= 0).sum(1).cpu().numpy(),
+    )
+
+
+def pad_structures(structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack structures of different sizes into (B, Nmax) species (-1 pads), (B, Nmax, 3)."""
+    nmax = max(s.n_atoms for s in structures)
+    species = np.full((len(structures), nmax), -1, dtype=np.int64)
+    coords = np.zeros((len(structures), nmax, 3))
+    for i, s in enumerate(structures):
+        species[i, : s.n_atoms] = s.numbers
+        coords[i, : s.n_atoms] = s.coordinates
+    return species, coords

@@ -1,0 +1,97 @@
+"""OpenMM reporters that watch the ensemble's disagreement during a simulation."""
+
+from __future__ import annotations
+
+import math
+
+import openmm
+from openmm import unit
+
+from .force import sigma_from_state
+
+QBC_CSV_HEADER = "step,time_ps,potential_kj_mol,temperature_k,sigma_kcal_mol,rho_kcal_mol"
+
+
+class RhoThresholdExceeded(Exception):
+    """Raised out of ``Simulation.step`` by a stopping :class:`QBCReporter`."""
+
+    def __init__(self, step: int, rho_kcal_mol: float, positions):
+        super().__init__(f"rho {rho_kcal_mol:.4f} kcal/mol exceeded the threshold at step {step}")
+        self.step = step
+        self.rho_kcal_mol = rho_kcal_mol
+        self.positions = positions
+
+
+def degrees_of_freedom(system: openmm.System) -> int:
+    """Kinetic degrees of freedom, as StateDataReporter counts them."""
+    dof = sum(3 for i in range(system.getNumParticles()) if system.getParticleMass(i) > 0 * unit.dalton)
+    dof -= system.getNumConstraints()
+    if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
+        dof -= 3
+    return dof
+
+
+class QBCReporter:
+    """Log the ensemble disagreement every ``reportInterval`` steps and optionally act on it.
+
+    Writes CSV rows ``step,time_ps,potential_kj_mol,temperature_k,sigma_kcal_mol,rho_kcal_mol``.
+
+    Parameters
+    ----------
+    file : str or file-like
+        Where to write the CSV (a path is opened for writing; a file object is used as is).
+    reportInterval : int
+        Steps between reports (1: the QBC test at every step, as in RTS).
+    force : openmm.Force
+        The ensemble force from :func:`anif.openmm_plugin.create_force`.
+    rho_threshold : float, optional
+        rho_hat in kcal/mol. Steps with rho above it are recorded in :attr:`flagged`.
+    stop : bool
+        Raise :class:`RhoThresholdExceeded` from ``simulation.step`` at the first such step.
+    """
+
+    def __init__(self, file, reportInterval: int, force: openmm.Force, rho_threshold: float | None = None,
+                 stop: bool = False):
+        self._own = isinstance(file, str) or hasattr(file, "__fspath__")
+        self._out = open(file, "w") if self._own else file
+        self._interval = int(reportInterval)
+        self._force = force
+        self._threshold = rho_threshold
+        self._stop = stop
+        self._dof = None
+        self.flagged: list[tuple[int, float]] = []
+        self._out.write(QBC_CSV_HEADER + "\n")
+
+    def describeNextReport(self, simulation):
+        steps = self._interval - simulation.currentStep % self._interval
+        return {"steps": steps, "periodic": None, "include": ["energy", "parameterDerivatives", "positions"]}
+
+    def report(self, simulation, state):
+        if self._dof is None:
+            self._dof = degrees_of_freedom(simulation.system)
+        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temperature = 2 * kinetic / (self._dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+            unit.kilojoule_per_mole / unit.kelvin)) if self._dof > 0 else 0.0
+        sigma = sigma_from_state(state, self._force)
+        rho = sigma / math.sqrt(self._force.anif_n_atoms)
+        step = simulation.currentStep
+        self._out.write(
+            f"{step},{state.getTime().value_in_unit(unit.picosecond):.6f},"
+            f"{state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole):.6f},"
+            f"{temperature:.4f},{sigma:.6f},{rho:.6f}\n"
+        )
+        self._out.flush()
+        if self._threshold is not None and rho > self._threshold:
+            self.flagged.append((step, rho))
+            if self._stop:
+                raise RhoThresholdExceeded(step, rho, state.getPositions(asNumpy=True))
+
+    def close(self):
+        if self._own:
+            self._out.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

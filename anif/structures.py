@@ -1,0 +1,222 @@
+"""Molecular structures: reading XYZ/SDF/PDB files, SMILES embedding, validation.
+
+A :class:`Structure` holds atomic numbers and Cartesian coordinates in Angstrom (ANI
+units). Readers and validators raise :class:`anif.errors.InputError` with a message that
+names the file, frame and problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rdkit import Chem, RDLogger
+from rdkit.Chem import AllChem
+
+from .errors import InputError, UnsupportedElementError
+
+_PT = Chem.GetPeriodicTable()
+
+#: Closest allowed approach of two atoms (Angstrom) before a structure is called overlapping.
+MIN_DISTANCE = 0.5
+
+
+def symbol(z: int) -> str:
+    return _PT.GetElementSymbol(int(z))
+
+
+def atomic_number(sym: str) -> int:
+    try:
+        return int(_PT.GetAtomicNumber(sym.strip().capitalize()))
+    except RuntimeError:
+        raise InputError(f"unknown element symbol {sym!r}") from None
+
+
+@dataclass
+class Structure:
+    """One molecular structure: atomic numbers (N,), coordinates (N, 3) in Angstrom."""
+
+    numbers: np.ndarray
+    coordinates: np.ndarray
+    name: str = ""
+    charge: int = 0
+    multiplicity: int = 1
+    bonds: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        self.coordinates = np.asarray(self.coordinates, dtype=np.float64).reshape(-1, 3)
+        if len(self.numbers) != len(self.coordinates):
+            raise InputError(
+                f"{self.name or 'structure'}: {len(self.numbers)} atoms but "
+                f"{len(self.coordinates)} coordinate rows"
+            )
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def symbols(self) -> list[str]:
+        return [symbol(z) for z in self.numbers]
+
+    def validate(self, supported: set[int] | None = None, min_distance: float = MIN_DISTANCE) -> "Structure":
+        """Raise InputError/UnsupportedElementError for NaNs, overlaps, open shells, bad elements."""
+        label = self.name or "structure"
+        if self.n_atoms == 0:
+            raise InputError(f"{label}: no atoms")
+        if not np.all(np.isfinite(self.coordinates)):
+            raise InputError(f"{label}: coordinates contain NaN or infinite values")
+        if supported is not None:
+            bad = sorted({symbol(z) for z in self.numbers if int(z) not in supported})
+            if bad:
+                allowed = ", ".join(symbol(z) for z in sorted(supported))
+                raise UnsupportedElementError(
+                    f"{label}: element(s) {', '.join(bad)} not supported by the model (supports {allowed})"
+                )
+        if self.n_atoms > 1:
+            d = np.linalg.norm(self.coordinates[:, None] - self.coordinates[None], axis=-1)
+            d[np.diag_indices(self.n_atoms)] = np.inf
+            i, j = np.unravel_index(np.argmin(d), d.shape)
+            if d[i, j] < min_distance:
+                raise InputError(
+                    f"{label}: atoms {min(i, j)} and {max(i, j)} overlap "
+                    f"({d[i, j]:.3f} A apart, minimum {min_distance} A)"
+                )
+        return self
+
+    def require_neutral_closed_shell(self) -> "Structure":
+        """ANI-1x describes neutral closed-shell molecules only."""
+        label = self.name or "structure"
+        if self.charge != 0:
+            raise InputError(f"{label}: charged molecule (charge {self.charge:+d}) is not supported")
+        electrons = int(self.numbers.sum()) - self.charge
+        if self.multiplicity != 1 or electrons % 2:
+            raise InputError(
+                f"{label}: open-shell molecule ({electrons} electrons, multiplicity "
+                f"{self.multiplicity}) is not supported"
+            )
+        return self
+
+
+def from_rdkit(mol: Chem.Mol, name: str = "", conf_id: int = -1) -> Structure:
+    """Structure from an RDKit molecule with explicit hydrogens and a 3D conformer."""
+    charge = Chem.GetFormalCharge(mol)
+    radicals = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+    return Structure(
+        numbers=[a.GetAtomicNum() for a in mol.GetAtoms()],
+        coordinates=mol.GetConformer(conf_id).GetPositions(),
+        name=name,
+        charge=charge,
+        multiplicity=radicals + 1,
+        bonds=[(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()],
+    )
+
+
+def from_smiles(smiles: str, seed: int = 0, name: str | None = None) -> Structure:
+    """Embed a SMILES string in 3D with RDKit (ETKDG) and optimise it with UFF."""
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise InputError(f"invalid SMILES {smiles!r}")
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        params.useRandomCoords = True
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise InputError(f"RDKit could not embed SMILES {smiles!r} in 3D")
+    if AllChem.UFFHasAllMoleculeParams(mol):
+        AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
+    return from_rdkit(mol, name=name or smiles)
+
+
+def _read_xyz(path: Path) -> list[Structure]:
+    lines = path.read_text().splitlines()
+    out, i = [], 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        frame = len(out) + 1
+        try:
+            n = int(lines[i].split()[0])
+        except (ValueError, IndexError):
+            raise InputError(f"{path}: frame {frame}: expected an atom count, got {lines[i]!r}") from None
+        if i + 2 + n > len(lines):
+            raise InputError(f"{path}: frame {frame}: truncated ({n} atoms announced)")
+        comment = lines[i + 1].strip()
+        numbers, coords = [], []
+        for line in lines[i + 2 : i + 2 + n]:
+            parts = line.split()
+            if len(parts) < 4:
+                raise InputError(f"{path}: frame {frame}: bad atom line {line!r}")
+            numbers.append(int(parts[0]) if parts[0].isdigit() else atomic_number(parts[0]))
+            try:
+                coords.append([float(x) for x in parts[1:4]])
+            except ValueError:
+                raise InputError(f"{path}: frame {frame}: bad coordinates in {line!r}") from None
+        out.append(Structure(numbers, coords, name=f"{path.stem}:{frame}" if not comment else comment))
+        i += 2 + n
+    return out
+
+
+def _read_sdf(path: Path) -> list[Structure]:
+    RDLogger.DisableLog("rdApp.*")
+    out = []
+    for k, mol in enumerate(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)):
+        if mol is None:
+            raise InputError(f"{path}: record {k + 1} could not be parsed")
+        if mol.GetNumConformers() == 0:
+            raise InputError(f"{path}: record {k + 1} has no coordinates")
+        name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else f"{path.stem}:{k + 1}"
+        out.append(from_rdkit(mol, name=name))
+    return out
+
+
+def _read_pdb(path: Path) -> list[Structure]:
+    from openmm.app import PDBFile
+
+    try:
+        pdb = PDBFile(str(path))
+    except Exception as exc:  # OpenMM raises bare Exceptions/ValueErrors on bad PDBs
+        raise InputError(f"{path}: not a readable PDB file ({exc})") from None
+    atoms = list(pdb.topology.atoms())
+    if any(a.element is None for a in atoms):
+        raise InputError(f"{path}: atoms without an element column")
+    numbers = [a.element.atomic_number for a in atoms]
+    bonds = [(b[0].index, b[1].index) for b in pdb.topology.bonds()]
+    return [
+        Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * 10.0,
+                  name=f"{path.stem}:{f + 1}", bonds=bonds)
+        for f in range(pdb.getNumFrames())
+    ]
+
+
+_READERS = {".xyz": _read_xyz, ".sdf": _read_sdf, ".mol": _read_sdf, ".pdb": _read_pdb}
+
+
+def read_structures(path: str | Path) -> list[Structure]:
+    """Read every structure of an XYZ (multi-frame), SDF or PDB file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(f"{path}: unsupported format {path.suffix!r} (use .xyz, .sdf or .pdb)")
+    try:
+        structures = reader(path)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file") from None
+    if not structures:
+        raise InputError(f"{path}: contains no structures")
+    return structures
+
+
+def write_xyz(structures: list[Structure], path: str | Path) -> None:
+    with open(path, "w") as fh:
+        for s in structures:
+            fh.write(f"{s.n_atoms}\n{s.name}\n")
+            for sym, (x, y, z) in zip(s.symbols, s.coordinates):
+                fh.write(f"{sym:2s} {x:16.10f} {y:16.10f} {z:16.10f}\n")

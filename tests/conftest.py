@@ -1,0 +1,44 @@
+"""Shared fixtures. Data in ../shared is read in place; under CI (CI=true) missing data fails."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("ANIF_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+os.environ.setdefault("TORCHANI_DATA_DIR", str(SHARED / "torchani"))
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+
+def require_shared(relative: str) -> Path:
+    """Path to a file under ../shared; fail under CI, skip elsewhere, when it is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        message = f"shared data missing: {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ani1x():
+    """The released ANI-1x ensemble (8 members), stock torchani evaluation."""
+    require_shared("torchani/Neurochem/ani-1x_8x.info")
+    from anif.models import load_model
+
+    return load_model("ani1x", implementation="stock")
+
+
+@pytest.fixture(scope="session")
+def ani1x_torchani():
+    """ANI-1x straight from torchani, for independent reference computations."""
+    require_shared("torchani/Neurochem/ani-1x_8x.info")
+    import torchani
+
+    return torchani.neurochem.load_model_from_name("ani1x")
+
+
+@pytest.fixture(scope="session")
+def s66x8_path():
+    return require_shared("data/comp6/s66x8_wb97x6-31gd.h5")
