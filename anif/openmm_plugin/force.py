@@ -90,6 +90,28 @@ class PythonEnsembleComputation:
         return float(energy.detach()), -grad_x.numpy()
 
 
+def _load_torch_kernels() -> None:
+    """Load openmm-torch's CPU/Reference kernels if openmm was imported before torch.
+
+    OpenMM loads its plugins on import; openmm-torch's kernel library then fails for want of
+    the CUDA runtime libraries that ``import torch`` brings in. Loading it again now works.
+    """
+    global _KERNELS_CHECKED
+    if _KERNELS_CHECKED:
+        return
+    _KERNELS_CHECKED = True
+    import os
+
+    from openmm.version import openmm_library_path
+
+    for failure in openmm.Platform.getPluginLoadFailures():
+        if "libOpenMMTorchReference" in failure:
+            openmm.Platform.loadPluginLibrary(os.path.join(openmm_library_path, "plugins", "libOpenMMTorchReference.so"))
+
+
+_KERNELS_CHECKED = False
+
+
 def _openmmtorch():
     root = logging.getLogger()
     level = root.level
@@ -97,6 +119,7 @@ def _openmmtorch():
     try:
         import openmmtorch
 
+        _load_torch_kernels()
         return openmmtorch
     except Exception as exc:  # ImportError, or missing CUDA stub libraries
         warnings.warn(f"openmmtorch unavailable ({exc}); falling back to openmm.PythonForce")

@@ -1,0 +1,218 @@
+"""The ANI ensemble as an OpenMM force, checked against direct torchani and finite differences."""
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import app, unit
+
+from anif.models import load_model
+from anif.openmm_plugin import QBCReporter, RhoThresholdExceeded, create_force, create_system, read_qbc
+from anif.structures import from_smiles
+from anif.units import HARTREE_TO_KCAL_MOL, HARTREE_TO_KJ_MOL
+
+KJ_NM = unit.kilojoule_per_mole / unit.nanometer
+
+
+@pytest.fixture(scope="module")
+def paracetamol():
+    return from_smiles("CC(=O)Nc1ccc(O)cc1", seed=1)
+
+
+def torchani_reference(ani, numbers, coords, cell=None):
+    """Mean energy (Ha), forces (Ha/A), sigma (Ha) straight from torchani."""
+    species = torch.tensor([numbers], dtype=torch.long)
+    x = torch.tensor(np.asarray(coords)[None], dtype=torch.float32, requires_grad=True)
+    kwargs = {}
+    if cell is not None:
+        kwargs = {"cell": torch.tensor(cell, dtype=torch.float32), "pbc": torch.ones(3, dtype=torch.bool)}
+    members = ani((species, x), ensemble_values=True, **kwargs).energies[:, 0]
+    energy = members.mean()
+    (grad,) = torch.autograd.grad(energy, x)
+    return float(energy), -grad[0].numpy(), float(members.std(unbiased=True))
+
+
+def context_for(system, platform="CPU"):
+    return openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName(platform))
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_force_matches_torchani(ani1x, ani1x_torchani, paracetamol, backend):
+    system, force = create_system(paracetamol.numbers, ani1x, backend=backend)
+    context = context_for(system)
+    context.setPositions(paracetamol.coordinates / 10)
+    state = context.getState(getEnergy=True, getForces=True, getParameterDerivatives=True)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / HARTREE_TO_KJ_MOL
+    forces = state.getForces(asNumpy=True).value_in_unit(KJ_NM) / HARTREE_TO_KJ_MOL / 10
+    ref_e, ref_f, ref_sigma = torchani_reference(ani1x_torchani, list(paracetamol.numbers), paracetamol.coordinates)
+    sigma, rho = read_qbc(state, force)
+    assert energy == pytest.approx(ref_e, abs=2e-5)  # float32 round-off on ~500 Ha
+    np.testing.assert_allclose(forces, ref_f, atol=2e-5)
+    assert sigma == pytest.approx(ref_sigma * HARTREE_TO_KCAL_MOL, abs=1e-3)
+    assert rho == pytest.approx(sigma / np.sqrt(paracetamol.n_atoms))
+    assert sigma > 0.1  # members really disagree, so the check has teeth
+
+
+def test_forces_equal_finite_differences():
+    model = load_model("ani1x").double()
+    mol = from_smiles("CO", seed=3)
+    system, _ = create_system(mol.numbers, model)
+    context = context_for(system, "Reference")
+    x0 = mol.coordinates / 10
+
+    def energy(x):
+        context.setPositions(x)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    context.setPositions(x0)
+    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ_NM)
+    h = 1e-5  # nm
+    fd = np.zeros_like(x0)
+    for i in range(len(x0)):
+        for k in range(3):
+            xp, xm = x0.copy(), x0.copy()
+            xp[i, k] += h
+            xm[i, k] -= h
+            fd[i, k] = -(energy(xp) - energy(xm)) / (2 * h)
+    np.testing.assert_allclose(forces, fd, atol=1e-4 * np.abs(forces).max())
+
+
+def test_nve_energy_drift():
+    """1 ps of NVE at 0.5 fs (TorchForce, float32): total energy drifts little."""
+    model = load_model("ani1x")
+    mol = from_smiles("CO", seed=0)
+    system, _ = create_system(mol.numbers, model)
+    integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(mol.coordinates / 10)
+    openmm.LocalEnergyMinimizer.minimize(context)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
+    totals = []
+    for _ in range(100):
+        integrator.step(20)
+        s = context.getState(getEnergy=True)
+        totals.append((s.getPotentialEnergy() + s.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole))
+    totals = np.array(totals)
+    drift = totals[-1] - totals[0]
+    fluctuation = totals.std()
+    kinetic = s.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+    print(f"NVE 1 ps: drift {drift:.4f} kJ/mol, std {fluctuation:.4f} kJ/mol, kinetic {kinetic:.2f} kJ/mol")
+    assert abs(drift) < 0.5  # kJ/mol over 1 ps for 6 atoms
+    assert fluctuation < 0.5
+    assert kinetic > 1.0  # the molecule really moved
+
+
+def test_openmmml_route_matches_direct(ani1x, paracetamol):
+    from openmmml import MLPotential
+
+    from anif.md import to_topology
+
+    topology = to_topology(paracetamol)
+    system = MLPotential("ani1x").createSystem(topology)
+    context = context_for(system)
+    context.setPositions(paracetamol.coordinates / 10)
+    via_openmmml = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    direct_system, _ = create_system(paracetamol.numbers, ani1x)
+    direct = context_for(direct_system)
+    direct.setPositions(paracetamol.coordinates / 10)
+    expected = direct.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert via_openmmml == pytest.approx(expected, abs=1e-3)
+
+
+def test_openmmml_anif_model_dir(tmp_path, ani1x, paracetamol):
+    from openmmml import MLPotential
+
+    from anif.md import to_topology
+    from anif.models import evaluate, save_model
+
+    save_model(ani1x, tmp_path / "model")
+    system = MLPotential("anif", model=str(tmp_path / "model")).createSystem(to_topology(paracetamol))
+    context = context_for(system)
+    context.setPositions(paracetamol.coordinates / 10)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    expected = evaluate(ani1x, paracetamol.numbers, paracetamol.coordinates).energy[0] * HARTREE_TO_KJ_MOL
+    assert energy == pytest.approx(expected, abs=0.05)
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_periodic_translation_invariance_and_reference(ani1x, ani1x_torchani, backend):
+    """Two waters in a 1.2 nm box: shifting by a box vector changes nothing; matches torchani pbc."""
+    water = from_smiles("O", seed=0)
+    coords = np.concatenate([water.coordinates, water.coordinates + [2.6, 0.4, 0.1]])
+    coords += 10.0 - coords.mean(0)  # near the box edge so images matter
+    numbers = np.concatenate([water.numbers, water.numbers])
+    box = np.eye(3) * 1.2  # nm; 12 A > 2 * 5.2 A cutoff
+    system, force = create_system(numbers, ani1x, box_vectors=box, backend=backend)
+    context = context_for(system)
+
+    def energy(x):
+        context.setPositions(x / 10)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    e0 = energy(coords)
+    for shift in ([12.0, 0, 0], [0, -12.0, 0], [12.0, 12.0, -24.0]):
+        assert energy(coords + np.array(shift)) == pytest.approx(e0, abs=1e-3)
+    wrapped = coords % 12.0
+    ref_e, _, _ = torchani_reference(ani1x_torchani, list(numbers), wrapped, cell=box * 10)
+    assert e0 / HARTREE_TO_KJ_MOL == pytest.approx(ref_e, abs=2e-5)
+    # a single image of each water interacts across the boundary: not the isolated-pair energy
+    isolated, _, _ = torchani_reference(ani1x_torchani, list(numbers), coords)
+    assert abs(ref_e - isolated) > 1e-6
+
+
+def test_subset_of_atoms(ani1x, ani1x_torchani):
+    """The force acts on a subset of particles; the others feel nothing."""
+    mol = from_smiles("CCO", seed=0)
+    system = openmm.System()
+    system.addParticle(39.9)  # a spectator particle first
+    for z in mol.numbers:
+        system.addParticle(app.Element.getByAtomicNumber(int(z)).mass)
+    atoms = list(range(1, mol.n_atoms + 1))
+    system.addForce(create_force(ani1x, mol.numbers, atoms=atoms))
+    context = context_for(system)
+    context.setPositions(np.vstack([[[5.0, 5.0, 5.0]], mol.coordinates]) / 10)
+    state = context.getState(getEnergy=True, getForces=True)
+    forces = state.getForces(asNumpy=True).value_in_unit(KJ_NM) / HARTREE_TO_KJ_MOL / 10
+    ref_e, ref_f, _ = torchani_reference(ani1x_torchani, list(mol.numbers), mol.coordinates)
+    assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / HARTREE_TO_KJ_MOL == pytest.approx(
+        ref_e, abs=2e-5)
+    np.testing.assert_allclose(forces[1:], ref_f, atol=2e-5)
+    assert np.all(forces[0] == 0)
+
+
+def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamol):
+    system, force = create_system(paracetamol.numbers, ani1x)
+    integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.0005)
+    simulation = app.Simulation(__import__("anif.md", fromlist=["to_topology"]).to_topology(paracetamol), system,
+                                integrator, openmm.Platform.getPlatformByName("CPU"))
+    simulation.context.setPositions(paracetamol.coordinates / 10)
+    log = tmp_path / "qbc.csv"
+    reporter = QBCReporter(str(log), 5, force)
+    positions = []
+
+    class Frames:
+        def describeNextReport(self, sim):
+            return {"steps": 5 - sim.currentStep % 5, "periodic": None, "include": ["positions"]}
+
+        def report(self, sim, state):
+            positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+
+    simulation.reporters += [reporter, Frames()]
+    simulation.step(20)
+    reporter.close()
+    rows = np.genfromtxt(log, delimiter=",", names=True)
+    assert log.read_text().splitlines()[0] == "step,time_ps,potential_kj_mol,temperature_k,sigma_kcal_mol,rho_kcal_mol"
+    np.testing.assert_array_equal(rows["step"], [5, 10, 15, 20])
+    np.testing.assert_allclose(rows["time_ps"], [0.0025, 0.005, 0.0075, 0.01])
+    for row, x in zip(rows, positions):
+        e, _, sigma = torchani_reference(ani1x_torchani, list(paracetamol.numbers), x)
+        assert row["sigma_kcal_mol"] == pytest.approx(sigma * HARTREE_TO_KCAL_MOL, abs=2e-3)
+        assert row["potential_kj_mol"] == pytest.approx(e * HARTREE_TO_KJ_MOL, abs=0.1)
+        assert row["rho_kcal_mol"] == pytest.approx(row["sigma_kcal_mol"] / np.sqrt(20), rel=1e-4)
+    # a threshold below the current rho stops the run at the next report
+    stopper = QBCReporter(str(tmp_path / "stop.csv"), 1, force, rho_threshold=0.0, stop=True)
+    simulation.reporters = [stopper]
+    with pytest.raises(RhoThresholdExceeded) as info:
+        simulation.step(10)
+    assert info.value.step == 21 and simulation.currentStep == 21
+    assert info.value.rho_kcal_mol > 0
