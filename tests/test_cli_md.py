@@ -92,6 +92,11 @@ def test_md_and_analyze(tmp_path):
     rho = np.genfromtxt(out / "qbc.csv", delimiter=",", names=True)["rho_kcal_mol"]
     np.testing.assert_allclose(analysis["rho_kcal_mol"], rho)
     assert max(expected_rmsd) > 0.01  # atoms moved
+    # the PDB the run wrote is valid `anif energy` input (PDB reader)
+    result = anif("energy", "--input", out / "topology.pdb", "--json")
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(result.stdout)
+    assert record["n_atoms"] == 9 and record["energy_hartree"] < -150
 
 
 BAD_INPUTS = {

@@ -160,7 +160,8 @@ def test_periodic_translation_invariance_and_reference(ani1x, ani1x_torchani, ba
     assert abs(ref_e - isolated) > 1e-6
 
 
-def test_subset_of_atoms(ani1x, ani1x_torchani):
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_subset_of_atoms(ani1x, ani1x_torchani, backend):
     """The force acts on a subset of particles; the others feel nothing."""
     mol = from_smiles("CCO", seed=0)
     system = openmm.System()
@@ -168,7 +169,7 @@ def test_subset_of_atoms(ani1x, ani1x_torchani):
     for z in mol.numbers:
         system.addParticle(app.Element.getByAtomicNumber(int(z)).mass)
     atoms = list(range(1, mol.n_atoms + 1))
-    system.addForce(create_force(ani1x, mol.numbers, atoms=atoms))
+    system.addForce(create_force(ani1x, mol.numbers, atoms=atoms, backend=backend))
     context = context_for(system)
     context.setPositions(np.vstack([[[5.0, 5.0, 5.0]], mol.coordinates]) / 10)
     state = context.getState(getEnergy=True, getForces=True)

@@ -1,0 +1,127 @@
+"""A Dask pool for the expensive steps (reference labels, samplers) and a progress loop over it.
+
+``dask_client`` gives a :class:`distributed.Client`: on an existing cluster when a scheduler
+address is given (e.g. one started on SLURM with dask-jobqueue, see docs/cluster.md), else
+on a LocalCluster of worker *processes* sized to this machine.
+``as_completed_with_progress`` fans a function out over items and yields results as they
+finish, with a progress bar and ETA; a failing item yields its exception instead of
+stopping the loop, so one bad structure never kills a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+from distributed import Client, LocalCluster, as_completed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .errors import InputError
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(threads_per_worker: int = 1, task_threads: int | None = None) -> int:
+    """Worker processes that fill the machine: workers * threads = cores."""
+    return max(1, available_cores() // (max(1, threads_per_worker) * max(1, task_threads or 1)))
+
+
+@contextmanager
+def dask_client(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads_per_worker: int = 1,
+    task_threads: int | None = None,
+) -> Iterator[Client]:
+    """A Dask client: ``Client(scheduler)`` if an address is given, else a LocalCluster.
+
+    workers: LocalCluster worker processes (default: sized so workers * threads = cores).
+    threads_per_worker: tasks each worker runs at once.
+    task_threads: OpenMP/BLAS threads each task may use (sets OMP_NUM_THREADS & co. in the
+    local worker processes); with ``scheduler`` the remote workers' own environment rules.
+    """
+    if scheduler is not None and workers is not None:
+        raise InputError("give either a number of workers or a scheduler address, not both")
+    if workers is not None and workers < 1:
+        raise InputError(f"number of workers must be >= 1, got {workers}")
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"cannot connect to Dask scheduler {scheduler!r}: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n_workers = workers or default_workers(threads_per_worker, task_threads)
+    environ = {f"distributed.nanny.pre-spawn-environ.{v}": int(task_threads) for v in _THREAD_VARIABLES} if task_threads else {}
+    with dask.config.set(environ):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP endpoint on a free port, not 8787
+            silence_logs=logging.ERROR,
+        )
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def progress_bar() -> Progress:
+    """A rich progress bar on stderr with count, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+def as_completed_with_progress(
+    client: Client, fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
+) -> Iterator[tuple[int, Any]]:
+    """Submit ``fn(item, **kwargs)`` for every item; yield ``(index, result)`` as each finishes.
+
+    A task that raises yields ``(index, exception)`` instead. Leaving the loop early cancels
+    the tasks still pending.
+    """
+    items = list(items)
+    futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=len(futures))
+        pending = set(futures)
+        try:
+            for future in as_completed(list(futures)):
+                pending.discard(future)
+                index = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - the task's own error, handed to the caller
+                    result = exc
+                future.release()
+                progress.advance(task)
+                yield index, result
+        finally:
+            if pending:
+                client.cancel(list(pending))

@@ -1,0 +1,648 @@
+"""Reference labels at wB97X/6-31G(d) with PySCF: single points, optimisation, normal modes.
+
+The default :class:`Level` reproduces the ANI-1x / COMP6 reference data (Gaussian 09):
+
+- ``xc="wb97x"`` is libxc's HYB_GGA_XC_WB97X, the 2008 Chai & Head-Gordon functional
+  (not wB97X-D or wB97X-V);
+- Pople basis sets (3-21G, 6-31G and their * / + variants, not 6-311G) use *Cartesian* d
+  functions (6D), as Gaussian does; spherical 5D is off by ~2 kcal/mol on S66x8;
+- exact Coulomb/exchange integrals (density fitting only when asked for);
+- a (75, 302) atom grid per atom, Gaussian 09's default "FineGrid".
+
+Units: energies in Hartree, coordinates in Angstrom, forces (= -gradient) in Hartree/Angstrom.
+
+A batch (:func:`label_file`, ``anif label``) runs on a Dask pool (:mod:`anif.distributed`),
+commits each label to the output HDF5 (:class:`anif.datasets.DatasetStore`) as it arrives,
+records structures whose SCF fails in ``OUT.failed.jsonl`` (one JSON object a line) and, on
+a rerun, computes only the structures that are in neither. Identical structures (same
+elements, coordinates to 1e-6 A, charge and multiplicity) are computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from .datasets import PROVENANCE, DatasetStore
+from .distributed import as_completed_with_progress, available_cores, dask_client
+from .errors import AnifError, InputError, UnsupportedElementError
+from .structures import Structure, read_structures, symbol
+
+BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
+#: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
+SCF_LADDER = ("diis", "level_shift", "newton")
+_HDF5_SUFFIXES = (".h5", ".hdf5")
+#: Per-conformer columns of an HDF5 input carried through to the labels.
+_CARRIED = tuple(k for k in PROVENANCE if k != "method")
+
+
+class SCFConvergenceError(AnifError):
+    """The SCF did not converge on any rung of the retry ladder."""
+
+
+def gaussian_cartesian(basis: str) -> bool:
+    """Whether Gaussian uses Cartesian d functions (6D) for ``basis`` by default.
+
+    Gaussian's 6D default covers the Pople double-zeta sets (3-21G, 4-31G, 6-21G, 6-31G and
+    their +/* variants); 6-311G, Dunning, def2 and the rest are spherical (5D).
+    """
+    return re.match(r"^(3-21|4-31|6-21|6-31)\+{0,2}g", basis.strip().lower()) is not None
+
+
+@dataclass(frozen=True)
+class Level:
+    """A reference level of theory and its numerical settings."""
+
+    method: str = "wb97x"  # a libxc functional name, or "hf"
+    basis: str = "6-31g*"
+    cartesian: Optional[bool] = None  # None: Gaussian's convention for the basis
+    grid: tuple[int, int] = (75, 302)  # radial, angular points per atom
+    density_fit: bool = False
+    conv_tol: float = 1e-9  # Hartree
+    max_cycle: int = 100  # SCF iterations per rung of the retry ladder
+
+    @property
+    def use_cartesian(self) -> bool:
+        return gaussian_cartesian(self.basis) if self.cartesian is None else self.cartesian
+
+    @property
+    def basis_convention(self) -> str:
+        return "cartesian" if self.use_cartesian else "spherical"
+
+    @property
+    def name(self) -> str:
+        """Method/basis as COMP6's ``lot`` spells it, e.g. ``wb97x/6-31g*``."""
+        return f"{self.method.lower()}/{self.basis.lower()}"
+
+    @property
+    def is_hf(self) -> bool:
+        return self.method.lower() in ("hf", "rhf", "uhf")
+
+
+def program_version() -> str:
+    import pyscf
+    from pyscf.dft import libxc
+
+    return f"pyscf {pyscf.__version__} (libxc {libxc.libxc_version()})"
+
+
+# ---- checks and molecule building ------------------------------------------------------
+def check_structure(structure: Structure, level: Level) -> Structure:
+    """Raise InputError/UnsupportedElementError if ``structure`` cannot be computed at ``level``."""
+    from pyscf import gto
+    from pyscf.lib.exceptions import BasisNotFoundError
+
+    structure.validate()
+    label = structure.name or "structure"
+    electrons = int(structure.numbers.sum()) - int(structure.charge)
+    unpaired = int(structure.multiplicity) - 1
+    if unpaired < 0 or electrons < unpaired or (electrons - unpaired) % 2:
+        raise InputError(
+            f"{label}: {electrons} electrons (charge {structure.charge:+d}) cannot have multiplicity "
+            f"{structure.multiplicity}"
+        )
+    for z in sorted(set(int(z) for z in structure.numbers)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gto.basis.load(level.basis, symbol(z))
+        except BasisNotFoundError as exc:
+            if "Unknown basis" in str(exc):
+                raise InputError(f"unknown basis set {level.basis!r}") from None
+            raise UnsupportedElementError(f"{label}: element {symbol(z)} has no {level.basis} basis") from None
+    return structure
+
+
+def check_level(level: Level) -> Level:
+    """Raise InputError for an unknown functional or invalid numerical settings."""
+    from pyscf.dft import libxc
+
+    if not level.is_hf:
+        try:
+            libxc.parse_xc(level.method)
+        except (KeyError, ValueError, NotImplementedError):
+            raise InputError(f"unknown method {level.method!r} (a libxc functional name such as wb97x, or hf)") from None
+    if level.max_cycle < 1:
+        raise InputError(f"max SCF cycles must be >= 1, got {level.max_cycle}")
+    if len(level.grid) != 2 or min(level.grid) < 1:
+        raise InputError(f"grid must be two positive integers (radial, angular), got {level.grid}")
+    return level
+
+
+def build_molecule(structure: Structure, level: Level):
+    """A PySCF Mole for ``structure`` (Angstrom input) at ``level``'s basis and convention."""
+    from pyscf import gto
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gto.M(
+            atom=[(symbol(z), xyz) for z, xyz in zip(structure.numbers, structure.coordinates)],
+            unit="Angstrom",
+            basis=level.basis,
+            cart=level.use_cartesian,
+            charge=int(structure.charge),
+            spin=int(structure.multiplicity) - 1,
+            verbose=0,
+        )
+
+
+def _mean_field(mol, level: Level):
+    from pyscf import dft, scf
+
+    if level.is_hf:
+        mf = scf.HF(mol)
+    else:
+        mf = dft.KS(mol)
+        mf.xc = level.method
+        mf.grids.atom_grid = tuple(level.grid)
+    if level.density_fit:
+        mf = mf.density_fit()
+    mf.conv_tol = level.conv_tol
+    mf.max_cycle = level.max_cycle
+    return mf
+
+
+class _IterationCounter:
+    """SCF callback counting iterations (DIIS ``cycle`` or second-order ``imacro``)."""
+
+    def __init__(self):
+        self.iterations = 0
+
+    def __call__(self, env: dict) -> None:
+        self.iterations = max(self.iterations, int(env.get("cycle", env.get("imacro", -1))) + 1)
+
+
+def run_scf(mol, level: Level):
+    """A converged mean-field object, trying the rungs of :data:`SCF_LADDER` in turn.
+
+    Each rung starts from the previous rung's density. Returns ``(mf, rung, iterations)``;
+    raises :class:`SCFConvergenceError` naming what each rung did.
+    """
+    dm, iterations, attempts = None, 0, []
+    for rung in SCF_LADDER:
+        mf = _mean_field(mol, level)
+        if rung == "level_shift":
+            mf.level_shift, mf.damp, mf.diis_start_cycle = 0.5, 0.5, 3
+        elif rung == "newton":
+            mf = mf.newton()  # max_cycle now counts macro iterations
+        counter = _IterationCounter()
+        mf.callback = counter
+        try:
+            mf.kernel(dm0=dm)
+        except (np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
+            attempts.append(f"{rung}: {type(exc).__name__}: {exc}")
+            continue
+        finally:
+            iterations += counter.iterations
+        if mf.converged:
+            return mf, rung, iterations
+        attempts.append(f"{rung}: not converged in {level.max_cycle} cycles")
+        dm = mf.make_rdm1()
+    raise SCFConvergenceError("SCF failed: " + "; ".join(attempts))
+
+
+# ---- single points ---------------------------------------------------------------------
+def structure_key(structure: Structure) -> str:
+    """Identity of a structure: elements, coordinates to 1e-6 A, charge, multiplicity."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(structure.numbers, dtype=np.int64).tobytes())
+    h.update((np.round(np.asarray(structure.coordinates, dtype=np.float64), 6) + 0.0).tobytes())
+    h.update(f"{int(structure.charge)},{int(structure.multiplicity)}".encode())
+    return h.hexdigest()[:24]
+
+
+def label_structure(structure: Structure, level: Level = Level(), threads: Optional[int] = None) -> dict:
+    """Energy (Ha) and forces (Ha/A) of one structure, or a failure record; never raises on SCF trouble.
+
+    Returns a dict with ``ok``, ``key``, ``name``, ``host`` (hostname:pid), ``wall_time_s``; on
+    success also ``energy``, ``forces``, ``scf_strategy``, ``scf_iterations``; on failure
+    ``reason``. ``threads``: PySCF/OpenMP threads for this call (None leaves PySCF's default,
+    i.e. OMP_NUM_THREADS).
+    """
+    from pyscf import lib
+
+    if threads:
+        lib.num_threads(int(threads))
+    start = time.perf_counter()
+    record = {"key": structure_key(structure), "name": structure.name, "host": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        mf, rung, iterations = run_scf(build_molecule(structure, level), level)
+        gradient = mf.nuc_grad_method().kernel()  # Ha/Bohr
+    except (SCFConvergenceError, np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
+        return {**record, "ok": False, "reason": str(exc) if isinstance(exc, SCFConvergenceError)
+                else f"{type(exc).__name__}: {exc}", "wall_time_s": time.perf_counter() - start}
+    return {
+        **record,
+        "ok": True,
+        "energy": float(mf.e_tot),
+        "forces": -np.asarray(gradient) / BOHR_ANGSTROM,
+        "scf_strategy": rung,
+        "scf_iterations": int(iterations),
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+# ---- batches ---------------------------------------------------------------------------
+@dataclass
+class LabelTask:
+    """One unique structure to label, with the per-conformer columns it carries from its input."""
+
+    structure: Structure
+    key: str
+    carried: dict = field(default_factory=dict)
+
+
+@dataclass
+class LabelSummary:
+    """Counts of one ``label_file`` run."""
+
+    total: int = 0  # structures in the input
+    unique: int = 0
+    already_labelled: int = 0
+    already_failed: int = 0
+    labelled: int = 0  # computed in this run
+    failed: int = 0
+
+    def line(self, out: Path) -> str:
+        return (
+            f"{self.labelled} labelled, {self.failed} failed in this run; {self.already_labelled} already labelled, "
+            f"{self.already_failed} recorded as failed before ({self.total} structures, {self.unique} unique) -> {out}"
+        )
+
+
+def failures_path(out: str | Path) -> Path:
+    """The failure log beside an output file: ``labels.h5`` -> ``labels.failed.jsonl``."""
+    return Path(out).with_suffix(".failed.jsonl")
+
+
+def read_failures(out: str | Path) -> list[dict]:
+    """Failure records of ``out`` (a last line cut short by a kill is ignored)."""
+    path = failures_path(out)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_input(path: str | Path) -> list[tuple[Structure, dict]]:
+    """Structures (and carried per-conformer provenance) from XYZ, SDF, PDB or ANI-format HDF5."""
+    path = Path(path)
+    if path.suffix.lower() not in _HDF5_SUFFIXES:
+        return [(s, {}) for s in read_structures(path)]
+    out = []
+    for group, data in DatasetStore(path, "r"):
+        coords = data["coordinates"]
+        for c in range(coords.shape[0]):
+            carried = {k: data[k][c] for k in _CARRIED if k in data and data[k].shape[:1] == coords.shape[:1]}
+            out.append((Structure(data["species"], coords[c], name=f"{group}/{c}"), carried))
+    if not out:
+        raise InputError(f"{path}: contains no structures")
+    return out
+
+
+def _hill_formula(numbers) -> str:
+    counts: dict[str, int] = {}
+    for z in numbers:
+        counts[symbol(z)] = counts.get(symbol(z), 0) + 1
+    order = (["C", "H"] if "C" in counts else []) + sorted(s for s in counts if s not in ("C", "H") or "C" not in counts)
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+
+
+class _LabelWriter:
+    """Commits labels to the output store one by one, and failures to the sidecar log."""
+
+    def __init__(self, out: Path, level: Level):
+        self.out, self.level = out, level
+        self.store = DatasetStore(out, "a")
+        self.groups: dict[tuple, str] = {}
+        self.done: set[str] = set()
+        for group, data in (self.store if out.exists() else ()):
+            self.groups[tuple(int(z) for z in data["species"])] = group
+            for key in ("method", "basis_convention", "density_fit"):
+                expected = self._columns()[key]
+                found = {v.item() if hasattr(v, "item") else v for v in data.get(key, [])}
+                if found - {expected}:
+                    raise InputError(
+                        f"{out}: holds labels with {key}={sorted(map(str, found - {expected}))[0]!r}, this run computes "
+                        f"{key}={expected!r}; choose another --out"
+                    )
+            self.done.update(str(k) for k in data.get("structure_key", []))
+        self.failed = {r.get("key") for r in read_failures(out)} - self.done
+
+    def _columns(self) -> dict:
+        level = self.level
+        return {
+            "method": level.name,
+            "basis": level.basis.lower(),
+            "basis_convention": level.basis_convention,
+            "density_fit": int(level.density_fit),
+            "grid": f"{level.grid[0]},{level.grid[1]}",
+            "program": program_version(),
+        }
+
+    def _group(self, numbers) -> str:
+        species = tuple(int(z) for z in numbers)
+        if species not in self.groups:
+            base, k = _hill_formula(species), 1
+            taken = set(self.groups.values())
+            name = base
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+            self.groups[species] = name
+        return self.groups[species]
+
+    def commit(self, task: LabelTask, result: dict) -> None:
+        s = task.structure
+        self.store.append(
+            self._group(s.numbers), s.numbers, s.coordinates[None], [result["energy"]], result["forces"][None],
+            **{k: [v] for k, v in task.carried.items()},
+            **self._columns(),
+            scf_converged=1,
+            scf_strategy=result["scf_strategy"],
+            scf_iterations=result["scf_iterations"],
+            wall_time_s=float(result["wall_time_s"]),
+            host=result["host"],
+            structure_key=task.key,
+            name=s.name,
+            charge=int(s.charge),
+            multiplicity=int(s.multiplicity),
+        )
+        self.done.add(task.key)
+
+    def record_failure(self, task: LabelTask, reason: str, wall_time_s: float = float("nan")) -> None:
+        s = task.structure
+        record = {
+            "key": task.key, "name": s.name, "reason": reason, **self._columns(), "max_cycle": self.level.max_cycle,
+            "wall_time_s": wall_time_s, "charge": int(s.charge), "multiplicity": int(s.multiplicity),
+            "numbers": [int(z) for z in s.numbers], "coordinates": np.round(s.coordinates, 8).tolist(),
+        }
+        path = failures_path(self.out)
+        line = json.dumps(record) + "\n"
+        if path.exists() and path.stat().st_size:
+            with open(path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":  # the last write was cut short by a kill
+                    line = "\n" + line
+        with open(path, "a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.failed.add(task.key)
+
+
+def plan(items: list[tuple[Structure, dict]], level: Level) -> tuple[list[LabelTask], int]:
+    """Check every structure, then drop duplicates. Returns (unique tasks, number of structures)."""
+    check_level(level)
+    tasks: dict[str, LabelTask] = {}
+    for structure, carried in items:
+        check_structure(structure, level)
+        key = structure_key(structure)
+        tasks.setdefault(key, LabelTask(structure, key, carried))
+    return list(tasks.values()), len(items)
+
+
+def label_file(
+    input: str | Path,
+    out: str | Path,
+    level: Level = Level(),
+    charge: Optional[int] = None,
+    multiplicity: Optional[int] = None,
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    threads: Optional[int] = None,
+    retry_failed: bool = False,
+) -> LabelSummary:
+    """Label every structure of ``input`` into ``out`` (resumable; see the module docstring).
+
+    Locally, ``workers`` processes (default: one per structure up to the core count) each
+    run PySCF on ``threads`` threads (default: cores // workers). With ``scheduler`` the
+    remote workers' OMP_NUM_THREADS rules unless ``threads`` is given.
+    """
+    for option, value in (("workers", workers), ("threads", threads)):
+        if value is not None and value < 1:
+            raise InputError(f"number of {option} must be >= 1, got {value}")
+    out = Path(out)
+    items = read_input(input)
+    for structure, _ in items:
+        structure.charge = structure.charge if charge is None else charge
+        structure.multiplicity = structure.multiplicity if multiplicity is None else multiplicity
+    tasks, total = plan(items, level)
+    writer = _LabelWriter(out, level)
+    summary = LabelSummary(total=total, unique=len(tasks))
+    todo = []
+    for task in tasks:
+        if task.key in writer.done:
+            summary.already_labelled += 1
+        elif task.key in writer.failed and not retry_failed:
+            summary.already_failed += 1
+        else:
+            todo.append(task)
+    if not todo:
+        return summary
+    if scheduler is None:
+        workers = min(available_cores(), len(todo)) if workers is None else workers
+        threads = threads or max(1, available_cores() // workers)
+    with dask_client(workers=workers, scheduler=scheduler, task_threads=threads) as client:
+        structures = [t.structure for t in todo]
+        for i, result in as_completed_with_progress(client, label_structure, structures, "labelling",
+                                                    level=level, threads=threads):
+            if isinstance(result, BaseException):
+                writer.record_failure(todo[i], f"worker error: {type(result).__name__}: {result}")
+                summary.failed += 1
+            elif result["ok"]:
+                writer.commit(todo[i], result)
+                summary.labelled += 1
+            else:
+                writer.record_failure(todo[i], result["reason"], result["wall_time_s"])
+                summary.failed += 1
+    return summary
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        radial, angular = (int(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--grid must be RADIAL,ANGULAR (e.g. 75,302), got {text!r}") from None
+    return radial, angular
+
+
+def label_command(
+    input: Annotated[Path, typer.Option("--input", help="Structures: XYZ (multi-frame), SDF, PDB or ANI-format HDF5.")],
+    out: Annotated[Path, typer.Option("--out", help="Output ANI-format HDF5 (appended to; reruns resume).")],
+    method: Annotated[str, typer.Option(help="Functional (libxc name) or hf.")] = "wb97x",
+    basis: Annotated[str, typer.Option(help="Basis set (Pople sets use Cartesian d, as Gaussian).")] = "6-31g*",
+    charge: Annotated[Optional[int], typer.Option(help="Total charge (default: from the input, else 0).")] = None,
+    multiplicity: Annotated[Optional[int], typer.Option(help="Spin multiplicity (default: from the input, else 1).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local worker processes (default: sized to the machine).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing Dask scheduler.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="PySCF threads per worker (default: cores / workers).")] = None,
+    density_fit: Annotated[bool, typer.Option("--density-fit", help="Density fitting (faster, ~0.01-0.04 kcal/mol off).")] = False,
+    grid: Annotated[str, typer.Option(help="DFT grid per atom: RADIAL,ANGULAR.")] = "75,302",
+    max_cycle: Annotated[int, typer.Option(help="SCF iterations per retry rung.")] = 100,
+    spherical: Annotated[bool, typer.Option("--spherical", help="Spherical d/f functions even for Pople bases.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Recompute structures recorded as failed.")] = False,
+) -> None:
+    """Reference energies and forces (default wB97X/6-31G(d)) with PySCF on a Dask pool."""
+    level = Level(method=method, basis=basis, cartesian=False if spherical else None, grid=_parse_grid(grid),
+                  density_fit=density_fit, max_cycle=max_cycle)
+    summary = label_file(input, out, level, charge, multiplicity, workers, scheduler, threads, retry_failed)
+    typer.echo(summary.line(out))
+    if summary.failed:
+        typer.echo(f"failed structures and reasons: {failures_path(out)}")
+
+
+# ---- optimisation and normal modes -----------------------------------------------------
+@dataclass
+class Optimized:
+    structure: Structure
+    energy: float  # Hartree
+    converged: bool
+    steps: int
+
+
+_GEOMETRIC_LOG_INI = """[loggers]
+keys=root
+[handlers]
+keys=null
+[formatters]
+keys=plain
+[logger_root]
+level=WARNING
+handlers=null
+[handler_null]
+class=NullHandler
+args=()
+[formatter_plain]
+format=%(message)s
+"""
+
+
+@contextmanager
+def _geometric_log():
+    """A geomeTRIC logging config that keeps it quiet; the root logger it rewrites is restored after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "log.ini"
+        path.write_text(_GEOMETRIC_LOG_INI)
+        try:
+            yield str(path)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+
+def optimize(structure: Structure, level: Level = Level(), convergence: str = "GAU_TIGHT", max_steps: int = 200,
+             threads: Optional[int] = None) -> Optimized:
+    """Minimise ``structure`` at ``level`` with geomeTRIC (default: Gaussian's 'tight' criteria)."""
+    from pyscf import lib
+    from pyscf.geomopt import geometric_solver
+
+    check_structure(structure, check_level(level))
+    if threads:
+        lib.num_threads(int(threads))
+    mf, _, _ = run_scf(build_molecule(structure, level), level)
+    steps = [0]
+
+    def count(env):
+        steps[0] += 1
+
+    with _geometric_log() as log_ini:
+        converged, mol = geometric_solver.kernel(mf, maxsteps=max_steps, convergence_set=convergence,
+                                                 assert_convergence=False, callback=count, logIni=log_ini)
+    result = Structure(structure.numbers, mol.atom_coords(unit="Angstrom"), name=structure.name,
+                       charge=structure.charge, multiplicity=structure.multiplicity, bonds=structure.bonds)
+    final, _, _ = run_scf(build_molecule(result, level), level)
+    return Optimized(result, float(final.e_tot), bool(converged), steps[0])
+
+
+def hessian(structure: Structure, level: Level = Level(), finite_difference: bool = False, step: float = 5e-3,
+            client=None, threads: Optional[int] = None) -> np.ndarray:
+    """Cartesian Hessian (3N, 3N) in Ha/A^2: analytic, or central differences of analytic gradients.
+
+    With ``finite_difference`` the 6N displaced gradients (``step`` A) run on ``client``'s
+    Dask pool when one is given.
+    """
+    from pyscf import lib
+
+    check_structure(structure, check_level(level))
+    if threads:
+        lib.num_threads(int(threads))
+    n = structure.n_atoms
+    if not finite_difference:
+        mf, _, _ = run_scf(build_molecule(structure, level), level)
+        h = mf.Hessian().kernel()  # (N, N, 3, 3) Ha/Bohr^2
+        return h.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) / BOHR_ANGSTROM**2
+    displaced = []
+    for sign in (1.0, -1.0):
+        for k in range(3 * n):
+            coords = structure.coordinates.copy().reshape(-1)
+            coords[k] += sign * step
+            displaced.append(Structure(structure.numbers, coords.reshape(n, 3), name=f"{structure.name}:d{k}",
+                                       charge=structure.charge, multiplicity=structure.multiplicity))
+    if client is None:
+        results = [label_structure(s, level) for s in displaced]
+    else:
+        results = [None] * len(displaced)
+        for i, r in as_completed_with_progress(client, label_structure, displaced, "hessian", level=level,
+                                               threads=threads):
+            results[i] = r
+    bad = [r for r in results if isinstance(r, BaseException) or not r["ok"]]
+    if bad:
+        raise SCFConvergenceError(f"finite-difference Hessian: {len(bad)} displaced gradients failed")
+    gradients = -np.array([r["forces"].reshape(-1) for r in results])
+    h = (gradients[: 3 * n] - gradients[3 * n:]) / (2 * step)
+    return 0.5 * (h + h.T)
+
+
+@dataclass
+class NormalModes:
+    """Vibrations: frequencies (m,) cm^-1 (negative = imaginary), unit Cartesian directions (m, N, 3),
+    force constants along them (m,) Ha/A^2 and reduced masses (m,) amu, m = 3N - 6 (3N - 5 linear)."""
+
+    frequencies: np.ndarray
+    modes: np.ndarray
+    force_constants: np.ndarray
+    reduced_masses: np.ndarray
+
+
+#: sqrt(Ha / (A^2 amu)) in s^-1, divided by 2 pi c (cm/s): eigenvalue -> wavenumber in cm^-1.
+_WAVENUMBER = np.sqrt(4.3597447222071e-18 / (1e-20 * 1.66053906660e-27)) / (2 * np.pi * 2.99792458e10)
+
+
+def normal_modes(structure: Structure, hessian: np.ndarray) -> NormalModes:
+    """Normal modes of a Cartesian Hessian (3N, 3N) Ha/A^2 at ``structure`` (an optimised geometry).
+
+    The mass-weighted Hessian, projected free of translations and rotations, is diagonalised
+    (:func:`anif.sampling.dnms.normal_modes`); its eigenvectors e map to Cartesian directions
+    q = M^-1/2 e / |M^-1/2 e|, with reduced mass mu = sum_i m_i q_i^2 and k = q^T H q.
+    """
+    from openmm.app import element
+
+    from .sampling.dnms import normal_modes as modes_of
+
+    constants, directions = modes_of(structure.numbers, structure.coordinates, hessian)
+    masses = np.array([element.Element.getByAtomicNumber(int(z)).mass._value for z in structure.numbers])
+    reduced = np.einsum("mni,n->m", directions**2, masses)
+    eigen = constants / reduced
+    return NormalModes(np.sign(eigen) * np.sqrt(np.abs(eigen)) * _WAVENUMBER, directions, constants, reduced)

@@ -1,0 +1,261 @@
+"""Reference labeller: COMP6 S66x8 reproduction through `anif label`, resume after SIGKILL,
+SCF failure recording, a 2-worker LocalCluster, bad input, optimisation and normal modes.
+
+Tests that are not about reproducing reference numbers run at small basis sets (STO-3G) to
+stay fast; the S66x8 test runs the default wB97X/6-31G(d).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from anif.datasets import DatasetStore
+from anif.distributed import as_completed_with_progress, dask_client
+from anif.labeling import (
+    Level,
+    failures_path,
+    gaussian_cartesian,
+    hessian,
+    label_file,
+    label_structure,
+    normal_modes,
+    optimize,
+    read_failures,
+    structure_key,
+)
+from anif.structures import Structure, symbol, write_xyz
+from anif.units import HARTREE_TO_KCAL_MOL
+
+ROOT = Path(__file__).resolve().parents[1]
+WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
+SMALL = Level(basis="sto-3g")
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _label_cmd(*args):
+    return [sys.executable, "-m", "anif", "label", *map(str, args)]
+
+
+def _waters(n, seed=0, scale=0.05):
+    rng = np.random.default_rng(seed)
+    return [Structure([8, 1, 1], WATER + rng.normal(scale=scale, size=(3, 3)), name=f"water{i}") for i in range(n)]
+
+
+def _direct_pyscf(structure, level):
+    """Energy (Ha) and forces (Ha/A) straight from PySCF, for comparison."""
+    from pyscf import dft, gto
+
+    mol = gto.M(atom=[(symbol(z), x) for z, x in zip(structure.numbers, structure.coordinates)], unit="Angstrom",
+                basis=level.basis, cart=level.use_cartesian, verbose=0)
+    mf = dft.RKS(mol)
+    mf.xc = level.method
+    mf.grids.atom_grid = level.grid
+    mf.conv_tol = 1e-10
+    energy = mf.kernel()
+    return energy, -mf.nuc_grad_method().kernel() / 0.52917721092
+
+
+def test_gaussian_basis_convention():
+    assert gaussian_cartesian("6-31g*") and gaussian_cartesian("6-31+G(d,p)") and gaussian_cartesian("3-21g")
+    assert not gaussian_cartesian("6-311g*") and not gaussian_cartesian("cc-pvdz") and not gaussian_cartesian("def2-svp")
+    assert Level().basis_convention == "cartesian"
+
+
+def test_s66x8_force_convention(s66x8_path):
+    """COMP6's 'forces' are +dE/dx: finite differences of energies along the dissociation path prove it."""
+    with h5py.File(s66x8_path, "r") as f:
+        g = f["s66x8/mol00"]
+        x, e, grad = g["coordinates"][()].astype(float), g["energies"][()], g["forces"][()].astype(float)
+    for c in range(3):
+        de = e[c + 1] - e[c]
+        predicted = np.sum(0.5 * (grad[c] + grad[c + 1]) * (x[c + 1] - x[c]))  # Ha, if 'forces' = gradient (Ha/A)
+        assert predicted == pytest.approx(de, rel=0.15)
+
+
+def test_reproduces_comp6_s66x8_through_cli(tmp_path, s66x8_path):
+    """Water dimer (S66x8 mol00) conformers 0 and 1 at the default level: energy within 0.05 kcal/mol,
+    forces within 0.5 kcal/mol/A; a duplicate frame is computed once; the file reads in torchani."""
+    with h5py.File(s66x8_path, "r") as f:
+        g = f["s66x8/mol00"]
+        species = [s.decode() for s in g["species"][()]]
+        coords, energies, gradients = g["coordinates"][()], g["energies"][()], g["forces"][()]
+    numbers = [8 if s == "O" else 1 for s in species]
+    frames = [Structure(numbers, coords[c], name=f"s66x8/mol00/{c}") for c in (0, 1, 0)]
+    write_xyz(frames, tmp_path / "in.xyz")
+    out = tmp_path / "labels.h5"
+    run = subprocess.run(_label_cmd("--input", tmp_path / "in.xyz", "--out", out, "--workers", "1"),
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "2 labelled" in run.stdout and "3 structures, 2 unique" in run.stdout
+
+    store = DatasetStore(out, "r")
+    assert store.num_conformers() == 2
+    (group, data), = list(store)
+    for i, name in enumerate(data["name"]):
+        c = int(name.rsplit("/", 1)[1])
+        assert abs(data["energies"][i] - energies[c]) * HARTREE_TO_KCAL_MOL < 0.05
+        assert np.abs(data["forces"][i] - (-gradients[c])).max() * HARTREE_TO_KCAL_MOL < 0.5
+    assert set(data["method"]) == {"wb97x/6-31g*"} and set(data["basis_convention"]) == {"cartesian"}
+    assert set(data["scf_converged"]) == {1} and (data["scf_iterations"] > 0).all() and (data["wall_time_s"] > 0).all()
+    assert all(p.startswith("pyscf ") for p in data["program"])
+
+    from torchani.datasets import ANIDataset
+
+    ds = ANIDataset(out)
+    got = ds.get_conformers(group, properties=("species", "coordinates", "energies", "forces"))
+    np.testing.assert_allclose(got["energies"].numpy(), data["energies"])
+
+
+def test_resume_after_sigkill(tmp_path):
+    """Kill `anif label` with SIGKILL once a label has landed; the rerun computes only the rest."""
+    structures = _waters(6, seed=1)
+    cands = tmp_path / "cands.h5"
+    DatasetStore(cands).append("water", [8, 1, 1], np.stack([s.coordinates for s in structures]), np.zeros(6),
+                               source="test", sampler="dnms")
+    out = tmp_path / "labels.h5"
+    cmd = _label_cmd("--input", cands, "--out", out, "--basis", "sto-3g", "--workers", "1", "--threads", "1")
+    child = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out.exists() and DatasetStore(out, "r").num_conformers() >= 1):
+            assert child.poll() is None, f"labeller ended before the kill: {child.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "no label landed in time"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)  # the Dask workers it started
+        except ProcessLookupError:
+            pass
+    first = DatasetStore(out, "r").read("H2O")
+    n_first = len(first["energies"])
+    assert 1 <= n_first < 6, "the kill came too late to test resuming"
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert re.search(rf"\b{6 - n_first} labelled", rerun.stdout) and f"{n_first} already labelled" in rerun.stdout
+    final = DatasetStore(out, "r").read("H2O")
+    assert sorted(final["structure_key"]) == sorted(structure_key(s) for s in structures)
+    assert set(final["source"]) == {"test"} and set(final["sampler"]) == {"dnms"}
+    kept = dict(zip(final["structure_key"], final["energies"]))
+    assert all(kept[k] == e for k, e in zip(first["structure_key"], first["energies"]))
+
+
+def test_scf_failure_is_recorded_and_batch_goes_on(tmp_path):
+    """With one SCF iteration per rung, H2 converges (on the level-shift rung) and water fails."""
+    h2 = Structure([1, 1], [[0, 0, 0], [0, 0, 0.74]], name="h2")
+    water = Structure([8, 1, 1], WATER, name="water")
+    write_xyz([h2, water], tmp_path / "in.xyz")
+    out = tmp_path / "labels.h5"
+    cmd = _label_cmd("--input", tmp_path / "in.xyz", "--out", out, "--basis", "sto-3g", "--max-cycle", "1",
+                     "--workers", "1")
+    run = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "1 labelled, 1 failed" in run.stdout
+    data = DatasetStore(out, "r").read("H2")
+    assert list(data["name"]) == ["h2"] and list(data["scf_strategy"]) == ["level_shift"]
+    energy, _ = _direct_pyscf(h2, SMALL)
+    assert data["energies"][0] == pytest.approx(energy, abs=1e-6)
+    (failure,) = read_failures(out)
+    assert failure["name"] == "water" and failure["key"] == structure_key(water)
+    assert "not converged" in failure["reason"] and "newton" in failure["reason"]
+    assert failures_path(out).name == "labels.failed.jsonl"
+
+
+def test_two_worker_local_cluster_matches_direct_pyscf(tmp_path):
+    structures = _waters(4, seed=2)
+    write_xyz(structures, tmp_path / "in.xyz")
+    out = tmp_path / "labels.h5"
+    summary = label_file(tmp_path / "in.xyz", out, SMALL, workers=2, threads=1)
+    assert (summary.labelled, summary.failed) == (4, 0)
+    data = DatasetStore(out, "r").read("H2O")
+    assert len(set(data["host"])) == 2, "both worker processes should have labelled"
+    i = list(data["name"]).index("water0")
+    energy, forces = _direct_pyscf(structures[0], SMALL)
+    assert data["energies"][i] == pytest.approx(energy, abs=1e-7)
+    np.testing.assert_allclose(data["forces"][i], forces, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        ("1\nxenon\nXe 0 0 0\n", [], "element Xe has no 6-31g* basis"),
+        ("2\nclash\nO 0 0 0\nH 0 0 0.1\n", [], "overlap"),
+        ("2\nradical\nO 0 0 0\nH 0 0 0.97\n", [], "9 electrons"),
+        ("this is not\nan xyz file\n", [], "expected an atom count"),
+        ("3\nwater\nO 0 0 0\nH 0 0 0.96\nH 0 0.93 -0.24\n", ["--workers", "0"], "workers must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys, content, extra, message):
+    from anif.cli import main
+
+    (tmp_path / "in.xyz").write_text(content)
+    monkeypatch.setattr(sys, "argv", ["anif", "label", "--input", str(tmp_path / "in.xyz"),
+                                      "--out", str(tmp_path / "out.h5"), *extra])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_unreadable_hdf5_is_one_line_error(tmp_path):
+    (tmp_path / "junk.h5").write_bytes(os.urandom(256))
+    run = subprocess.run(_label_cmd("--input", tmp_path / "junk.h5", "--out", tmp_path / "out.h5"), cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.strip().startswith("error: ") and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_optimisation_and_normal_modes():
+    """Tight optimisation leaves no force; analytic and pool finite-difference Hessians agree;
+    frequencies match PySCF's own harmonic analysis. (HF/STO-3G: this tests the machinery.)"""
+    from pyscf.hessian import thermo
+
+    from anif.labeling import build_molecule
+
+    level = Level(method="hf", basis="sto-3g")
+    start = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
+    result = optimize(start, level)
+    assert result.converged and result.steps > 1
+    check = label_structure(result.structure, level)
+    assert np.abs(check["forces"]).max() < 1e-4  # Ha/A; GAU_TIGHT max gradient is 1.5e-5 Ha/Bohr
+    assert check["energy"] == pytest.approx(result.energy, abs=1e-8)
+    assert result.energy < label_structure(start, level)["energy"] - 1e-3
+
+    analytic = hessian(result.structure, level)
+    with dask_client(workers=2, task_threads=1) as client:
+        numeric = hessian(result.structure, level, finite_difference=True, client=client)
+    np.testing.assert_allclose(numeric, analytic, atol=1e-3 * np.abs(analytic).max())
+
+    modes = normal_modes(result.structure, analytic)
+    assert modes.modes.shape == (3, 3, 3) and (modes.frequencies > 1000).all()
+    np.testing.assert_allclose(np.linalg.norm(modes.modes.reshape(3, -1), axis=1), 1.0)
+    np.testing.assert_allclose(modes.frequencies, normal_modes(result.structure, numeric).frequencies, rtol=2e-3)
+    h = analytic.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3) * 0.52917721092**2  # (N, N, 3, 3) Ha/Bohr^2
+    reference = thermo.harmonic_analysis(build_molecule(result.structure, level), h, imaginary_freq=False)
+    np.testing.assert_allclose(np.sort(modes.frequencies), np.sort(reference["freq_wavenumber"]), atol=1.0)
+
+
+def test_pool_reports_task_errors_without_stopping():
+    with dask_client(workers=1, task_threads=1) as client:
+        results = dict(as_completed_with_progress(client, int, ["1", "x", "3"], "parse"))
+    assert results[0] == 1 and results[2] == 3 and isinstance(results[1], ValueError)

@@ -1,0 +1,97 @@
+"""rho_hat calibration: exact on synthetic arrays, and end to end through `anif qbc calibrate`."""
+
+import copy
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from anif.errors import InputError
+from anif.qbc_calibration import calibrate
+from anif.units import HARTREE_TO_KCAL_MOL as KCAL
+
+
+def test_calibrate_known_threshold():
+    rng = np.random.default_rng(0)
+    bad_rho = np.linspace(0.1, 1.0, 100)  # 100 bad structures; 98% capture keeps the top 98
+    good_rho = rng.uniform(0.0, 0.5, 900)
+    rho = np.concatenate([bad_rho, good_rho])
+    worst = np.concatenate([rng.uniform(1.6, 5.0, 100), rng.uniform(0.0, 1.4, 900)])
+    energy_error = rng.normal(size=1000) * (1 + rho)
+    order = rng.permutation(1000)
+    cal = calibrate(rho[order], worst[order], energy_error[order], error_bound=1.5, capture=0.98)
+    step = 0.9 / 99
+    assert cal.rho_hat == pytest.approx(0.1 + 1.5 * step, rel=1e-12)  # between the 99th and 98th largest
+    assert cal.n_bad == 100 and cal.captured == pytest.approx(0.98)
+    above = rho > cal.rho_hat
+    assert cal.selected_fraction == pytest.approx(above.mean())
+    assert cal.rmse_above == pytest.approx(np.sqrt(np.mean(energy_error[above] ** 2)))
+    assert cal.rmse_below == pytest.approx(np.sqrt(np.mean(energy_error[~above] ** 2)))
+    full = calibrate(rho, worst, energy_error, capture=1.0)
+    assert full.captured == 1.0 and 0.099 < full.rho_hat < 0.1
+    with pytest.raises(InputError, match="nothing to calibrate"):
+        calibrate(rho, worst * 0, energy_error)
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: oversubscribed OpenMP threads spin
+    yield
+    torch.set_num_threads(before)
+
+
+def test_qbc_calibrate_cli_on_synthetic_labels(tmp_path, monkeypatch, capsys, s66x8_path, ani1x_torchani, one_thread):
+    """Reference energies are built so that exactly the chosen structures are 'bad'; rho from torchani."""
+    import h5py
+
+    from anif.cli import main
+    from anif.datasets import DatasetStore
+
+    model = copy.deepcopy(ani1x_torchani).double()
+    rng = np.random.default_rng(1)
+    data = tmp_path / "synthetic.h5"
+    store = DatasetStore(data)
+    rhos, bads = [], []
+    with h5py.File(s66x8_path, "r") as f:
+        for name in sorted(f["s66x8"])[:12]:
+            g = f["s66x8"][name]
+            z = torch.tensor([{"H": 1, "C": 6, "N": 7, "O": 8}[s.decode()] for s in g["species"][()]])
+            x = torch.tensor(g["coordinates"][()], dtype=torch.float64)
+            with torch.no_grad():
+                members = model((z.expand(len(x), -1), x), ensemble_values=True).energies.numpy()  # (M, C)
+            n = len(z)
+            rho = members.std(0, ddof=1) / math.sqrt(n) * KCAL
+            bad = rng.random(len(x)) < 0.4
+            # worst member error per sqrt(atom) = 3.0 (bad) or 0.5 (good): E_ref = min member - target
+            target = np.where(bad, 3.0, 0.5) * math.sqrt(n) / KCAL - (members.max(0) - members.min(0))
+            target = np.maximum(target, 0.0)
+            e_ref = members.min(0) - target
+            worst = np.abs(members - e_ref).max(0) / math.sqrt(n) * KCAL
+            bad = worst > 1.5
+            store.append(name.replace("/", "_"), z.numpy(), x.numpy(), e_ref)
+            rhos.append(rho)
+            bads.append(bad)
+    rho, bad = np.concatenate(rhos), np.concatenate(bads)
+    assert 10 < bad.sum() < len(bad) - 10
+    top = np.sort(rho[bad])[::-1]
+    k = math.ceil(0.9 * top.size - 1e-9)
+    expected = 0.5 * (top[k - 1] + top[k])
+
+    monkeypatch.setattr(sys, "argv", ["anif", "qbc", "calibrate", "--model", "ani1x", "--data", str(data),
+                                      "--capture", "0.9", "--json", str(tmp_path / "cal.json"),
+                                      "--plot", str(tmp_path / "cal.png")])
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    out = capsys.readouterr().out
+    assert "rho_hat" in out and "selected" in out and "RMSE above" in out
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert cal["rho_hat"] == pytest.approx(expected, rel=1e-6)
+    assert cal["n_bad"] == int(bad.sum())
+    assert cal["selected_fraction"] == pytest.approx(np.mean(rho > expected))
+    assert (tmp_path / "cal.png").read_bytes()[:4] == b"\x89PNG"
