@@ -91,10 +91,11 @@ def save_model(model: AniEnsemble, directory: str | Path, **metadata) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     spec = {"format": MODEL_FORMAT, "version": 1, **_ensemble_spec(model.ani), **metadata}
-    tmp = directory / (MODEL_WEIGHTS + ".tmp")
-    torch.save(model.ani.state_dict(), tmp)
-    tmp.replace(directory / MODEL_WEIGHTS)
-    (directory / MODEL_JSON).write_text(json.dumps(spec, indent=2))
+    weights, meta = directory / (MODEL_WEIGHTS + ".tmp"), directory / (MODEL_JSON + ".tmp")
+    torch.save(model.ani.state_dict(), weights)
+    meta.write_text(json.dumps(spec, indent=2))
+    weights.replace(directory / MODEL_WEIGHTS)  # atomic renames: a kill never leaves a torn file
+    meta.replace(directory / MODEL_JSON)
     return directory
 
 
@@ -132,15 +133,26 @@ def load_ani(spec: str = "ani1x"):
     raise InputError(f"unknown model {spec!r}: use 'ani1x' or a directory with {MODEL_JSON}")
 
 
-def load_model(spec: str = "ani1x", implementation: str = "stock") -> AniEnsemble:
-    """Load an ensemble (``'ani1x'`` or an anif model directory) as an :class:`AniEnsemble`.
+#: Evaluation paths of :func:`load_model`; the first is the default.
+IMPLEMENTATIONS = ("fused", "stock")
 
-    ``implementation`` selects the evaluation path: ``'stock'`` is torchani's own.
+
+def load_model(spec: str = "ani1x", implementation: str = "fused") -> torch.nn.Module:
+    """Load an ensemble (``'ani1x'`` or an anif model directory) with the AniEnsemble contract.
+
+    ``implementation`` selects the evaluation path: ``'fused'`` (default) is
+    :class:`anif.fused.FusedAniEnsemble`, the members evaluated together; ``'stock'`` is
+    torchani's own forward pass (:class:`AniEnsemble`). Both give the same numbers.
     """
+    if implementation not in IMPLEMENTATIONS:
+        raise AnifError(f"unknown implementation {implementation!r} (use {' or '.join(IMPLEMENTATIONS)})")
     ani = load_ani(spec)
-    if implementation != "stock":
-        raise AnifError(f"unknown implementation {implementation!r}")
-    model = AniEnsemble(ani)
+    if implementation == "fused":
+        from .fused import FusedAniEnsemble
+
+        model = FusedAniEnsemble(ani)
+    else:
+        model = AniEnsemble(ani)
     model.spec = spec
     return model.eval()
 

@@ -1,0 +1,224 @@
+"""A fused ANI ensemble: every member of a species' network evaluated in one batched product.
+
+:class:`FusedAniEnsemble` computes the same member energies as the stock
+:class:`anif.models.AniEnsemble` (torchani's own forward pass) with far fewer operations:
+
+- one AEV per atom shared by all members, from torchani's own radial/angular terms and
+  scatter (``AEVComputer.compute_from_neighbors``), fed by a neighbour list made once per call
+  (dense all-pairs screening for molecules; torchani's all-pairs-with-shifts list for periodic
+  cells, which supports any triclinic cell, also cells smaller than twice the cutoff);
+- per species, the members' first layers concatenated into one matrix (one GEMM for all
+  members, the AEV is shared) and the deeper layers stacked into ``(M, in, out)`` tensors
+  evaluated with ``baddbmm``;
+- weights held as buffers, so a backward pass for forces computes no weight gradients.
+
+The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns by
+default. :func:`screen` computes rho for many molecules of different sizes in padded batches.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchani.neighbors import Neighbors, all_pairs
+
+from .units import HARTREE_TO_KCAL_MOL
+
+
+class FusedSpeciesNetwork(torch.nn.Module):
+    """The M members' networks of one element, evaluated together.
+
+    The input AEV is shared by all members, so the first layers form one ``(in, M * out)``
+    matrix; deeper layers are ``(M, in, out)`` stacks. Returns atomic energies ``(M, atoms)``.
+    """
+
+    def __init__(self, networks: Sequence[torch.nn.Module]):
+        super().__init__()
+        layers = [list(net.layers) + [net.final_layer] for net in networks]
+        depth = len(layers[0])
+        if any(len(l) != depth for l in layers) or any(l.bias is None for ls in layers for l in ls):
+            raise ValueError("fused networks need members of equal depth with biases")
+        self.members = len(networks)
+        self.activation = networks[0].activation
+        first = [ls[0] for ls in layers]
+        self.hidden = int(first[0].out_features)
+        # (in, M * out): column block m holds member m's first layer.
+        self.register_buffer("w0", torch.cat([l.weight.detach().t() for l in first], 1).contiguous())
+        self.register_buffer("b0", torch.cat([l.bias.detach() for l in first]).contiguous())
+        self.layers = torch.nn.ModuleList([_StackedLinear([ls[j] for ls in layers]) for j in range(1, depth)])
+
+    def forward(self, aev: Tensor) -> Tensor:
+        n = aev.shape[0]
+        h = torch.addmm(self.b0, aev, self.w0).view(n, self.members, self.hidden).transpose(0, 1)
+        for layer in self.layers:
+            h = layer(self.activation(h))
+        return h.squeeze(-1)
+
+
+class _StackedLinear(torch.nn.Module):
+    """M linear layers of equal shape as one ``baddbmm``: (M, n, in) -> (M, n, out)."""
+
+    def __init__(self, linears: Sequence[torch.nn.Linear]):
+        super().__init__()
+        self.register_buffer("weight", torch.stack([l.weight.detach().t() for l in linears]).contiguous())
+        self.register_buffer("bias", torch.stack([l.bias.detach()[None] for l in linears]).contiguous())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class FusedAniEnsemble(torch.nn.Module):
+    """Member energies (M, B) in Hartree of a torchani ANI ensemble, fused for speed.
+
+    Same contract as :class:`anif.models.AniEnsemble`: ``forward(species (B, N) atomic numbers
+    with -1 padding, coordinates (B, N, 3) Angstrom, cell (3, 3) Angstrom or None, pbc (3,)
+    bool or None)``. The wrapped torchani module stays available as ``.ani`` (for saving and
+    training; it is not compiled by ``torch.jit.script``); weights are copied at construction,
+    so re-wrap after changing ``.ani``'s weights.
+    """
+
+    __jit_ignored_attributes__ = ["ani"]
+
+    def __init__(self, ani: torch.nn.Module):
+        super().__init__()
+        nnp = ani.potentials["nnp"]
+        if ani._has_extra_potentials:
+            raise ValueError("fused evaluation supports ANI models without extra potentials")
+        self.ani = ani
+        self.aev_computer = nnp.aev_computer
+        self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
+        self.cutoff = float(self.aev_computer.radial.cutoff)
+        self.radial_cutoff = float(self.aev_computer.radial.cutoff)
+        self.angular_cutoff = float(self.aev_computer.angular.cutoff)
+        self.register_buffer("triu_index", self.aev_computer.triu_index.clone(), persistent=False)
+        self.num_pairs = int(self.aev_computer.num_species_pairs)
+        self.num_species = int(len(ani.atomic_numbers))
+        table = torch.full((max(int(z) for z in ani.atomic_numbers) + 2,), -1, dtype=torch.long)
+        table[ani.atomic_numbers] = torch.arange(self.num_species)
+        self.register_buffer("element_index", table, persistent=False)
+        sae = ani.energy_shifter.self_energies.detach()
+        self.register_buffer("self_energies", torch.cat([sae, sae.new_zeros(1)]))
+        members = list(nnp.neural_networks.members)
+        self.num_members = len(members)
+        self.networks = torch.nn.ModuleList(
+            [FusedSpeciesNetwork([m.atomics[s] for m in members]) for s in ani.symbols]
+        )
+
+    def _aev(self, elem: Tensor, coordinates: Tensor) -> Tensor:
+        """AEVs (B * N, features) of isolated molecules, with torchani's radial and angular terms.
+
+        Neighbour work is done once, without gradients, on the dense (B, N, N) distance
+        matrix: radial pairs i < j within the radial cutoff, and per centre atom a padded list
+        of the neighbours within the angular cutoff, from which all side-atom pairs (triples)
+        are taken. Only the geometry of the kept pairs and triples carries gradients.
+        """
+        b, n = elem.shape
+        atoms = b * n
+        s = self.num_species
+        with torch.no_grad():
+            x = coordinates.detach()
+            d2 = (x.unsqueeze(2) - x.unsqueeze(1)).pow(2).sum(-1)
+            real = elem >= 0
+            distinct = ~torch.eye(n, dtype=torch.bool, device=elem.device)
+            ok = real.unsqueeze(2) & real.unsqueeze(1) & distinct
+            ij = torch.triu(ok & (d2 <= self.radial_cutoff**2), 1).nonzero()
+            first = ij[:, 0] * n + ij[:, 1]
+            second = ij[:, 0] * n + ij[:, 2]
+            angular = (ok & (d2 <= self.angular_cutoff**2)).view(atoms, n)
+            count = angular.sum(1)
+            k = int(count.max()) if atoms > 0 else 0
+            local = torch.sort(angular.to(torch.int8), dim=1, descending=True, stable=True)[1][:, :k]
+            base = torch.div(torch.arange(atoms, device=elem.device), n, rounding_mode="floor") * n
+            neighbours = (local + base.unsqueeze(1)).view(-1)
+            side = torch.triu_indices(k, k, 1, device=elem.device)
+            centre, t = (side[1].unsqueeze(0) < count.unsqueeze(1)).nonzero().unbind(1)
+            slots = torch.cat([centre * k + side[0][t], centre * k + side[1][t]])
+            flat_elem = elem.reshape(-1)
+            radial_index = torch.cat([first * s + flat_elem[second], second * s + flat_elem[first]])
+            side_elem = flat_elem[neighbours[slots]].view(2, -1)
+            angular_index = centre * self.num_pairs + self.triu_index[side_elem[0], side_elem[1]]
+        flat = coordinates.reshape(-1, 3)
+        distances = (flat.index_select(0, first) - flat.index_select(0, second)).norm(2, -1)
+        radial_terms = self.aev_computer.radial(distances)
+        radial = radial_terms.new_zeros((atoms * s, radial_terms.shape[1]))
+        radial = radial.index_add(0, radial_index, torch.cat([radial_terms, radial_terms]))
+        # centre -> neighbour vectors (atoms * k, 3), then the two sides of every triple
+        table = (flat.index_select(0, neighbours).view(atoms, k, 3) - flat.unsqueeze(1)).view(-1, 3)
+        vectors = table.index_select(0, slots).view(2, -1, 3)
+        angular_terms = self.aev_computer.angular(vectors.norm(2, -1), vectors)
+        angular_aev = angular_terms.new_zeros((atoms * self.num_pairs, angular_terms.shape[1]))
+        angular_aev = angular_aev.index_add(0, angular_index, angular_terms)
+        return torch.cat([radial.view(atoms, -1), angular_aev.view(atoms, -1)], 1)
+
+    def forward(
+        self,
+        species: Tensor,
+        coordinates: Tensor,
+        cell: Optional[Tensor] = None,
+        pbc: Optional[Tensor] = None,
+    ) -> Tensor:
+        # -1 pads (and numbers beyond the table) land on the table's last entry, -1
+        elem = self.element_index[species.clamp(max=self.element_index.shape[0] - 1)]
+        if bool(((elem < 0) & (species >= 0)).any()):
+            raise ValueError("species contains an element the model does not support")
+        b, n = elem.shape
+        if pbc is not None and bool(pbc.any()):
+            assert cell is not None
+            neighbours = all_pairs(self.cutoff, elem, coordinates, cell, pbc)
+            aev = self.aev_computer.compute_from_neighbors(elem, coordinates, neighbours).view(b * n, -1)
+        else:
+            aev = self._aev(elem, coordinates)
+        # Atoms grouped by element once; each element's slice goes through its fused network.
+        flat_elem = elem.view(-1)
+        order = torch.argsort(flat_elem, stable=True)
+        counts: list[int] = torch.bincount(flat_elem + 1, minlength=self.num_species + 1).tolist()
+        aev = aev.index_select(0, order)
+        start = counts[0]
+        atomic: list[Tensor] = []
+        for e, net in enumerate(self.networks):
+            size = counts[e + 1]
+            if size > 0:
+                atomic.append(net(aev.narrow(0, start, size)))
+            start += size
+        molecule = torch.div(order.narrow(0, counts[0], start - counts[0]), n, rounding_mode="floor")
+        energies = aev.new_zeros((self.num_members, b)).index_add(1, molecule, torch.cat(atomic, 1))
+        # padded self energies: index -1 (padding) reads the trailing 0
+        return energies + self.self_energies[elem].sum(1).to(energies.dtype)
+
+
+def screen(model: torch.nn.Module, structures, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """rho (kcal/mol) = sigma / sqrt(N) for each structure, evaluated in padded batches.
+
+    Structures are sorted by size so each batch pads to a similar number of atoms; the
+    result is in the input order.
+    """
+    from .models import check_supported, member_spread, pad_structures
+
+    structures = list(structures)
+    if not structures:
+        return np.zeros(0)
+    param = next(model.parameters())
+    order = np.argsort([s.n_atoms for s in structures], kind="stable")
+    rho = np.empty(len(structures))
+    starts = range(0, len(structures), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="screening", unit="batch")
+    with torch.no_grad():
+        for start in starts:
+            chunk = order[start : start + batch_size]
+            species, coords = pad_structures([structures[i] for i in chunk])
+            check_supported(model, species)
+            members = model(
+                torch.as_tensor(species, device=param.device),
+                torch.as_tensor(coords, dtype=param.dtype, device=param.device),
+                None,
+                None,
+            )
+            n_atoms = torch.as_tensor((species >= 0).sum(1), dtype=members.dtype, device=members.device)
+            rho[chunk] = (member_spread(members) / n_atoms.sqrt()).double().cpu().numpy()
+    return rho * HARTREE_TO_KCAL_MOL
