@@ -1,0 +1,210 @@
+"""``anif sample rts|dimers|dnms|search``: run a sampler, write its candidates to an HDF5 store.
+
+Candidates go to ``--out`` through :class:`anif.datasets.DatasetStore` as each molecule (box,
+chunk) finishes, with ``rho_kcal_mol``, ``sampler``, ``source``, ``seed`` and a JSON
+``provenance`` per conformer. ``energies`` hold the ensemble mean energy (Hartree), a
+placeholder until the labeller computes reference labels.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError
+from ..md import RHO_HAT
+
+sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
+                         no_args_is_help=True)
+
+_MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
+_RHO = typer.Option(RHO_HAT, "--rho-hat", help="QBC threshold rho_hat (kcal/mol)")
+_SEED = typer.Option(0, "--seed", help="master seed (per-molecule seeds derive from it)")
+_OUT = typer.Option(..., "--out", help="output HDF5 (appended to)")
+_WORKERS = typer.Option(None, "--workers", help="Dask worker processes (default: one per core; 0: no Dask)")
+_SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
+    """Inputs (files or SMILES) -> ((smiles, name) pairs, ready structures)."""
+    from ..structures import read_structures
+    from .search import read_smiles_file
+
+    molecules, structures = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.suffix.lower() in (".smi", ".smiles", ".txt"):
+            molecules += read_smiles_file(path)
+        elif path.suffix.lower() in (".xyz", ".sdf", ".mol", ".pdb"):
+            structures += read_structures(path)
+        else:
+            molecules.append((item, item))
+    return molecules, structures
+
+
+def _load(model, inputs: list[str], seed: int) -> list:
+    """Embed / read the inputs, skipping (with the reason) what the model cannot sample."""
+    from ..errors import AnifError
+    from ..models import supported_numbers
+    from .search import embed
+
+    molecules, ready = _molecule_list(inputs)
+    supported = supported_numbers(model)
+    embedded, skipped = embed(molecules, supported, seed)
+    structures = [s for s, _ in embedded]
+    for s in ready:
+        try:
+            structures.append(s.validate(supported).require_neutral_closed_shell())
+        except AnifError as exc:
+            skipped.append((s.name, str(exc)))
+    for name, reason in skipped:
+        _say(f"skipped {name}: {reason}")
+    if not structures:
+        raise InputError("no usable molecule in the input")
+    return structures
+
+
+def _single_inputs(smiles: Optional[list[str]], input: Optional[Path]) -> list[str]:
+    if bool(smiles) == (input is not None):
+        raise InputError("give --smiles (one or more) or --input FILE, not both")
+    return list(smiles) if smiles else [str(input)]
+
+
+def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings, out: Path,
+         workers: Optional[int], scheduler: Optional[str]) -> None:
+    from .candidates import write_candidates
+    from .parallel import run_sampler
+
+    if rho_hat < 0:
+        raise InputError(f"--rho-hat must be >= 0, got {rho_hat}")
+    total = 0
+    for _, result in run_sampler(sampler, model, payloads, rho_hat, seed, settings, workers, scheduler):
+        if sampler == "search":
+            for name, reason in result.skipped:
+                _say(f"skipped {name}: {reason}")
+            result = result.candidates
+        if result:
+            total += write_candidates(out, result)
+    _say(f"{total} candidate(s) with rho > {rho_hat} kcal/mol written to {out}")
+
+
+@sample_app.command("rts")
+def rts_command(
+    smiles: Optional[list[str]] = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)"),
+    input: Optional[Path] = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF or PDB file"),
+    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
+    repeats: int = typer.Option(4, "--repeats", help="trajectories per molecule (K)"),
+    t_start: float = typer.Option(300.0, "--t-start", help="initial temperature (K)"),
+    t_end: float = typer.Option(1000.0, "--t-end", help="final thermostat temperature (K)"),
+    ramp_ps: float = typer.Option(4.0, "--ramp-ps", help="heating time = trajectory length (ps)"),
+    timestep: float = typer.Option(0.5, "--timestep", help="fs"),
+    friction: float = typer.Option(1.0, "--friction", help="ps^-1"),
+    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
+):
+    """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
+    from ..models import load_model
+    from .rts import RTSSettings
+
+    structures = _load(load_model(model), _single_inputs(smiles, input), seed)
+    settings = RTSSettings(t_start, t_end, ramp_ps, timestep, friction, repeats)
+    _run("rts", model, structures, rho_hat, seed, settings, out, workers, scheduler)
+
+
+@sample_app.command("dnms")
+def dnms_command(
+    smiles: Optional[list[str]] = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)"),
+    input: Optional[Path] = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF or PDB file"),
+    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
+    temperature: float = typer.Option(300.0, "--temperature", help="K"),
+    pool: int = typer.Option(256, "--pool", help="normal-mode draws per molecule"),
+    keep: int = typer.Option(32, "--keep", help="most diverse conformers QBC-tested per molecule"),
+    min_rmsd: float = typer.Option(0.05, "--min-rmsd", help="near-duplicate RMSD (A, after superposition)"),
+    bias: float = typer.Option(2.0, "--bias", help="near-equilibrium bias exponent (1 = none)"),
+    hessian: str = typer.Option("ensemble", "--hessian", help="'ensemble' (cheap) or 'reference' (PySCF)"),
+    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
+):
+    """Diverse normal-mode sampling around the optimised geometry."""
+    from ..models import load_model
+    from .dnms import DNMSSettings
+
+    if hessian not in ("ensemble", "reference"):
+        raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
+    structures = _load(load_model(model), _single_inputs(smiles, input), seed)
+    settings = DNMSSettings(temperature, pool, keep, min_rmsd, bias, hessian=hessian)
+    _run("dnms", model, structures, rho_hat, seed, settings, out, workers, scheduler)
+
+
+@sample_app.command("dimers")
+def dimers_command(
+    inputs: list[str] = typer.Argument(..., help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb files"),
+    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
+    boxes: int = typer.Option(1, "--boxes", help="independent boxes (run in parallel)"),
+    molecules: int = typer.Option(24, "--molecules", help="molecules per box"),
+    density: float = typer.Option(0.6, "--density", help="g/cm^3"),
+    time_ps: float = typer.Option(5.0, "--time-ps", help="MD length (ps)"),
+    interval: int = typer.Option(50, "--interval", help="steps between box cuts"),
+    cutoff: float = typer.Option(4.0, "--cutoff", help="closest contact of a dimer pair (A)"),
+    temperature: float = typer.Option(300.0, "--temperature", help="K"),
+    timestep: float = typer.Option(0.5, "--timestep", help="fs"),
+    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
+):
+    """Dimer sampling: periodic box MD cut into dimer pairs, QBC-tested in batches."""
+    from ..models import load_model
+    from .dimers import DimerSettings
+
+    if min(boxes, molecules, interval) < 1 or min(density, time_ps, cutoff, timestep) <= 0:
+        raise InputError("--boxes, --molecules, --interval, --density, --time-ps, --cutoff, --timestep must be > 0")
+    conformers = _load(load_model(model), inputs, seed)
+    settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
+                             interval=interval, cutoff=cutoff)
+    _run("dimers", model, [conformers] * boxes, rho_hat, seed, settings, out, workers, scheduler)
+
+
+@sample_app.command("search")
+def search_command(
+    inputs: Optional[list[str]] = typer.Argument(None, help="SMILES strings and/or .smi/.xyz/.sdf/.pdb files"),
+    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
+    gdb11: int = typer.Option(0, "--gdb11", help="molecules drawn from the shipped GDB-11-like set"),
+    dipeptides: int = typer.Option(0, "--dipeptides", help="dipeptides drawn from all amino-acid pairs"),
+    random_dimers: int = typer.Option(0, "--random-dimers", help="random dimers of the other sources' molecules"),
+    chunk: int = typer.Option(32, "--chunk", help="molecules per parallel task"),
+    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
+):
+    """Configurational search: embed (RDKit + UFF), score rho in batches, keep rho > rho_hat."""
+    import numpy as np
+
+    from ..models import load_model, supported_numbers
+    from . import search
+
+    sources: list[tuple[str, list, list]] = []
+    if inputs:
+        molecules, structures = _molecule_list(inputs)
+        sources.append(("input", molecules, structures))
+    if gdb11:
+        sources.append(("gdb11", search.gdb11_like(gdb11, seed), []))
+    if dipeptides:
+        pairs = search.dipeptides()
+        pick = np.random.default_rng(seed).choice(len(pairs), size=min(dipeptides, len(pairs)), replace=False)
+        sources.append(("dipeptides", [pairs[i] for i in sorted(pick)], []))
+    if random_dimers:
+        pool = [m for _, mols, _ in sources for m in mols][:64] or search.gdb11_like(64, seed)
+        monomers = [s for s, _ in search.embed(pool, supported_numbers(load_model(model)), seed)[0]]
+        dimers = search.random_dimers(monomers, random_dimers, seed)
+        sources.append(("random-dimers", [], dimers))
+    if not sources:
+        raise InputError("nothing to search: give SMILES/files or --gdb11/--dipeptides/--random-dimers")
+    if chunk < 1:
+        raise InputError(f"--chunk must be >= 1, got {chunk}")
+    payloads = [
+        (name, mols[k : k + chunk], structs[k : k + chunk])
+        for name, mols, structs in sources
+        for k in range(0, max(len(mols), len(structs)), chunk)
+    ]
+    _run("search", model, payloads, rho_hat, seed, None, out, workers, scheduler)

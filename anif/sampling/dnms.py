@@ -1,0 +1,191 @@
+"""DNMS: diverse normal-mode sampling (ANI-1 normal-mode sampling + diversity selection).
+
+From an optimised geometry and its Cartesian Hessian (the ensemble's own, by central finite
+differences of the ensemble forces, or a reference Hessian passed in), the 3N-6 (3N-5)
+vibrational modes q_i with force constants K_i are found. As in ANI-1 (Smith, Isayev,
+Roitberg, Chem. Sci. 8, 3192 (2017)) each conformer gets random coefficients c_i >= 0 with
+sum c_i = s <= 1 and displacements R_i = +-sqrt(3 c_i N_a k_B T / K_i) along q_i, so its
+harmonic energy is sum 1/2 K_i R_i^2 = 1.5 N_a k_B T s. The c_i are a uniform point of the
+simplex (Dirichlet(1, ..., 1)) scaled by s = u**bias with u uniform in [0, 1]: bias = 1 is
+uniform in s, bias > 1 pulls the draws towards equilibrium (E[s] = 1 / (1 + bias)).
+
+Diversity selection: the pool is visited in order of increasing harmonic energy (the bias
+towards near-equilibrium) and a conformer is kept only if its RMSD after optimal
+superposition (Kabsch, same atom order) to the optimised geometry and to every conformer
+kept so far is >= ``min_rmsd``; near-duplicates are dropped. The kept conformers are QBC-tested in one batch and those with
+rho > rho_hat are returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ..errors import AnifError
+from ..models import evaluate
+from ..structures import Structure
+from .candidates import Candidate, score
+
+#: Boltzmann constant in Hartree per kelvin.
+KB_HARTREE = 3.166811563e-6
+
+
+@dataclass
+class DNMSSettings:
+    """DNMS parameters. Temperature in K, distances in A, force constants in Ha/A^2."""
+
+    temperature: float = 300.0
+    pool: int = 256
+    keep: int = 32
+    min_rmsd: float = 0.05
+    bias: float = 2.0
+    fd_step: float = 5e-3
+    min_force_constant: float = 1e-3
+    optimise: bool = True
+    hessian: str = "ensemble"
+
+
+def optimise(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 500) -> Structure:
+    """Minimise the ensemble energy (L-BFGS) until the largest force component < fmax (Ha/A)."""
+    species = structure.numbers[None]
+
+    def energy_and_gradient(x):
+        r = evaluate(model, species, x.reshape(1, -1, 3))
+        return r.energy[0], -r.forces[0].ravel()
+
+    res = minimize(energy_and_gradient, structure.coordinates.ravel(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_steps, "gtol": fmax})
+    return Structure(structure.numbers, res.x.reshape(-1, 3), name=structure.name)
+
+
+def ensemble_hessian(model, structure: Structure, step: float = 5e-3) -> np.ndarray:
+    """Cartesian Hessian (3N, 3N) in Ha/A^2: central differences of the ensemble forces, one batch."""
+    x0 = structure.coordinates.ravel()
+    n = len(x0)
+    displaced = np.repeat(x0[None], 2 * n, axis=0)
+    displaced[np.arange(n), np.arange(n)] += step
+    displaced[n + np.arange(n), np.arange(n)] -= step
+    species = np.repeat(structure.numbers[None], 2 * n, axis=0)
+    grads = -evaluate(model, species, displaced.reshape(2 * n, -1, 3)).forces.reshape(2 * n, n)
+    hessian = (grads[:n] - grads[n:]) / (2 * step)
+    return 0.5 * (hessian + hessian.T)
+
+
+def _rigid_motions(coords: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (k, 3N) of mass-weighted translations and rotations (k = 5 or 6)."""
+    sq = np.sqrt(masses)[:, None]
+    x = coords - (masses[:, None] * coords).sum(0) / masses.sum()
+    vectors = [np.repeat(np.eye(3)[a][None], len(coords), 0) * sq for a in range(3)]
+    vectors += [np.cross(np.eye(3)[a], x) * sq for a in range(3)]
+    basis = np.array([v.ravel() for v in vectors]).T
+    u, s, _ = np.linalg.svd(basis, full_matrices=False)
+    return u[:, s > 1e-6 * s.max()].T
+
+
+def normal_modes(numbers, coords: np.ndarray, hessian: np.ndarray):
+    """Vibrational modes: force constants K (m,) Ha/A^2 and unit Cartesian directions (m, N, 3).
+
+    The mass-weighted Hessian is projected free of translations and rotations; for each
+    eigenvector e the Cartesian direction is q = M^-1/2 e / |M^-1/2 e| and K = q^T H q.
+    """
+    from openmm.app import element
+
+    masses = np.array([element.Element.getByAtomicNumber(int(z)).mass._value for z in numbers])
+    inv_sqrt = np.repeat(1.0 / np.sqrt(masses), 3)
+    rigid = _rigid_motions(coords, masses)
+    projector = np.eye(len(inv_sqrt)) - rigid.T @ rigid
+    mw = projector @ (inv_sqrt[:, None] * hessian * inv_sqrt[None]) @ projector
+    values, vectors = np.linalg.eigh(mw)
+    # drop the rigid-body eigenvectors (they lie in the projected-out space)
+    vibrational = np.linalg.norm(rigid @ vectors, axis=0) < 0.5
+    directions = (inv_sqrt[:, None] * vectors[:, vibrational]).T
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    constants = np.einsum("mi,ij,mj->m", directions, hessian, directions)
+    return constants, directions.reshape(len(directions), -1, 3)
+
+
+def draw_displacements(force_constants, n_atoms: int, temperature: float, count: int,
+                       rng: np.random.Generator, bias: float = 1.0, min_force_constant: float = 1e-3):
+    """Mode displacements R (count, m) in A and the coefficients' sums s (count,), ANI-1 style."""
+    k = np.maximum(np.asarray(force_constants), min_force_constant)
+    s = rng.uniform(size=count) ** bias
+    c = rng.dirichlet(np.ones(len(k)), size=count) * s[:, None]
+    signs = rng.choice([-1.0, 1.0], size=c.shape)
+    return signs * np.sqrt(3.0 * c * n_atoms * KB_HARTREE * temperature / k), s
+
+
+def nms_pool(structure: Structure, hessian: np.ndarray, settings: DNMSSettings, rng: np.random.Generator):
+    """``settings.pool`` normal-mode displaced coordinates (P, N, 3) A and their sums s (P,)."""
+    constants, directions = normal_modes(structure.numbers, structure.coordinates, hessian)
+    displacements, s = draw_displacements(constants, structure.n_atoms, settings.temperature, settings.pool, rng,
+                                          settings.bias, settings.min_force_constant)
+    return structure.coordinates[None] + np.einsum("pm,mnk->pnk", displacements, directions), s
+
+
+def kabsch_rmsd(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """RMSD (A) of x (N, 3) to each of ys (B, N, 3) after optimal rotation + translation."""
+    x = x - x.mean(0)
+    ys = ys - ys.mean(1, keepdims=True)
+    h = np.einsum("ni,bnj->bij", x, ys)
+    u, sv, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(u @ vt))
+    sv[:, -1] *= d
+    msd = (np.sum(x * x) + np.sum(ys * ys, axis=(1, 2)) - 2 * sv.sum(1)) / len(x)
+    return np.sqrt(np.maximum(msd, 0.0))
+
+
+def diversity_select(coordinates: np.ndarray, min_rmsd: float, keep: int | None = None,
+                     known: np.ndarray | None = None) -> list[int]:
+    """Indices kept, in input order of preference: each >= min_rmsd (Kabsch RMSD) from all kept before
+    and from the ``known`` conformers (K, N, 3), e.g. the optimised geometry itself."""
+    kept: list[int] = []
+    known = np.zeros((0,) + coordinates.shape[1:]) if known is None else np.asarray(known)
+    for i, x in enumerate(coordinates):
+        others = np.concatenate([known, coordinates[kept]])
+        if len(others) and kabsch_rmsd(x, others).min() < min_rmsd:
+            continue
+        kept.append(i)
+        if keep is not None and len(kept) >= keep:
+            break
+    return kept
+
+
+def sample_dnms(model, structure: Structure, rho_hat: float, seed: int,
+                settings: DNMSSettings = DNMSSettings(), hessian: np.ndarray | None = None) -> list[Candidate]:
+    """DNMS conformers of ``structure`` failing the QBC test (rho > rho_hat, kcal/mol).
+
+    ``hessian``: a Cartesian Hessian (3N, 3N) in Ha/A^2 at ``structure`` (taken as optimised).
+    Without it, ``settings.hessian`` decides: 'ensemble' optimises with the ensemble and uses
+    its finite-difference Hessian (cheap); 'reference' optimises and computes the Hessian at
+    the reference level with :mod:`anif.labeling` (PySCF, expensive).
+    """
+    if structure.n_atoms < 2:
+        raise AnifError(f"{structure.name or 'structure'}: normal modes need at least 2 atoms")
+    rng = np.random.default_rng(seed)
+    hessian_source = "given" if hessian is not None else settings.hessian
+    if hessian is None and settings.hessian == "reference":
+        from .. import labeling
+
+        structure = labeling.optimize(structure).structure
+        hessian = labeling.hessian(structure)
+    elif hessian is None:
+        if settings.optimise:
+            structure = optimise(model, structure)
+        hessian = ensemble_hessian(model, structure, settings.fd_step)
+    pool, s = nms_pool(structure, hessian, settings, rng)
+    order = np.argsort(s)
+    kept = [int(order[i]) for i in diversity_select(pool[order], settings.min_rmsd, settings.keep,
+                                                    known=structure.coordinates[None])]
+    conformers = [Structure(structure.numbers, pool[i], name=structure.name) for i in kept]
+    energy, rho = score(model, conformers)
+    scale = 1.5 * structure.n_atoms * KB_HARTREE * settings.temperature
+    return [
+        Candidate(c, float(r), float(e), {
+            "sampler": "dnms", "source": structure.name, "seed": int(seed), "draw": i,
+            "temperature_k": settings.temperature, "harmonic_energy_ha": float(s[i] * scale),
+            "hessian": hessian_source,
+        })
+        for c, e, r, i in zip(conformers, energy, rho, kept) if r > rho_hat
+    ]

@@ -1,0 +1,77 @@
+"""Run a sampler over many molecules (or boxes, or chunks) on the Dask pool, with progress.
+
+Each work item gets its own seed derived from the master seed and its index
+(:func:`anif.sampling.candidates.molecule_seed`), so results do not depend on the number of
+workers or the order in which items finish. Workers load the model once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Iterator, Sequence
+
+from ..distributed import as_completed_with_progress, dask_client, progress_bar
+from ..models import load_model
+from .candidates import molecule_seed
+from .dimers import sample_dimers
+from .dnms import sample_dnms
+from .rts import sample_rts
+from .search import configurational_search
+
+log = logging.getLogger("anif.sampling")
+
+
+def _search(model, payload, rho_hat, seed, settings=None):
+    source, molecules, structures = payload
+    return configurational_search(model, molecules, rho_hat, seed, structures, source)
+
+
+#: sampler name -> fn(model, payload, rho_hat, seed, settings)
+SAMPLERS = {"rts": sample_rts, "dnms": sample_dnms, "dimers": sample_dimers, "search": _search}
+
+
+@functools.lru_cache(maxsize=2)
+def cached_model(spec: str):
+    return load_model(spec)
+
+
+def run_item(item, sampler: str, model: str, rho_hat: float, settings) -> Any:
+    """One work item ``(seed, payload)`` of ``sampler`` with the model ``model`` (a load_model spec)."""
+    seed, payload = item
+    extra = () if settings is None else (settings,)
+    return SAMPLERS[sampler](cached_model(model), payload, rho_hat, seed, *extra)
+
+
+def run_sampler(sampler: str, model: str, payloads: Sequence, rho_hat: float, seed: int, settings=None,
+                workers: int | None = None, scheduler: str | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, result)`` as each payload's sampler run finishes; failures are logged and skipped.
+
+    ``workers=0`` runs in this process (no Dask); otherwise a LocalCluster of ``workers``
+    processes (default: one per core) or the cluster at ``scheduler``.
+    """
+    items = [(molecule_seed(seed, i), p) for i, p in enumerate(payloads)]
+    kwargs = dict(sampler=sampler, model=model, rho_hat=rho_hat, settings=settings)
+    if workers == 0:
+        yield from _serial(items, kwargs, f"sample {sampler}")
+        return
+    with dask_client(workers=workers, scheduler=scheduler, task_threads=1) as client:
+        for index, result in as_completed_with_progress(client, run_item, items, f"sample {sampler}", **kwargs):
+            if isinstance(result, Exception):
+                log.warning("%s item %d failed: %s", sampler, index, result)
+                continue
+            yield index, result
+
+
+def _serial(items, kwargs, description):
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=len(items))
+        for index, item in enumerate(items):
+            try:
+                result = run_item(item, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - one bad molecule never stops the batch
+                log.warning("%s item %d failed: %s", kwargs["sampler"], index, exc)
+                result = None
+            progress.advance(task)
+            if result is not None:
+                yield index, result

@@ -1,0 +1,97 @@
+"""RTS: random trajectory sampling with the ensemble as the OpenMM force.
+
+Each trajectory starts from the input geometry with random velocities at ``t_start``; a
+Langevin thermostat's target temperature is raised linearly to ``t_end`` over ``ramp_ps``
+(:class:`TemperatureRampReporter`) and the QBC test runs at every step
+(:class:`QBCReporter` with ``stop=True``). The trajectory ends at the first structure with
+rho > rho_hat, which is returned, or at the end of the ramp with nothing. ``repeats``
+trajectories per molecule, each with its own seed derived from the molecule's seed.
+
+Cost: the QBC reporter's State (energy + sigma derivative) makes OpenMM evaluate the force
+once more per step, so a QBC test at every step roughly doubles the cost of plain MD.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import openmm
+from openmm import app, unit
+
+from ..md import to_topology
+from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
+from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
+from ..structures import Structure
+from .candidates import Candidate, molecule_seed, score
+
+
+@dataclass
+class RTSSettings:
+    """RTS parameters: temperatures in K, times in ps / fs, friction in 1/ps."""
+
+    t_start: float = 300.0
+    t_end: float = 1000.0
+    ramp_ps: float = 4.0
+    timestep_fs: float = 0.5
+    friction: float = 1.0
+    repeats: int = 4
+    backend: str = "torch"
+
+    @property
+    def steps(self) -> int:
+        return int(round(self.ramp_ps * 1000.0 / self.timestep_fs))
+
+
+def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, settings: RTSSettings = RTSSettings(),
+                   log_prefix: str | Path | None = None, system=None):
+    """One RTS trajectory: the first failing Candidate, or None at the end of the ramp.
+
+    ``log_prefix``: write ``PREFIX.ramp.csv`` (target temperature) and ``PREFIX.qbc.csv``
+    (QBC log with the kinetic temperature). ``system``: a (System, force) pair from
+    :func:`anif.openmm_plugin.create_system` to reuse across trajectories.
+    Returns (candidate or None, ramp reporter, number of steps run).
+    """
+    system, force = system or create_system(structure.numbers, model, backend=settings.backend)
+    integrator = openmm.LangevinMiddleIntegrator(settings.t_start * unit.kelvin, settings.friction / unit.picosecond,
+                                                 settings.timestep_fs * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    simulation = app.Simulation(to_topology(structure), system, integrator)
+    simulation.context.setPositions(structure.coordinates * 0.1)
+    simulation.context.setVelocitiesToTemperature(settings.t_start * unit.kelvin, seed)
+    ramp = TemperatureRampReporter(1, settings.t_start, settings.t_end, settings.ramp_ps,
+                                   file=f"{log_prefix}.ramp.csv" if log_prefix else None)
+    qbc = QBCReporter(f"{log_prefix}.qbc.csv" if log_prefix else io.StringIO(), 1, force,
+                      rho_threshold=rho_hat, stop=True)
+    simulation.reporters += [ramp, qbc]
+    found = None
+    try:
+        simulation.step(settings.steps)
+    except RhoThresholdExceeded as stop:
+        found = stop
+    finally:
+        ramp.close()
+        qbc.close()
+    if found is None:
+        return None, ramp, simulation.currentStep
+    failing = Structure(structure.numbers, found.positions.value_in_unit(unit.angstrom), name=structure.name)
+    energy, rho = score(model, [failing])
+    time_ps = found.step * settings.timestep_fs / 1000.0
+    provenance = {"sampler": "rts", "source": structure.name, "seed": int(seed), "step": int(found.step),
+                  "time_ps": time_ps, "target_temperature_k": ramp.temperature(time_ps),
+                  "rho_openmm_kcal_mol": float(found.rho_kcal_mol)}
+    return Candidate(failing, float(rho[0]), float(energy[0]), provenance), ramp, simulation.currentStep
+
+
+def sample_rts(model, structure: Structure, rho_hat: float, seed: int,
+               settings: RTSSettings = RTSSettings()) -> list[Candidate]:
+    """``settings.repeats`` RTS trajectories from ``structure``; the failing structures found."""
+    system = create_system(structure.numbers, model, backend=settings.backend)
+    out = []
+    for k in range(settings.repeats):
+        candidate, _, _ = rts_trajectory(model, structure, rho_hat, molecule_seed(seed, k), settings, system=system)
+        if candidate is not None:
+            candidate.provenance["repeat"] = k
+            out.append(candidate)
+    return out
