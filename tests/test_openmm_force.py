@@ -136,10 +136,15 @@ def test_openmmml_anif_model_dir(tmp_path, ani1x, paracetamol):
 
 @pytest.mark.parametrize("backend", ["torch", "python"])
 def test_periodic_translation_invariance_and_reference(ani1x, ani1x_torchani, backend):
-    """Two waters in a 1.2 nm box: shifting by a box vector changes nothing; matches torchani pbc."""
+    """Two waters that touch only across the boundary of a 1.2 nm box.
+
+    Shifting everything by box vectors changes nothing; the energy equals torchani's pbc
+    energy and the isolated energy of the pair made whole (water 2 moved by -a).
+    """
     water = from_smiles("O", seed=0)
-    coords = np.concatenate([water.coordinates, water.coordinates + [2.6, 0.4, 0.1]])
-    coords += 10.0 - coords.mean(0)  # near the box edge so images matter
+    w1 = water.coordinates - water.coordinates.mean(0) + [0.8, 6.0, 6.0]
+    w2 = water.coordinates - water.coordinates.mean(0) + [12.0 - 2.0, 6.3, 6.1]  # 2.8 A away through x = 0
+    coords = np.concatenate([w1, w2])
     numbers = np.concatenate([water.numbers, water.numbers])
     box = np.eye(3) * 1.2  # nm; 12 A > 2 * 5.2 A cutoff
     system, force = create_system(numbers, ani1x, box_vectors=box, backend=backend)
@@ -152,12 +157,12 @@ def test_periodic_translation_invariance_and_reference(ani1x, ani1x_torchani, ba
     e0 = energy(coords)
     for shift in ([12.0, 0, 0], [0, -12.0, 0], [12.0, 12.0, -24.0]):
         assert energy(coords + np.array(shift)) == pytest.approx(e0, abs=1e-3)
-    wrapped = coords % 12.0
-    ref_e, _, _ = torchani_reference(ani1x_torchani, list(numbers), wrapped, cell=box * 10)
-    assert e0 / HARTREE_TO_KJ_MOL == pytest.approx(ref_e, abs=2e-5)
-    # a single image of each water interacts across the boundary: not the isolated-pair energy
-    isolated, _, _ = torchani_reference(ani1x_torchani, list(numbers), coords)
-    assert abs(ref_e - isolated) > 1e-6
+    ref_pbc, _, _ = torchani_reference(ani1x_torchani, list(numbers), coords, cell=box * 10)
+    whole, _, _ = torchani_reference(ani1x_torchani, list(numbers), np.concatenate([w1, w2 - [12.0, 0, 0]]))
+    apart, _, _ = torchani_reference(ani1x_torchani, list(numbers), coords)
+    assert e0 / HARTREE_TO_KJ_MOL == pytest.approx(ref_pbc, abs=2e-5)
+    assert e0 / HARTREE_TO_KJ_MOL == pytest.approx(whole, abs=2e-5)
+    assert abs(whole - apart) * HARTREE_TO_KCAL_MOL > 0.5  # the waters really interact through the boundary
 
 
 @pytest.mark.parametrize("backend", ["torch", "python"])
