@@ -3,10 +3,12 @@
 :class:`FusedAniEnsemble` computes the same member energies as the stock
 :class:`anif.models.AniEnsemble` (torchani's own forward pass) with far fewer operations:
 
-- one AEV per atom shared by all members, from torchani's own radial/angular terms and
-  scatter (``AEVComputer.compute_from_neighbors``), fed by a neighbour list made once per call
-  (dense all-pairs screening for molecules; torchani's all-pairs-with-shifts list for periodic
-  cells, which supports any triclinic cell, also cells smaller than twice the cutoff);
+- one AEV per atom shared by all members, from torchani's own radial and angular terms
+  (``AEVComputer.radial`` / ``.angular``). For molecules the neighbour work is done once per
+  call on the dense (B, N, N) distance matrix (pairs, per-centre neighbour lists, triples)
+  without gradients; periodic cells go through torchani's all-pairs-with-shifts neighbour list
+  and ``AEVComputer.compute_from_neighbors`` (any triclinic cell, also cells smaller than twice
+  the cutoff);
 - per species, the members' first layers concatenated into one matrix (one GEMM for all
   members, the AEV is shared) and the deeper layers stacked into ``(M, in, out)`` tensors
   evaluated with ``baddbmm``;
@@ -91,7 +93,6 @@ class FusedAniEnsemble(torch.nn.Module):
         self.aev_computer = nnp.aev_computer
         self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
         self.cutoff = float(self.aev_computer.radial.cutoff)
-        self.radial_cutoff = float(self.aev_computer.radial.cutoff)
         self.angular_cutoff = float(self.aev_computer.angular.cutoff)
         self.register_buffer("triu_index", self.aev_computer.triu_index.clone(), persistent=False)
         self.num_pairs = int(self.aev_computer.num_species_pairs)
@@ -124,7 +125,7 @@ class FusedAniEnsemble(torch.nn.Module):
             real = elem >= 0
             distinct = ~torch.eye(n, dtype=torch.bool, device=elem.device)
             ok = real.unsqueeze(2) & real.unsqueeze(1) & distinct
-            ij = torch.triu(ok & (d2 <= self.radial_cutoff**2), 1).nonzero()
+            ij = torch.triu(ok & (d2 <= self.cutoff**2), 1).nonzero()
             first = ij[:, 0] * n + ij[:, 1]
             second = ij[:, 0] * n + ij[:, 2]
             angular = (ok & (d2 <= self.angular_cutoff**2)).view(atoms, n)
@@ -161,12 +162,13 @@ class FusedAniEnsemble(torch.nn.Module):
         pbc: Optional[Tensor] = None,
     ) -> Tensor:
         # -1 pads (and numbers beyond the table) land on the table's last entry, -1
-        elem = self.element_index[species.clamp(max=self.element_index.shape[0] - 1)]
+        elem = self.element_index[species.clamp(-1, self.element_index.shape[0] - 1)]
         if bool(((elem < 0) & (species >= 0)).any()):
             raise ValueError("species contains an element the model does not support")
         b, n = elem.shape
         if pbc is not None and bool(pbc.any()):
-            assert cell is not None
+            if cell is None or b != 1:
+                raise ValueError("periodic evaluation needs a cell and one structure per call")
             neighbours = all_pairs(self.cutoff, elem, coordinates, cell, pbc)
             aev = self.aev_computer.compute_from_neighbors(elem, coordinates, neighbours).view(b * n, -1)
         else:
@@ -184,7 +186,9 @@ class FusedAniEnsemble(torch.nn.Module):
                 atomic.append(net(aev.narrow(0, start, size)))
             start += size
         molecule = torch.div(order.narrow(0, counts[0], start - counts[0]), n, rounding_mode="floor")
-        energies = aev.new_zeros((self.num_members, b)).index_add(1, molecule, torch.cat(atomic, 1))
+        energies = aev.new_zeros((self.num_members, b))
+        if len(atomic) > 0:
+            energies = energies.index_add(1, molecule, torch.cat(atomic, 1))
         # padded self energies: index -1 (padding) reads the trailing 0
         return energies + self.self_energies[elem].sum(1).to(energies.dtype)
 

@@ -1,0 +1,158 @@
+"""The fused ensemble gives the stock torchani ensemble's numbers (energies, forces, members)."""
+
+import numpy as np
+import pytest
+import torch
+
+from anif.models import evaluate, load_model, pad_structures, save_model
+from anif.structures import Structure, from_smiles
+from anif.units import HARTREE_TO_KJ_MOL
+
+SMILES = ["C", "CC(=O)Nc1ccc(O)cc1", "CCCCCCCCCCCCCCCC(=O)O", "NCC(=O)NC(C)C(=O)NC(CO)C(=O)O"]
+
+
+@pytest.fixture(scope="module")
+def fused(ani1x):
+    from anif.fused import FusedAniEnsemble
+
+    return FusedAniEnsemble(ani1x.ani).eval()
+
+
+@pytest.fixture(scope="module")
+def molecules():
+    return [from_smiles(s, seed=1) for s in SMILES]
+
+
+def water_box(n_side: int, spacing: float, seed: int = 0) -> tuple[Structure, np.ndarray]:
+    """n_side**3 randomly oriented waters on a cubic lattice, and the (3, 3) cell in Angstrom."""
+    rng = np.random.default_rng(seed)
+    local = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.2400, 0.9266, 0.0]])
+    numbers, coords = [], []
+    for ijk in np.ndindex(n_side, n_side, n_side):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        coords.append(local @ q.T + np.array(ijk) * spacing + rng.uniform(-0.2, 0.2, 3))
+        numbers += [8, 1, 1]
+    return Structure(np.array(numbers), np.concatenate(coords), name="water"), np.eye(3) * n_side * spacing
+
+
+def assert_same(stock_result, fused_result):
+    np.testing.assert_allclose(fused_result.member_energies, stock_result.member_energies, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(fused_result.energy, stock_result.energy, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(fused_result.forces, stock_result.forces, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(fused_result.sigma, stock_result.sigma, rtol=0, atol=1e-5)
+
+
+def test_molecules_of_several_sizes_match_stock(ani1x, fused, molecules):
+    for mol in molecules:
+        stock = evaluate(ani1x, mol.numbers, mol.coordinates)
+        assert_same(stock, evaluate(fused, mol.numbers, mol.coordinates))
+    # the README sanity value of torchani: methane
+    coords = [[0.03192167, 0.00638559, 0.01301679], [-0.83140486, 0.39370209, -0.26395324],
+              [-0.66518241, -0.84461308, 0.20759389], [0.45554739, 0.54289633, 0.81170881],
+              [0.66091919, -0.16799635, -0.91037834]]
+    assert evaluate(fused, [6, 1, 1, 1, 1], coords).energy[0] == pytest.approx(-40.45901870727539, abs=1e-5)
+
+
+def test_padded_batch_of_mixed_sizes_matches_one_by_one(ani1x, fused, molecules):
+    species, coords = pad_structures(molecules)
+    batch = evaluate(fused, species, coords)
+    for i, mol in enumerate(molecules):
+        stock = evaluate(ani1x, mol.numbers, mol.coordinates)
+        np.testing.assert_allclose(batch.member_energies[:, i], stock.member_energies[:, 0], atol=2e-5)
+        np.testing.assert_allclose(batch.forces[i, : mol.n_atoms], stock.forces[0], atol=2e-5)
+        assert np.all(batch.forces[i, mol.n_atoms :] == 0)
+
+
+@pytest.mark.parametrize("n_side, spacing", [(3, 3.3), (2, 3.4)])
+def test_periodic_box_matches_torchani_pbc(ani1x, fused, n_side, spacing):
+    # 10 A box (< 2 cutoffs) and 6.8 A box (several images of one atom within the cutoff)
+    box, cell = water_box(n_side, spacing)
+    pbc = np.array([True, True, True])
+    stock = evaluate(ani1x, box.numbers, box.coordinates, cell=cell, pbc=pbc)
+    assert_same(stock, evaluate(fused, box.numbers, box.coordinates, cell=cell, pbc=pbc))
+    # periodic images matter here: the isolated cluster has other energies
+    assert abs(stock.energy[0] - evaluate(ani1x, box.numbers, box.coordinates).energy[0]) > 1e-3
+
+
+def test_torchscript_and_double_precision_forces_are_energy_gradients(fused, molecules):
+    mol = molecules[1]
+    scripted = torch.jit.script(fused)
+    species = torch.tensor(mol.numbers)[None]
+    x32 = torch.tensor(mol.coordinates, dtype=torch.float32)[None]
+    assert torch.equal(scripted(species, x32, None, None), fused(species, x32, None, None))
+
+    double = torch.jit.script(load_model("ani1x").double())
+    x = torch.tensor(mol.coordinates, dtype=torch.float64)[None].requires_grad_()
+    energy = double(species, x, None, None).mean()
+    (grad,) = torch.autograd.grad(energy, x)
+    h = 1e-4
+    for atom, axis in [(0, 0), (4, 1), (11, 2), (19, 0)]:
+        shifted = []
+        for sign in (1, -1):
+            y = x.detach().clone()
+            y[0, atom, axis] += sign * h
+            shifted.append(double(species, y, None, None).mean())
+        fd = (shifted[0] - shifted[1]) / (2 * h)
+        assert float(grad[0, atom, axis]) == pytest.approx(float(fd), abs=1e-7)
+
+
+def torchforce_state(model, mol):
+    import openmm
+
+    from anif.openmm_plugin import create_system, read_qbc
+
+    system, force = create_system(mol.numbers, model, backend="torch")
+    assert type(force).__name__ == "TorchForce"
+    context = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(mol.coordinates / 10.0)
+    state = context.getState(getEnergy=True, getForces=True, getPositions=True)
+    kj, nm = openmm.unit.kilojoule_per_mole, openmm.unit.nanometer
+    return (
+        state.getPotentialEnergy().value_in_unit(kj),
+        state.getForces(asNumpy=True).value_in_unit(kj / nm),
+        read_qbc(context, force)[0],
+        state.getPositions(asNumpy=True).value_in_unit(nm) * 10.0,
+    )
+
+
+def test_inside_a_torchforce_matches_stock(ani1x, fused, molecules):
+    mol = molecules[1]
+    energy, forces, sigma, positions = torchforce_state(fused, mol)
+    # stock numbers for the (float32-rounded) positions OpenMM holds; float32 sums of
+    # ~1.4e6 kJ/mol have an ulp of 0.125 kJ/mol
+    stock = evaluate(ani1x, mol.numbers, positions)
+    assert energy == pytest.approx(stock.energy[0] * HARTREE_TO_KJ_MOL, abs=0.3)
+    np.testing.assert_allclose(forces, stock.forces[0] * HARTREE_TO_KJ_MOL * 10.0, atol=0.05)
+    assert sigma == pytest.approx(stock.sigma_kcal_mol[0], abs=1e-3)
+
+
+def test_screen_gives_stock_rho_in_input_order(ani1x, molecules):
+    from anif.fused import screen
+
+    structures = molecules + molecules[::-1] + [molecules[0]]
+    rho = screen(load_model("ani1x"), structures, batch_size=3)
+    expected = [evaluate(ani1x, s.numbers, s.coordinates, forces=False).rho_kcal_mol[0] for s in structures]
+    np.testing.assert_allclose(rho, expected, atol=2e-4)
+    assert rho.shape == (len(structures),) and np.all(rho > 0)
+
+
+def test_load_model_defaults_to_fused_and_keeps_stock(tmp_path, molecules):
+    from anif.errors import AnifError, UnsupportedElementError
+    from anif.fused import FusedAniEnsemble
+
+    model = load_model("ani1x")
+    assert isinstance(model, FusedAniEnsemble) and model.cutoff == pytest.approx(5.2)
+    assert [int(z) for z in model.atomic_numbers] == [1, 6, 7, 8]
+    assert not isinstance(load_model("ani1x", implementation="stock"), FusedAniEnsemble)
+    with pytest.raises(AnifError):
+        load_model("ani1x", implementation="nope")
+    # saving goes through the wrapped torchani module; a reloaded model gives the same numbers
+    directory = save_model(model, tmp_path / "m")
+    mol = molecules[1]
+    again = evaluate(load_model(str(directory)), mol.numbers, mol.coordinates)
+    first = evaluate(model, mol.numbers, mol.coordinates)
+    np.testing.assert_allclose(again.member_energies, first.member_energies, atol=1e-6)
+    with pytest.raises(UnsupportedElementError):
+        evaluate(model, [6, 17], [[0, 0, 0], [1.8, 0, 0]])
+    with pytest.raises(Exception, match="not support"):
+        model(torch.tensor([[6, 17]]), torch.tensor([[[0.0, 0, 0], [1.8, 0, 0]]]), None, None)
