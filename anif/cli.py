@@ -16,20 +16,25 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# --- commands (one line each; the functions live in their own modules) ---------------
+# --- commands (the functions and sub-apps live beside the code they drive) -----------
+from .benchmark import bench_app  # noqa: E402
+from .datasets import data_app  # noqa: E402
+from .labeling import label_command  # noqa: E402
 from .md import analyze_command, energy_command, md_command  # noqa: E402
+from .qbc_calibration import qbc_app  # noqa: E402
+from .sampling.cli import sample_app  # noqa: E402
+from .training import train_command  # noqa: E402
 
 app.command("energy")(energy_command)
 app.command("md")(md_command)
 app.command("analyze")(analyze_command)
-from .training import train_command  # noqa: E402
-app.command("train")(train_command)
-from .labeling import label_command  # noqa: E402
 app.command("label")(label_command)
-from .datasets import data_app; from .benchmark import bench_app; from .qbc_calibration import qbc_app  # noqa: E402,E702
-app.add_typer(data_app, name="data"); app.add_typer(bench_app, name="bench"); app.add_typer(qbc_app, name="qbc")  # noqa: E702
-from .sampling.cli import sample_app; app.add_typer(sample_app, name="sample")  # noqa: E402,E702
-# --- end of commands -----------------------------------------------------------------
+app.command("train")(train_command)
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+app.add_typer(qbc_app, name="qbc")
+app.add_typer(sample_app, name="sample")
+# --- end of commands ------------------------------------------------------------------
 
 
 def main() -> None:
