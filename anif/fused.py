@@ -8,11 +8,14 @@
   call on the dense (B, N, N) distance matrix (pairs, per-centre neighbour lists, triples)
   without gradients; periodic cells go through torchani's all-pairs-with-shifts neighbour list
   and ``AEVComputer.compute_from_neighbors`` (any triclinic cell, also cells smaller than twice
-  the cutoff);
+  the cutoff). ANI's angular terms with the cosine cutoff (ANI-1x) are computed here with the
+  same formula but triple-last (fewer slow broadcasts on the CPU); other terms are torchani's;
 - per species, the members' first layers concatenated into one matrix (one GEMM for all
   members, the AEV is shared) and the deeper layers stacked into ``(M, in, out)`` tensors
   evaluated with ``baddbmm``;
-- weights held as buffers, so a backward pass for forces computes no weight gradients.
+- weights held as buffers, so a backward pass for forces computes no weight gradients;
+  without gradients (screening) the CELU activations are applied in place, which spares
+  large batches the allocation of fresh hidden-layer tensors.
 
 The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns by
 default. :func:`screen` computes rho for many molecules of different sizes in padded batches.
@@ -20,12 +23,16 @@ default. :func:`screen` computes rho for many molecules of different sizes in pa
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+from torchani.aev import ANIAngular
+from torchani.cutoffs import CutoffCosine
 from torchani.neighbors import Neighbors, all_pairs
+from torchani.nn import TightCELU
 
 from .units import HARTREE_TO_KCAL_MOL
 
@@ -45,6 +52,8 @@ class FusedSpeciesNetwork(torch.nn.Module):
             raise ValueError("fused networks need members of equal depth with biases")
         self.members = len(networks)
         self.activation = networks[0].activation
+        # CELU (torchani's TightCELU: alpha 0.1) is applied in place when no gradients are recorded
+        self.celu_alpha = _celu_alpha(self.activation)
         first = [ls[0] for ls in layers]
         self.hidden = int(first[0].out_features)
         # (in, M * out): column block m holds member m's first layer.
@@ -56,8 +65,21 @@ class FusedSpeciesNetwork(torch.nn.Module):
         n = aev.shape[0]
         h = torch.addmm(self.b0, aev, self.w0).view(n, self.members, self.hidden).transpose(0, 1)
         for layer in self.layers:
-            h = layer(self.activation(h))
+            if self.celu_alpha > 0.0 and not torch.is_grad_enabled():
+                h = torch.nn.functional.celu(h, self.celu_alpha, inplace=True)  # no new large tensor
+            else:
+                h = self.activation(h)
+            h = layer(h)
         return h.squeeze(-1)
+
+
+def _celu_alpha(activation: torch.nn.Module) -> float:
+    """alpha of a CELU activation module, or 0 for any other activation."""
+    if isinstance(activation, torch.nn.CELU):
+        return float(activation.alpha)
+    if isinstance(activation, TightCELU):
+        return 0.1
+    return 0.0
 
 
 class _StackedLinear(torch.nn.Module):
@@ -94,6 +116,9 @@ class FusedAniEnsemble(torch.nn.Module):
         self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
         self.cutoff = float(self.aev_computer.radial.cutoff)
         self.angular_cutoff = float(self.aev_computer.angular.cutoff)
+        angular = self.aev_computer.angular
+        # torchani's own angular terms are used unless they are ANI's with the cosine cutoff
+        self.ani_angular = isinstance(angular, ANIAngular) and isinstance(angular.cutoff_fn, CutoffCosine)
         self.register_buffer("triu_index", self.aev_computer.triu_index.clone(), persistent=False)
         self.num_pairs = int(self.aev_computer.num_species_pairs)
         self.num_species = int(len(ani.atomic_numbers))
@@ -138,21 +163,42 @@ class FusedAniEnsemble(torch.nn.Module):
             centre, t = (side[1].unsqueeze(0) < count.unsqueeze(1)).nonzero().unbind(1)
             slots = torch.cat([centre * k + side[0][t], centre * k + side[1][t]])
             flat_elem = elem.reshape(-1)
-            radial_index = torch.cat([first * s + flat_elem[second], second * s + flat_elem[first]])
+            radial_index = torch.stack([first * s + flat_elem[second], second * s + flat_elem[first]])
             side_elem = flat_elem[neighbours[slots]].view(2, -1)
             angular_index = centre * self.num_pairs + self.triu_index[side_elem[0], side_elem[1]]
         flat = coordinates.reshape(-1, 3)
         distances = (flat.index_select(0, first) - flat.index_select(0, second)).norm(2, -1)
         radial_terms = self.aev_computer.radial(distances)
         radial = radial_terms.new_zeros((atoms * s, radial_terms.shape[1]))
-        radial = radial.index_add(0, radial_index, torch.cat([radial_terms, radial_terms]))
+        radial.index_add_(0, radial_index[0], radial_terms).index_add_(0, radial_index[1], radial_terms)
         # centre -> neighbour vectors (atoms * k, 3), then the two sides of every triple
         table = (flat.index_select(0, neighbours).view(atoms, k, 3) - flat.unsqueeze(1)).view(-1, 3)
         vectors = table.index_select(0, slots).view(2, -1, 3)
-        angular_terms = self.aev_computer.angular(vectors.norm(2, -1), vectors)
-        angular_aev = angular_terms.new_zeros((atoms * self.num_pairs, angular_terms.shape[1]))
-        angular_aev = angular_aev.index_add(0, angular_index, angular_terms)
-        return torch.cat([radial.view(atoms, -1), angular_aev.view(atoms, -1)], 1)
+        if self.ani_angular:
+            terms_t = self._ani_angular_t(vectors.norm(2, -1), vectors)
+            angular_aev = terms_t.new_zeros((terms_t.shape[0], atoms * self.num_pairs))
+            angular_aev = angular_aev.index_add_(1, angular_index, terms_t).t()
+        else:
+            angular_terms = self.aev_computer.angular(vectors.norm(2, -1), vectors)
+            angular_aev = angular_terms.new_zeros((atoms * self.num_pairs, angular_terms.shape[1]))
+            angular_aev.index_add_(0, angular_index, angular_terms)
+        return torch.cat([radial.view(atoms, -1), angular_aev.reshape(atoms, -1)], 1)
+
+    def _ani_angular_t(self, distances: Tensor, vectors: Tensor) -> Tensor:
+        """torchani's ANIAngular terms with the cosine cutoff, transposed: (features, triples).
+
+        Same formula as ``ANIAngular.forward``; the triple index runs along the last axis so
+        the outer products broadcast over leading axes (fast on the CPU), and the cutoff
+        factor is applied to the 4 radial values instead of the 32 products.
+        """
+        a = self.aev_computer.angular
+        factor = 0.5 * torch.cos(distances * (math.pi / self.angular_cutoff)) + 0.5
+        cos_angles = (vectors[0] * vectors[1]).sum(1) / torch.clamp(distances[0] * distances[1], min=1e-10)
+        deviations = torch.acos(0.95 * cos_angles).unsqueeze(0) - a.sections.unsqueeze(1)
+        angular = 2 * ((1 + torch.cos(deviations)) / 2) ** a.zeta
+        mean = ((distances[0] + distances[1]) / 2).unsqueeze(0)
+        radial = torch.exp(-a.eta * (mean - a.shifts.unsqueeze(1)) ** 2) * (factor[0] * factor[1])
+        return (radial.unsqueeze(1) * angular.unsqueeze(0)).view(-1, angular.shape[1])
 
     def forward(
         self,

@@ -156,3 +156,34 @@ def test_load_model_defaults_to_fused_and_keeps_stock(tmp_path, molecules):
         evaluate(model, [6, 17], [[0, 0, 0], [1.8, 0, 0]])
     with pytest.raises(Exception, match="not support"):
         model(torch.tensor([[6, 17]]), torch.tensor([[[0.0, 0, 0], [1.8, 0, 0]]]), None, None)
+
+
+def test_no_grad_path_gives_the_same_member_energies(ani1x, fused, molecules):
+    # without gradients the CELU activations run in place; numbers must not change
+    species, coords = pad_structures(molecules)
+    species_t, coords_t = torch.as_tensor(species), torch.as_tensor(coords, dtype=torch.float32)
+    with torch.no_grad():
+        quiet = fused(species_t, coords_t, None, None)
+        stock = ani1x(species_t, coords_t, None, None)
+    recorded = fused(species_t, coords_t.clone().requires_grad_(), None, None)
+    assert torch.equal(quiet, recorded.detach())
+    np.testing.assert_allclose(quiet.numpy(), stock.numpy(), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("aev", [{"cutoff_fn": "smooth"}, {"angular_zeta": 14.1, "angular_num_sections": 4}])
+def test_other_aev_settings_match_stock(molecules, aev):
+    # smooth cutoff: torchani's angular terms; other ANI parameters: the transposed ANI terms
+    from anif.fused import FusedAniEnsemble
+    from anif.models import AniEnsemble, build_ani
+
+    from torchani.aev import AEVComputer
+
+    torch.manual_seed(0)
+    features = AEVComputer.like_1x(num_species=4, **aev).out_dim
+    dims = {s: [features, 32, 16, 1] for s in "HCNO"}
+    ani = build_ani("HCNO", dims, [-0.5, -38.0, -54.6, -75.0], members=3, aev=aev).eval()
+    fused = FusedAniEnsemble(ani)
+    assert fused.ani_angular == ("smooth" not in aev.values())
+    for mol in molecules[1:3]:
+        stock = evaluate(AniEnsemble(ani), mol.numbers, mol.coordinates)
+        assert_same(stock, evaluate(fused, mol.numbers, mol.coordinates))

@@ -155,7 +155,7 @@ def create_force(
     if backend not in ("torch", "python"):
         raise AnifError(f"unknown backend {backend!r} (use 'torch' or 'python')")
     if ot is not None:
-        force = ot.TorchForce(torch.jit.script(module))
+        force = ot.TorchForce(torch.jit.freeze(torch.jit.script(module).eval()))  # weights become constants
         force.addGlobalParameter(SIGMA_PARAMETER, 0.0)
         force.addEnergyParameterDerivative(SIGMA_PARAMETER)
         force.setUsesPeriodicBoundaryConditions(periodic)
