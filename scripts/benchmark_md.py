@@ -29,7 +29,7 @@ def baseline_system(numbers, ani):
                          requires_grad=True)
         energy = ani((species, x)).energies.sum()
         (grad,) = torch.autograd.grad(energy, x)
-        return float(energy) * HARTREE_TO_KJ_MOL, -grad[0].numpy() * HARTREE_TO_KJ_MOL * 10
+        return energy.item() * HARTREE_TO_KJ_MOL, -grad[0].numpy() * HARTREE_TO_KJ_MOL * 10
 
     system = openmm.System()
     for z in numbers:

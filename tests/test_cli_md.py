@@ -51,7 +51,7 @@ def test_energy_json_matches_torchani(tmp_path, ani1x_torchani):
         assert record["energy_hartree"] == pytest.approx(members.mean().item(), abs=2e-5)
         np.testing.assert_allclose(record["forces_hartree_per_angstrom"], -grad[0].numpy(), atol=2e-5)
         np.testing.assert_allclose(record["member_energies_hartree"], members.detach().numpy(), atol=2e-5)
-        sigma = float(members.std()) * HARTREE_TO_KCAL_MOL
+        sigma = members.std().item() * HARTREE_TO_KCAL_MOL
         assert record["sigma_kcal_mol"] == pytest.approx(sigma, abs=1e-3)
         assert record["rho_kcal_mol"] == pytest.approx(sigma / np.sqrt(structure.n_atoms), abs=1e-3)
     # methane at the torchani README geometry (its sanity value)
