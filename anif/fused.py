@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torchani.aev import ANIAngular
 from torchani.cutoffs import CutoffCosine
-from torchani.neighbors import Neighbors, all_pairs
+from torchani.neighbors import all_pairs
 from torchani.nn import TightCELU
 
 from .units import HARTREE_TO_KCAL_MOL

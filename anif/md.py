@@ -15,7 +15,7 @@ import typer
 
 from .errors import AnifError, InputError
 from .structures import Structure, from_smiles, read_structures, symbol
-from .units import HARTREE_TO_KCAL_MOL, HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
+from .units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
 #: The paper's calibrated QBC threshold (kcal/mol), drawn on rho plots.
 RHO_HAT = 0.23
@@ -148,17 +148,16 @@ def run_md(
     progress: bool = True,
 ) -> dict:
     """Langevin MD of one molecule; writes topology.pdb, trajectory.dcd and qbc.csv into ``out``."""
-    import openmm
     from openmm import app, unit
 
-    from .openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
+    from .openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system, langevin_integrator
 
     if steps < 0 or report_every < 1:
         raise InputError("--steps must be >= 0 and --report-every >= 1")
     out.mkdir(parents=True, exist_ok=True)
     system, force = create_system(structure.numbers, model, backend=backend)
-    integrator = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, friction / unit.picosecond, timestep_fs * unit.femtosecond
+    integrator = langevin_integrator(
+        force, temperature * unit.kelvin, friction / unit.picosecond, timestep_fs * unit.femtosecond
     )
     integrator.setRandomNumberSeed(seed)
     topology = to_topology(structure)

@@ -33,7 +33,6 @@ from anif.training import (  # noqa: E402
     ARCHITECTURES,
     SYMBOLS,
     TrainSettings,
-    element_counts,
     fit_self_energies,
     read_conformers,
     train_ensemble,

@@ -7,7 +7,14 @@ import torch
 from openmm import app, unit
 
 from anif.models import load_model
-from anif.openmm_plugin import QBCReporter, RhoThresholdExceeded, create_force, create_system, read_qbc
+from anif.openmm_plugin import (
+    QBCLangevinIntegrator,
+    QBCReporter,
+    RhoThresholdExceeded,
+    create_force,
+    create_system,
+    read_qbc,
+)
 from anif.structures import from_smiles
 from anif.units import HARTREE_TO_KCAL_MOL, HARTREE_TO_KJ_MOL
 
@@ -29,7 +36,7 @@ def torchani_reference(ani, numbers, coords, cell=None):
     members = ani((species, x), ensemble_values=True, **kwargs).energies[:, 0]
     energy = members.mean()
     (grad,) = torch.autograd.grad(energy, x)
-    return float(energy), -grad[0].numpy(), float(members.std(unbiased=True))
+    return energy.item(), -grad[0].numpy(), members.std(unbiased=True).item()
 
 
 def context_for(system, platform="CPU"):
@@ -186,9 +193,13 @@ def test_subset_of_atoms(ani1x, ani1x_torchani, backend):
     assert np.all(forces[0] == 0)
 
 
-def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamol):
+@pytest.mark.parametrize("integrator_kind", ["LangevinMiddle", "QBCLangevin"])
+def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamol, integrator_kind):
+    """The logged sigma and energy equal torchani at the frames; with the QBCLangevinIntegrator
+    they come from the integrator's own force evaluation."""
     system, force = create_system(paracetamol.numbers, ani1x)
-    integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.0005)
+    integrator_class = {"LangevinMiddle": openmm.LangevinMiddleIntegrator, "QBCLangevin": QBCLangevinIntegrator}
+    integrator = integrator_class[integrator_kind](300, 1, 0.0005)
     simulation = app.Simulation(__import__("anif.md", fromlist=["to_topology"]).to_topology(paracetamol), system,
                                 integrator, openmm.Platform.getPlatformByName("CPU"))
     simulation.context.setPositions(paracetamol.coordinates / 10)
@@ -222,3 +233,30 @@ def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamo
         simulation.step(10)
     assert info.value.step == 21 and simulation.currentStep == 21
     assert info.value.rho_kcal_mol > 0
+
+
+def test_qbc_langevin_integrator_thermostat_and_cost():
+    """The QBC integrator holds its target temperature and records sigma without a second
+    force evaluation (sigma after a step equals a fresh evaluation at those positions)."""
+    from anif.openmm_plugin.reporters import degrees_of_freedom
+
+    model = load_model("ani1x")
+    mol = from_smiles("CCO", seed=0)
+    system, force = create_system(mol.numbers, model)
+    integrator = QBCLangevinIntegrator(500 * unit.kelvin, 20 / unit.picosecond, 0.5 * unit.femtosecond)
+    integrator.setRandomNumberSeed(5)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(mol.coordinates / 10)
+    context.setVelocitiesToTemperature(500 * unit.kelvin, 5)
+    integrator.step(200)
+    kinetic = []
+    for _ in range(200):
+        integrator.step(5)
+        kinetic.append(context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole))
+    temperature = 2 * np.mean(kinetic) / (degrees_of_freedom(system) * 0.00831446261815324)
+    assert 420 < temperature < 580, temperature
+    recorded = integrator.sigma_kj_mol, integrator.potential_kj_mol
+    state = context.getState(getEnergy=True, getParameterDerivatives=True)
+    assert recorded[0] == pytest.approx(state.getEnergyParameterDerivatives()["anif_sigma"], rel=1e-5)
+    assert recorded[1] == pytest.approx(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), abs=1e-3)
+    assert integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(500)

@@ -1,15 +1,18 @@
 """ANI ensembles in OpenMM: forces that emit the ensemble's disagreement, and reporters."""
 
 from .force import SIGMA_PARAMETER, create_force, create_system, read_qbc, sigma_from_state
+from .integrators import QBCLangevinIntegrator, langevin_integrator
 from .reporters import QBC_CSV_HEADER, QBCReporter, RhoThresholdExceeded
 
 __all__ = [
     "SIGMA_PARAMETER",
     "QBC_CSV_HEADER",
+    "QBCLangevinIntegrator",
     "QBCReporter",
     "RhoThresholdExceeded",
     "create_force",
     "create_system",
+    "langevin_integrator",
     "read_qbc",
     "sigma_from_state",
 ]

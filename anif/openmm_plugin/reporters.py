@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import openmm
 from openmm import unit
 
 from .force import sigma_from_state
+from .integrators import QBCLangevinIntegrator
+from ..units import KJ_MOL_TO_KCAL_MOL
 
 QBC_CSV_HEADER = "step,time_ps,potential_kj_mol,temperature_k,sigma_kcal_mol,rho_kcal_mol"
 
@@ -35,6 +38,8 @@ class QBCReporter:
     """Log the ensemble disagreement every ``reportInterval`` steps and optionally act on it.
 
     Writes CSV rows ``step,time_ps,potential_kj_mol,temperature_k,sigma_kcal_mol,rho_kcal_mol``.
+    With a :class:`QBCLangevinIntegrator` sigma and the potential energy are read from the
+    integrator (no extra force evaluation); otherwise from a State (one extra evaluation).
 
     Parameters
     ----------
@@ -59,25 +64,40 @@ class QBCReporter:
         self._threshold = rho_threshold
         self._stop = stop
         self._dof = None
+        self._masses = None
         self.flagged: list[tuple[int, float]] = []
         self._out.write(QBC_CSV_HEADER + "\n")
 
     def describeNextReport(self, simulation):
         steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": None, "include": ["energy", "parameterDerivatives", "positions"]}
+        if isinstance(simulation.integrator, QBCLangevinIntegrator):
+            include = ["positions", "velocities"]
+        else:
+            include = ["energy", "parameterDerivatives", "positions"]
+        return {"steps": steps, "periodic": None, "include": include}
 
     def report(self, simulation, state):
         if self._dof is None:
             self._dof = degrees_of_freedom(simulation.system)
-        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            system = simulation.system
+            self._masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
+                                     for i in range(system.getNumParticles())])
+        integrator = simulation.integrator
+        if isinstance(integrator, QBCLangevinIntegrator):
+            velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+            kinetic = 0.5 * float((self._masses[:, None] * velocities**2).sum())
+            potential = integrator.potential_kj_mol
+            sigma = integrator.sigma_kj_mol * KJ_MOL_TO_KCAL_MOL
+        else:
+            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            sigma = sigma_from_state(state, self._force)
         temperature = 2 * kinetic / (self._dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
             unit.kilojoule_per_mole / unit.kelvin)) if self._dof > 0 else 0.0
-        sigma = sigma_from_state(state, self._force)
         rho = sigma / math.sqrt(self._force.anif_n_atoms)
         step = simulation.currentStep
         self._out.write(
-            f"{step},{state.getTime().value_in_unit(unit.picosecond):.6f},"
-            f"{state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole):.6f},"
+            f"{step},{state.getTime().value_in_unit(unit.picosecond):.6f},{potential:.6f},"
             f"{temperature:.4f},{sigma:.6f},{rho:.6f}\n"
         )
         self._out.flush()

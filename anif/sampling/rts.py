@@ -7,8 +7,8 @@ Langevin thermostat's target temperature is raised linearly to ``t_end`` over ``
 rho > rho_hat, which is returned, or at the end of the ramp with nothing. ``repeats``
 trajectories per molecule, each with its own seed derived from the molecule's seed.
 
-Cost: the QBC reporter's State (energy + sigma derivative) makes OpenMM evaluate the force
-once more per step, so a QBC test at every step roughly doubles the cost of plain MD.
+Cost: with the TorchForce the integrator is a :class:`QBCLangevinIntegrator`, which records
+sigma with the forces it computes anyway, so the QBC test at every step costs nothing extra.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import openmm
 from openmm import app, unit
 
 from ..md import to_topology
-from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
+from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system, langevin_integrator
 from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
 from ..structures import Structure
 from .candidates import Candidate, molecule_seed, score
@@ -54,8 +53,8 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
     Returns (candidate or None, ramp reporter, number of steps run).
     """
     system, force = system or create_system(structure.numbers, model, backend=settings.backend)
-    integrator = openmm.LangevinMiddleIntegrator(settings.t_start * unit.kelvin, settings.friction / unit.picosecond,
-                                                 settings.timestep_fs * unit.femtosecond)
+    integrator = langevin_integrator(force, settings.t_start * unit.kelvin, settings.friction / unit.picosecond,
+                                     settings.timestep_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     simulation = app.Simulation(to_topology(structure), system, integrator)
     simulation.context.setPositions(structure.coordinates * 0.1)
