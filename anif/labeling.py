@@ -40,7 +40,7 @@ import typer
 from .datasets import PROVENANCE, DatasetStore
 from .distributed import as_completed_with_progress, available_cores, dask_client
 from .errors import AnifError, InputError, UnsupportedElementError
-from .structures import Structure, read_structures, symbol
+from .structures import Structure, hill_formula, read_structures, symbol
 
 BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
@@ -319,14 +319,6 @@ def read_input(path: str | Path) -> list[tuple[Structure, dict]]:
     return out
 
 
-def _hill_formula(numbers) -> str:
-    counts: dict[str, int] = {}
-    for z in numbers:
-        counts[symbol(z)] = counts.get(symbol(z), 0) + 1
-    order = (["C", "H"] if "C" in counts else []) + sorted(s for s in counts if s not in ("C", "H") or "C" not in counts)
-    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
-
-
 class _LabelWriter:
     """Commits labels to the output store one by one, and failures to the sidecar log."""
 
@@ -362,7 +354,7 @@ class _LabelWriter:
     def _group(self, numbers) -> str:
         species = tuple(int(z) for z in numbers)
         if species not in self.groups:
-            base, k = _hill_formula(species), 1
+            base, k = hill_formula(species), 1
             taken = set(self.groups.values())
             name = base
             while name in taken:

@@ -26,6 +26,16 @@ def symbol(z: int) -> str:
     return _PT.GetElementSymbol(int(z))
 
 
+def hill_formula(numbers) -> str:
+    """Hill formula: C then H first when carbon is present, the rest alphabetical (C2H6O, H2O)."""
+    counts: dict[str, int] = {}
+    for z in numbers:
+        counts[symbol(z)] = counts.get(symbol(z), 0) + 1
+    first = ["C", "H"] if "C" in counts else []
+    order = [s for s in first if s in counts] + sorted(s for s in counts if s not in first)
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+
+
 def atomic_number(sym: str) -> int:
     try:
         return int(_PT.GetAtomicNumber(sym.strip().capitalize()))

@@ -11,14 +11,13 @@ record (sampler, source molecule, seed, sampler-specific details).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from ..models import evaluate, pad_structures
-from ..structures import Structure, symbol
+from ..structures import Structure, hill_formula
 
 
 @dataclass
@@ -47,19 +46,12 @@ def molecule_seed(master_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(master_seed), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def formula(numbers) -> str:
-    """Hill formula (C, H first, then alphabetical), e.g. C2H6O."""
-    counts = Counter(symbol(z) for z in numbers)
-    order = [s for s in ("C", "H") if s in counts] + sorted(s for s in counts if s not in ("C", "H"))
-    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
-
-
 def _group_names(store, keys) -> dict[tuple, str]:
     """A store group per atom sequence: its formula, suffixed _2, _3... where another order holds it."""
     existing = set(store.groups())
     names: dict[tuple, str] = {}
     for key in keys:
-        base, k = formula(key), 1
+        base, k = hill_formula(key), 1
         while True:
             name = base if k == 1 else f"{base}_{k}"
             taken = name in names.values() or (
