@@ -79,15 +79,17 @@ class PythonEnsembleComputation:
         self.sigma_kj_mol = float("nan")
 
     def __call__(self, state: openmm.State):
-        positions = torch.tensor(state.getPositions(asNumpy=True)._value, dtype=torch.float64, requires_grad=True)
+        device = self.module.dtype_probe.device
+        positions = torch.tensor(state.getPositions(asNumpy=True)._value, dtype=torch.float64, device=device,
+                                 requires_grad=True)
         box = None
         if self.periodic:
-            box = torch.tensor(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=torch.float64)
-        scale = torch.zeros((), dtype=torch.float64, requires_grad=True)  # dE/dscale = sigma
+            box = torch.tensor(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=torch.float64, device=device)
+        scale = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)  # dE/dscale = sigma
         energy = self.module.energy(positions, box, scale)
         grad_x, grad_s = torch.autograd.grad(energy, (positions, scale))
-        self.sigma_kj_mol = float(grad_s)
-        return float(energy.detach()), -grad_x.numpy()
+        self.sigma_kj_mol = grad_s.item()
+        return energy.item(), -grad_x.cpu().numpy()
 
 
 def _load_torch_kernels() -> None:
