@@ -40,7 +40,7 @@ import numpy as np
 import typer
 
 from .errors import InputError
-from .structures import atomic_number, symbol
+from .structures import atomic_number, hill_formula, symbol
 
 #: Per-conformer provenance columns every written file carries, with their "unknown" values.
 PROVENANCE = {
@@ -215,6 +215,16 @@ class DatasetStore:
             species = species[0] if species.shape[0] else np.zeros(0, dtype=np.int64)
         out["species"] = species
         return out
+
+    def group_for(self, numbers) -> str:
+        """The group holding this atom sequence, else a free Hill-formula name (C2H6O, C2H6O_2, ...)."""
+        key = _as_numbers(numbers, str(self.path))
+        base, k = hill_formula(key), 1
+        while True:
+            name = base if k == 1 else f"{base}_{k}"
+            if name not in self.index or np.array_equal(self.read(name)["species"], key):
+                return name
+            k += 1
 
     def read(self, group: str) -> dict[str, np.ndarray]:
         """All datasets of one group; ``species`` as (N,) atomic numbers, strings as str."""

@@ -40,7 +40,7 @@ import typer
 from .datasets import PROVENANCE, DatasetStore
 from .distributed import as_completed_with_progress, available_cores, dask_client
 from .errors import AnifError, InputError, UnsupportedElementError
-from .structures import Structure, hill_formula, read_structures, symbol
+from .structures import Structure, read_structures, symbol
 
 BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
@@ -325,10 +325,8 @@ class _LabelWriter:
     def __init__(self, out: Path, level: Level):
         self.out, self.level = out, level
         self.store = DatasetStore(out, "a")
-        self.groups: dict[tuple, str] = {}
         self.done: set[str] = set()
         for group, data in (self.store if out.exists() else ()):
-            self.groups[tuple(int(z) for z in data["species"])] = group
             for key in ("method", "basis_convention", "density_fit"):
                 expected = self._columns()[key]
                 found = {v.item() if hasattr(v, "item") else v for v in data.get(key, [])}
@@ -351,22 +349,10 @@ class _LabelWriter:
             "program": program_version(),
         }
 
-    def _group(self, numbers) -> str:
-        species = tuple(int(z) for z in numbers)
-        if species not in self.groups:
-            base, k = hill_formula(species), 1
-            taken = set(self.groups.values())
-            name = base
-            while name in taken:
-                k += 1
-                name = f"{base}_{k}"
-            self.groups[species] = name
-        return self.groups[species]
-
     def commit(self, task: LabelTask, result: dict) -> None:
         s = task.structure
         self.store.append(
-            self._group(s.numbers), s.numbers, s.coordinates[None], [result["energy"]], result["forces"][None],
+            self.store.group_for(s.numbers), s.numbers, s.coordinates[None], [result["energy"]], result["forces"][None],
             **{k: [v] for k, v in task.carried.items()},
             **self._columns(),
             scf_converged=1,

@@ -154,3 +154,18 @@ def test_bad_files(tmp_path):
         DatasetStore(other, "r")
     with pytest.raises(InputError, match="no such dataset"):
         DatasetStore(tmp_path / "missing.h5", "r")
+
+
+def test_group_for_names_one_group_per_atom_sequence(tmp_path):
+    store = DatasetStore(tmp_path / "g.h5")
+    water, reordered = [8, 1, 1], [1, 8, 1]
+    xyz = np.array([[[0.0, 0.0, 0.0], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]]])
+    with store.transaction():
+        assert store.group_for(water) == "H2O"
+        store.append(store.group_for(water), water, xyz, [0.0])
+        assert store.group_for(reordered) == "H2O_2"  # same formula, other atom order
+        store.append(store.group_for(reordered), reordered, xyz, [1.0])
+    reopened = DatasetStore(tmp_path / "g.h5", "r")
+    assert reopened.group_for(water) == "H2O" and reopened.group_for(reordered) == "H2O_2"
+    assert reopened.group_for(["C", "H", "H", "H", "H"]) == "CH4"
+    np.testing.assert_array_equal(reopened.read("H2O_2")["species"], reordered)

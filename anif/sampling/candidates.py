@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..models import evaluate, pad_structures
-from ..structures import Structure, hill_formula
+from ..structures import Structure
 
 
 @dataclass
@@ -46,23 +46,6 @@ def molecule_seed(master_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(master_seed), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _group_names(store, keys) -> dict[tuple, str]:
-    """A store group per atom sequence: its formula, suffixed _2, _3... where another order holds it."""
-    existing = set(store.groups())
-    names: dict[tuple, str] = {}
-    for key in keys:
-        base, k = hill_formula(key), 1
-        while True:
-            name = base if k == 1 else f"{base}_{k}"
-            taken = name in names.values() or (
-                name in existing and tuple(int(z) for z in store.read(name)["species"]) != key)
-            if not taken:
-                break
-            k += 1
-        names[key] = name
-    return names
-
-
 def write_candidates(path, candidates: Sequence[Candidate]) -> int:
     """Append candidates to an ANI-format HDF5 (one group per atom sequence); return the count.
 
@@ -75,11 +58,10 @@ def write_candidates(path, candidates: Sequence[Candidate]) -> int:
     by_species: dict[tuple, list[Candidate]] = {}
     for c in candidates:
         by_species.setdefault(tuple(int(z) for z in c.structure.numbers), []).append(c)
-    names = _group_names(store, by_species)
     with store.transaction():
         for key, group in by_species.items():
             store.append(
-                names[key],
+                store.group_for(key),
                 species=np.array(key),
                 coordinates=np.stack([c.structure.coordinates for c in group]),
                 energies=np.array([c.energy for c in group]),
