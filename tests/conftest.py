@@ -21,6 +21,18 @@ def require_shared(relative: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one thread: on two shared cores, oversubscribed OpenMP
+    threads spin, and small networks are faster single-threaded anyway."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ani1x():
     """The released ANI-1x ensemble (8 members), stock torchani evaluation."""

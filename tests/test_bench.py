@@ -13,13 +13,7 @@ import torch
 from anif.units import HARTREE_TO_KCAL_MOL as KCAL
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: oversubscribed OpenMP threads spin, so evaluate single-threaded here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(monkeypatch, capsys, *args):

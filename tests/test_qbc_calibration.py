@@ -36,15 +36,7 @@ def test_calibrate_known_threshold():
         calibrate(rho, worst * 0, energy_error)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: oversubscribed OpenMP threads spin
-    yield
-    torch.set_num_threads(before)
-
-
-def test_qbc_calibrate_cli_on_synthetic_labels(tmp_path, monkeypatch, capsys, s66x8_path, ani1x_torchani, one_thread):
+def test_qbc_calibrate_cli_on_synthetic_labels(tmp_path, monkeypatch, capsys, s66x8_path, ani1x_torchani, one_torch_thread):
     """Reference energies are built so that exactly the chosen structures are 'bad'; rho from torchani."""
     import h5py
 

@@ -75,13 +75,7 @@ def write_teacher_data(path, teacher, n_conformers, seed, names=MOLECULES, group
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small networks train faster on one thread (and leave the other core free)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
