@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="ANI-1x active learning on OpenMM: ensembles as OpenMM forces, samplers, labels, training",
     packages=find_packages(include=["anif", "anif.*"]),
+    package_data={"anif": ["csrc/*.cpp"]},
     python_requires=">=3.10",
     install_requires=[
         "torch==2.9.1",
@@ -24,6 +25,7 @@ setup(
         "typer==0.29.2",
         "rich==15.0.0",
         "tqdm==4.70.1",
+        "ninja==1.13.2",  # builds the compiled CPU kernels (anif.kernels) on first use
     ],
     extras_require={"test": ["pytest==9.2.0"]},
     entry_points={

@@ -17,11 +17,15 @@
   without gradients (screening) the CELU activations are applied in place, which spares
   large batches the allocation of fresh hidden-layer tensors.
 
+On the CPU the same module runs by default on the compiled kernels of :mod:`anif.kernels`
+(``torch.ops.anif.aev`` for molecules and ``torch.ops.anif.networks``: descriptor and networks
+with hand-written gradients, each member's input gradient computed while its weights are in
+cache); the TorchScript operations above serve GPUs, periodic descriptors, other descriptor
+settings, and machines where the kernels do not build.
+
 The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns by
 default. :func:`screen` computes rho for many molecules of different sizes in padded batches.
 """
-
-from __future__ import annotations
 
 import math
 from typing import Optional, Sequence
@@ -29,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torchani.aev import ANIAngular
+from torchani.aev import ANIAngular, ANIRadial
 from torchani.cutoffs import CutoffCosine
 from torchani.neighbors import all_pairs
 from torchani.nn import TightCELU
@@ -101,12 +105,17 @@ class FusedAniEnsemble(torch.nn.Module):
     with -1 padding, coordinates (B, N, 3) Angstrom, cell (3, 3) Angstrom or None, pbc (3,)
     bool or None)``. The wrapped torchani module stays available as ``.ani`` (for saving and
     training; it is not compiled by ``torch.jit.script``); weights are copied at construction,
-    so re-wrap after changing ``.ani``'s weights.
+    so re-wrap after changing ``.ani``'s weights. With ``kernels`` (default) CPU evaluations use
+    the compiled kernels where they load and support the model (:meth:`kernels_support`);
+    ``use_kernels`` tells whether they do.
     """
 
     __jit_ignored_attributes__ = ["ani"]
+    __constants__ = ["use_kernels"]  # a constant False keeps the kernel calls out of the compiled code
+    kernel_weights: list[Tensor]
+    kernel_biases: list[Tensor]
 
-    def __init__(self, ani: torch.nn.Module):
+    def __init__(self, ani: torch.nn.Module, kernels: bool = True):
         super().__init__()
         nnp = ani.potentials["nnp"]
         if ani._has_extra_potentials:
@@ -129,11 +138,52 @@ class FusedAniEnsemble(torch.nn.Module):
         self.register_buffer("self_energies", torch.cat([sae, sae.new_zeros(1)]))
         members = list(nnp.neural_networks.members)
         self.num_members = len(members)
-        self.networks = torch.nn.ModuleList(
-            [FusedSpeciesNetwork([m.atomics[s] for m in members]) for s in ani.symbols]
-        )
+        networks = [[m.atomics[s] for m in members] for s in ani.symbols]
+        self.networks = torch.nn.ModuleList([FusedSpeciesNetwork(nets) for nets in networks])
+        self.use_kernels = kernels and self.kernels_support(ani) and _load_kernels()
+        self.kernel_weights, self.kernel_biases = [], []
+        self.depth = len(networks[0][0].layers) + 1
+        self.celu_alpha = float(self.networks[0].celu_alpha)
+        self.radial_eta, self.angular_eta, self.zeta = 0.0, 0.0, 0.0
+        if self.use_kernels:
+            self.radial_eta = float(self.aev_computer.radial.eta)
+            self.angular_eta = float(self.aev_computer.angular.eta)
+            self.zeta = float(self.aev_computer.angular.zeta)
+            for e, nets in enumerate(networks):
+                for l in range(self.depth):
+                    linears = [(list(net.layers) + [net.final_layer])[l] for net in nets]
+                    weight = torch.stack([lin.weight.detach().t() for lin in linears])
+                    self.register_buffer(f"kernel_w_{e}_{l}", weight.contiguous())
+                    self.register_buffer(f"kernel_b_{e}_{l}", torch.stack([lin.bias.detach() for lin in linears]))
+            self._collect_kernel_buffers()
 
-    def _aev(self, elem: Tensor, coordinates: Tensor) -> Tensor:
+    @staticmethod
+    def kernels_support(ani: torch.nn.Module) -> bool:
+        """Whether the compiled kernels compute this model: ANI radial and angular terms with the
+        cosine cutoff and single eta/zeta values, CELU networks of one depth."""
+        aev = ani.potentials["nnp"].aev_computer
+        terms = (aev.radial, aev.angular)
+        if not (isinstance(aev.radial, ANIRadial) and isinstance(aev.angular, ANIAngular)):
+            return False
+        if any(not isinstance(t.cutoff_fn, CutoffCosine) or t.eta.numel() != 1 for t in terms):
+            return False
+        nets = [m.atomics[s] for m in ani.potentials["nnp"].neural_networks.members for s in ani.symbols]
+        return (aev.angular.zeta.numel() == 1 and len({len(net.layers) for net in nets}) == 1
+                and all(_celu_alpha(net.activation) > 0 for net in nets))
+
+    def _collect_kernel_buffers(self) -> None:
+        names = [f"{e}_{l}" for e in range(self.num_species) for l in range(self.depth)]
+        self.kernel_weights = [getattr(self, f"kernel_w_{n}") for n in names]
+        self.kernel_biases = [getattr(self, f"kernel_b_{n}") for n in names]
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .double() replace the buffers; the lists handed to the kernels must follow
+        result = super()._apply(fn, *args, **kwargs)
+        if self.use_kernels:
+            self._collect_kernel_buffers()
+        return result
+
+    def _molecule_aev(self, elem: Tensor, coordinates: Tensor) -> Tensor:
         """AEVs (B * N, features) of isolated molecules, with torchani's radial and angular terms.
 
         Neighbour work is done once, without gradients, on the dense (B, N, N) distance
@@ -217,8 +267,26 @@ class FusedAniEnsemble(torch.nn.Module):
                 raise ValueError("periodic evaluation needs a cell and one structure per call")
             neighbours = all_pairs(self.cutoff, elem, coordinates, cell, pbc)
             aev = self.aev_computer.compute_from_neighbors(elem, coordinates, neighbours).view(b * n, -1)
+        elif self.use_kernels and coordinates.device.type == "cpu":
+            aev = torch.ops.anif.aev(
+                coordinates, elem, self.aev_computer.radial.shifts, self.radial_eta, self.cutoff,
+                self.aev_computer.angular.shifts, self.aev_computer.angular.sections, self.angular_eta, self.zeta,
+                self.angular_cutoff, self.triu_index,
+            )
         else:
-            aev = self._aev(elem, coordinates)
+            aev = self._molecule_aev(elem, coordinates)
+        if self.use_kernels and aev.device.type == "cpu":
+            energies = torch.ops.anif.networks(
+                aev, elem.reshape(-1), b, self.depth, self.kernel_weights, self.kernel_biases, self.celu_alpha,
+            )
+        else:
+            energies = self._member_energies(aev, elem)
+        # padded self energies: index -1 (padding) reads the trailing 0
+        return energies + self.self_energies[elem].sum(1).to(energies.dtype)
+
+    def _member_energies(self, aev: Tensor, elem: Tensor) -> Tensor:
+        """(M, B) sums of the members' atomic energies from AEVs (B * N, features), in TorchScript."""
+        b, n = elem.shape
         # Atoms grouped by element once; each element's slice goes through its fused network.
         flat_elem = elem.view(-1)
         order = torch.argsort(flat_elem, stable=True)
@@ -235,8 +303,13 @@ class FusedAniEnsemble(torch.nn.Module):
         energies = aev.new_zeros((self.num_members, b))
         if len(atomic) > 0:
             energies = energies.index_add(1, molecule, torch.cat(atomic, 1))
-        # padded self energies: index -1 (padding) reads the trailing 0
-        return energies + self.self_energies[elem].sum(1).to(energies.dtype)
+        return energies
+
+
+def _load_kernels() -> bool:
+    from .kernels import load
+
+    return load()
 
 
 def screen(model: torch.nn.Module, structures, batch_size: int = 256, progress: bool = False) -> np.ndarray:

@@ -134,23 +134,25 @@ def load_ani(spec: str = "ani1x"):
 
 
 #: Evaluation paths of :func:`load_model`; the first is the default.
-IMPLEMENTATIONS = ("fused", "stock")
+IMPLEMENTATIONS = ("fused", "torchscript", "stock")
 
 
 def load_model(spec: str = "ani1x", implementation: str = "fused") -> torch.nn.Module:
     """Load an ensemble (``'ani1x'`` or an anif model directory) with the AniEnsemble contract.
 
     ``implementation`` selects the evaluation path: ``'fused'`` (default) is
-    :class:`anif.fused.FusedAniEnsemble`, the members evaluated together; ``'stock'`` is
-    torchani's own forward pass (:class:`AniEnsemble`). Both give the same numbers.
+    :class:`anif.fused.FusedAniEnsemble`, the members evaluated together, on the compiled CPU
+    kernels of :mod:`anif.kernels` where they load (TorchScript operations otherwise, and on a
+    GPU); ``'torchscript'`` is the same without the compiled kernels; ``'stock'`` is torchani's
+    own forward pass (:class:`AniEnsemble`). All give the same numbers.
     """
     if implementation not in IMPLEMENTATIONS:
         raise AnifError(f"unknown implementation {implementation!r} (use {' or '.join(IMPLEMENTATIONS)})")
     ani = load_ani(spec)
-    if implementation == "fused":
+    if implementation in ("fused", "torchscript"):
         from .fused import FusedAniEnsemble
 
-        model = FusedAniEnsemble(ani)
+        model = FusedAniEnsemble(ani, kernels=implementation == "fused")
     else:
         model = AniEnsemble(ani)
     model.spec = spec

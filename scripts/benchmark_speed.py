@@ -1,6 +1,7 @@
 """Speed of the fused ANI-1x ensemble against stock torchani, on the CPU.
 
-Prints, in one run, as ratios fused / stock:
+"fused" is the default path (compiled CPU kernels, anif.kernels); "TorchScript" is the fused ensemble
+without them (load_model(..., implementation="torchscript")). Prints, in one run, as ratios fused / stock:
   1. MD steps/s: OpenMM CPU platform, the ensemble as a TorchForce (anif.openmm_plugin.create_force),
      LangevinMiddleIntegrator, for ~20, ~50, ~100 and ~300 atoms;
   2. QBC screening throughput (molecules/s) for 1,000 small molecules: stock one at a time, stock and fused
@@ -134,8 +135,10 @@ def main() -> None:
     from anif.structures import from_smiles
 
     console = Console()
-    models = {impl: load_model("ani1x", implementation=impl) for impl in ("stock", "fused")}
+    models = {impl: load_model("ani1x", implementation=impl) for impl in ("stock", "torchscript", "fused")}
     fused = models["fused"]
+    if not fused.use_kernels:
+        console.print("[red]compiled kernels unavailable: 'fused' is the TorchScript path[/red]")
     console.print(f"ANI-1x, {fused.num_members} members; torch {torch.__version__}, {args.threads} threads, "
                   f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
@@ -146,15 +149,16 @@ def main() -> None:
         ("100 waters", water_cluster(100)),
     ]
     md = Table(title="MD: OpenMM CPU platform, TorchForce (create_force), LangevinMiddleIntegrator 0.5 fs")
-    for col in ("system", "atoms", "stock steps/s", "fused steps/s", "speed-up", "fused ms/step", "net GFLOP/step",
-                "net GFLOP/s"):
+    for col in ("system", "atoms", "stock steps/s", "TorchScript steps/s", "fused steps/s", "speed-up",
+                "fused ms/step", "net GFLOP/step", "net GFLOP/s"):
         md.add_column(col, justify="right")
     with console.status("MD timings") as status:
         for name, structure in systems:
             status.update(f"MD: {name}")
             rates = {impl: 1.0 / md_seconds_per_step(m, structure, args.seconds) for impl, m in models.items()}
             flops = network_flops(fused, structure.numbers)
-            md.add_row(name, str(structure.n_atoms), f"{rates['stock']:.1f}", f"{rates['fused']:.1f}",
+            md.add_row(name, str(structure.n_atoms), f"{rates['stock']:.1f}", f"{rates['torchscript']:.1f}",
+                       f"{rates['fused']:.1f}",
                        f"{rates['fused'] / rates['stock']:.2f}x", f"{1e3 / rates['fused']:.2f}",
                        f"{flops / 1e9:.3f}", f"{flops * rates['fused'] / 1e9:.1f}")
     console.print(md)
@@ -175,6 +179,8 @@ def main() -> None:
     runs = {
         "stock, one at a time": one_by_one,
         f"stock, screen() batches of {args.batch_size}": lambda: screen(models["stock"], molecules, args.batch_size),
+        f"TorchScript, screen() batches of {args.batch_size}":
+            lambda: screen(models["torchscript"], molecules, args.batch_size),
         f"fused, screen() batches of {args.batch_size}": lambda: screen(fused, molecules, args.batch_size),
     }
     with console.status("screening") as status:
@@ -192,7 +198,7 @@ def main() -> None:
 
     scripted = {impl: torch.jit.script(m) for impl, m in models.items()}
     scaling = Table(title="energy + forces per call vs atoms (water clusters, TorchScript module, no OpenMM)")
-    for col in ("atoms", "stock ms", "fused ms", "speed-up"):
+    for col in ("atoms", "stock ms", "TorchScript ms", "fused ms", "speed-up"):
         scaling.add_column(col, justify="right")
     points = []
     with console.status("scaling") as status:
@@ -200,9 +206,9 @@ def main() -> None:
             structure = water_cluster(n_molecules)
             status.update(f"scaling: {structure.n_atoms} atoms")
             t = {impl: evaluation_seconds(m, structure, args.seconds / 2) for impl, m in scripted.items()}
-            points.append((structure.n_atoms, t["stock"], t["fused"]))
-            scaling.add_row(str(structure.n_atoms), f"{1e3 * t['stock']:.2f}", f"{1e3 * t['fused']:.2f}",
-                            f"{t['stock'] / t['fused']:.2f}x")
+            points.append((structure.n_atoms, t["stock"], t["torchscript"], t["fused"]))
+            scaling.add_row(str(structure.n_atoms), f"{1e3 * t['stock']:.2f}", f"{1e3 * t['torchscript']:.2f}",
+                            f"{1e3 * t['fused']:.2f}", f"{t['stock'] / t['fused']:.2f}x")
     console.print(scaling)
     if args.plot is not None:
         import matplotlib
@@ -210,10 +216,11 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        n, stock, fused_t = (np.array(c) for c in zip(*points))
+        n, stock, script, fused_t = (np.array(c) for c in zip(*points))
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.loglog(n, 1e3 * stock, "o-", label="stock torchani")
-        ax.loglog(n, 1e3 * fused_t, "s-", label="fused")
+        ax.loglog(n, 1e3 * script, "^-", label="fused, TorchScript")
+        ax.loglog(n, 1e3 * fused_t, "s-", label="fused, compiled kernels")
         ax.set_xlabel("atoms (water clusters)")
         ax.set_ylabel("ms per energy + forces")
         ax.legend()

@@ -1,5 +1,7 @@
 """The fused ensemble gives the stock torchani ensemble's numbers (energies, forces, members)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,11 +13,14 @@ from anif.units import HARTREE_TO_KJ_MOL
 SMILES = ["C", "CC(=O)Nc1ccc(O)cc1", "CCCCCCCCCCCCCCCC(=O)O", "NCC(=O)NC(C)C(=O)NC(CO)C(=O)O"]
 
 
-@pytest.fixture(scope="module")
-def fused(ani1x):
+@pytest.fixture(scope="module", params=["kernels", "torchscript"])
+def fused(ani1x, request):
+    """Both fused paths: the compiled CPU kernels (the default) and TorchScript operations."""
     from anif.fused import FusedAniEnsemble
 
-    return FusedAniEnsemble(ani1x.ani).eval()
+    model = FusedAniEnsemble(ani1x.ani, kernels=request.param == "kernels").eval()
+    assert model.use_kernels == (request.param == "kernels")
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,7 @@ def test_torchscript_and_double_precision_forces_are_energy_gradients(fused, mol
     x32 = torch.tensor(mol.coordinates, dtype=torch.float32)[None]
     assert torch.equal(scripted(species, x32, None, None), fused(species, x32, None, None))
 
-    double = torch.jit.script(load_model("ani1x").double())
+    double = torch.jit.script(copy.deepcopy(fused).double())
     x = torch.tensor(mol.coordinates, dtype=torch.float64)[None].requires_grad_()
     energy = double(species, x, None, None).mean()
     (grad,) = torch.autograd.grad(energy, x)
@@ -143,6 +148,7 @@ def test_load_model_defaults_to_fused_and_keeps_stock(tmp_path, molecules):
     model = load_model("ani1x")
     assert isinstance(model, FusedAniEnsemble) and model.cutoff == pytest.approx(5.2)
     assert [int(z) for z in model.atomic_numbers] == [1, 6, 7, 8]
+    assert model.use_kernels and not load_model("ani1x", implementation="torchscript").use_kernels
     assert not isinstance(load_model("ani1x", implementation="stock"), FusedAniEnsemble)
     with pytest.raises(AnifError):
         load_model("ani1x", implementation="nope")

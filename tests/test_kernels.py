@@ -1,0 +1,110 @@
+"""The compiled CPU kernels (anif.kernels, anif/csrc/ani_kernels.cpp): the descriptor and the
+networks against torchani's own modules, their hand-written gradients against autograd through
+torchani and against finite differences."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from anif.models import pad_structures
+from anif.structures import from_smiles
+
+
+@pytest.fixture(scope="module")
+def kernel_model(ani1x):
+    from anif.fused import FusedAniEnsemble
+
+    model = FusedAniEnsemble(ani1x.ani).eval()
+    assert model.use_kernels, "the compiled kernels did not load (they need g++ and ninja)"
+    return model
+
+
+def padded_batch(dtype=torch.float64):
+    """Three molecules of different sizes, -1 padded; element indices and coordinates."""
+    molecules = [from_smiles(s, seed=2) for s in ("CO", "CC(=O)Nc1ccc(O)cc1", "NCC(=O)O")]
+    species, coords = pad_structures(molecules)
+    return torch.as_tensor(species), torch.as_tensor(coords, dtype=dtype)
+
+
+def kernel_aev(model, elem, coords):
+    a = model.aev_computer
+    return torch.ops.anif.aev(coords, elem, a.radial.shifts, model.radial_eta, model.cutoff, a.angular.shifts,
+                              a.angular.sections, model.angular_eta, model.zeta, model.angular_cutoff,
+                              model.triu_index)
+
+
+def kernel_networks(model, aev, elem):
+    return torch.ops.anif.networks(aev, elem.reshape(-1), elem.shape[0], model.depth, model.kernel_weights,
+                                   model.kernel_biases, model.celu_alpha)
+
+
+def test_aev_and_its_gradient_match_torchani(kernel_model):
+    species, coords = padded_batch()
+    elem = kernel_model.element_index[species]
+    reference_computer = copy.deepcopy(kernel_model.aev_computer).double()
+    x_ref = coords.clone().requires_grad_()
+    reference = reference_computer(elem, x_ref).reshape(-1, reference_computer.out_dim)
+    x = coords.clone().requires_grad_()
+    aev = kernel_aev(kernel_model, elem, x)
+    assert aev.shape == reference.shape
+    np.testing.assert_allclose(aev.detach().numpy(), reference.detach().numpy(), rtol=1e-9, atol=1e-12)
+    assert float(reference.detach()[elem.reshape(-1) < 0].abs().sum()) == 0 and float(aev.detach().abs().sum()) > 10
+    # a random linear functional of the AEV: its coordinate gradient, kernel vs autograd through torchani
+    weights = torch.randn(aev.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((aev * weights).sum(), x)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x_ref)
+    np.testing.assert_allclose(grad.numpy(), grad_ref.numpy(), rtol=1e-8, atol=1e-10)
+    assert float(grad[species < 0].abs().sum()) == 0
+
+
+def test_aev_gradient_is_finite_difference_exact(kernel_model):
+    elem = kernel_model.element_index[torch.tensor([[6, 8, 1, 1, 1, 1]])]
+    coords = torch.as_tensor(from_smiles("CO", seed=3).coordinates, dtype=torch.float64)[None].requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: kernel_aev(kernel_model, elem, x), (coords,), eps=1e-6, atol=1e-6)
+
+
+def test_networks_and_their_gradient_match_the_members(kernel_model):
+    species, coords = padded_batch()
+    elem = kernel_model.element_index[species]
+    members = list(kernel_model.ani.potentials["nnp"].neural_networks.members)
+    aev = kernel_aev(kernel_model, elem, coords)
+    double = copy.deepcopy(kernel_model).double()
+    x = aev.clone().requires_grad_()
+    energies = kernel_networks(double, x, elem)
+    # reference: each member's torchani atomic networks, atom by atom, in float64
+    flat = elem.reshape(-1)
+    x_ref = aev.clone().requires_grad_()
+    reference = torch.zeros(len(members), species.shape[0], dtype=torch.float64)
+    for m, member in enumerate(members):
+        for row in torch.nonzero(flat >= 0).flatten().tolist():
+            net = copy.deepcopy(member.atomics[kernel_model.ani.symbols[int(flat[row])]]).double()
+            reference[m, row // species.shape[1]] += net(x_ref[row : row + 1])[0, 0]
+    np.testing.assert_allclose(energies.detach().numpy(), reference.detach().numpy(), rtol=0, atol=1e-10)
+    mix = torch.randn(energies.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((energies * mix).sum(), x)
+    (grad_ref,) = torch.autograd.grad((reference * mix).sum(), x_ref)
+    # torch's CELU backward and the kernel's (derivative from the activation) differ at ~1e-9
+    np.testing.assert_allclose(grad.numpy(), grad_ref.numpy(), rtol=0, atol=1e-8)
+    one = x[:1].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: kernel_networks(double, a, elem[:1, :1]), (one,), eps=1e-6, atol=1e-6)
+    # float32: the same numbers to round-off, with and without gradients
+    with torch.no_grad():
+        quiet = kernel_networks(kernel_model, aev.float(), elem)
+    recorded = kernel_networks(kernel_model, aev.float().requires_grad_(), elem)
+    assert torch.equal(quiet, recorded.detach())
+    np.testing.assert_allclose(quiet.double().numpy(), reference.detach().numpy(), rtol=0, atol=2e-5)
+
+
+def test_kernels_reject_bad_input_and_leave_denormals_alone(kernel_model):
+    species, coords = padded_batch(torch.float32)
+    elem = kernel_model.element_index[species]
+    aev = kernel_aev(kernel_model, elem, coords)
+    with pytest.raises(RuntimeError, match="has no network"):
+        kernel_networks(kernel_model, aev, torch.full_like(elem, 7))
+    with pytest.raises(RuntimeError, match=r"coordinates \(B, N, 3\)"):
+        kernel_aev(kernel_model, elem, coords[..., :2])
+    # the kernels flush denormals only while they run
+    kernel_networks(kernel_model, aev, elem)
+    assert np.float32(1e-40) * np.float32(1.0) != 0
