@@ -225,6 +225,7 @@ def main() -> None:
         ax.set_ylabel("ms per energy + forces")
         ax.legend()
         fig.tight_layout()
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=120)
         console.print(f"plot: {args.plot}")
 
