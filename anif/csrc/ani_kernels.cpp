@@ -131,7 +131,7 @@ void dense_transposed(const T* D, int64_t n, int64_t K, const T* W, int64_t N, T
 }
 
 // n rows in tiles of 16, 8, 4, 2, 1 (each tile one pass over W, which stays in cache between tiles)
-template <typename T, typename Tile>
+template <typename Tile>
 inline void by_tiles(int64_t n, Tile&& tile) {
   int64_t a = 0;
   for (; a + 16 <= n; a += 16) tile(std::integral_constant<int, 16>{}, a);
@@ -144,7 +144,7 @@ inline void by_tiles(int64_t n, Tile&& tile) {
 template <typename T>
 void dense(const T* X, int64_t n, int64_t K, const T* W, int64_t N, const T* bias, T* Y) {
   std::vector<T> packed(16 * K);
-  by_tiles<T>(n, [&](auto ta, int64_t a) {
+  by_tiles(n, [&](auto ta, int64_t a) {
     constexpr int TA = decltype(ta)::value;
     for (int r = 0; r < TA; ++r)
       for (int64_t k = 0; k < K; ++k) packed[k * TA + r] = X[(a + r) * K + k];
@@ -202,27 +202,23 @@ template <typename T> inline void times_celu_grad_(T* delta, const T* act, int64
 // ---------------------------------------------------------------------------------------------
 // Networks
 
-struct NetworkShape {
-  std::vector<int64_t> width;  // width[0] = features, width[l + 1] = outputs of layer l
-};
-
 // One member, one element: atomic energies of n atoms (X: n x features) into `energy`; with `grad`,
-// dE_atom/dX (n x features) into `grad`. Layer l of the member: W (in x out) and bias.
+// dE_atom/dX (n x features) into `grad`. Layer l of the member: W (width[l] x width[l + 1]) and bias.
 template <typename T>
-void member_network(const T* X, int64_t n, const NetworkShape& shape, const std::vector<const T*>& W,
+void member_network(const T* X, int64_t n, const std::vector<int64_t>& width, const std::vector<const T*>& W,
                     const std::vector<const T*>& bias, T alpha, T* energy,
                     T* grad, std::vector<std::vector<T>>& act, std::vector<T>& delta_a,
                     std::vector<T>& delta_b) {
   const int64_t depth = static_cast<int64_t>(W.size());
   const T* h = X;
   for (int64_t l = 0; l + 1 < depth; ++l) {
-    const int64_t in = shape.width[l], out = shape.width[l + 1];
+    const int64_t in = width[l], out = width[l + 1];
     act[l].resize(n * out);
     dense(h, n, in, W[l], out, bias[l], act[l].data());
     celu_(act[l].data(), n * out, alpha);
     h = act[l].data();
   }
-  const int64_t last = shape.width[depth - 1];
+  const int64_t last = width[depth - 1];
   const T* w = W[depth - 1];
   for (int64_t a = 0; a < n; ++a) {
     T s = bias[depth - 1][0];
@@ -234,7 +230,7 @@ void member_network(const T* X, int64_t n, const NetworkShape& shape, const std:
   delta_a.resize(n * last);
   for (int64_t a = 0; a < n; ++a) std::memcpy(&delta_a[a * last], w, last * sizeof(T));
   for (int64_t l = depth - 2; l >= 0; --l) {
-    const int64_t in = shape.width[l], out = shape.width[l + 1];
+    const int64_t in = width[l], out = width[l + 1];
     times_celu_grad_(delta_a.data(), act[l].data(), n * out, alpha);
     T* target = l == 0 ? grad : (delta_b.resize(n * in), delta_b.data());
     dense_transposed(delta_a.data(), n, in, W[l], out, target);
@@ -290,18 +286,17 @@ Tensor networks_forward(const Tensor& aev, const Tensor& elem, int64_t batch, co
       for (int64_t s = 0; s < num_elements; ++s) {
         const int64_t n = offsets[s + 1] - offsets[s];
         if (n == 0) continue;
-        NetworkShape shape;
-        shape.width.push_back(features);
+        std::vector<int64_t> width{features};
         for (int64_t l = 0; l < depth; ++l) {
           const Tensor& w = net.weights[s * depth + l];  // (M, in, out)
           const int64_t in = w.size(1), outs = w.size(2);
-          shape.width.push_back(outs);
+          width.push_back(outs);
           W[l] = w.data_ptr<T>() + m * in * outs;
           bias[l] = net.biases[s * depth + l].data_ptr<T>() + m * outs;
         }
         atomic.resize(n);
         T* gm = g ? g + (m * atoms + offsets[s]) * features : nullptr;
-        member_network<T>(&grouped[offsets[s] * features], n, shape, W, bias, a, atomic.data(), gm, act,
+        member_network<T>(&grouped[offsets[s] * features], n, width, W, bias, a, atomic.data(), gm, act,
                           delta_a, delta_b);
         for (int64_t i = 0; i < n; ++i) out[m * batch + order[offsets[s] + i] / per_molecule] += atomic[i];
       }
@@ -323,6 +318,12 @@ class NetworksFunction : public torch::autograd::Function<NetworksFunction> {
     aev = aev.detach().contiguous();
     elem = elem.to(torch::kLong).contiguous();
     NetworkArgs net{weights, biases, depth, weights[0].size(0)};
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const int64_t in = i % depth == 0 ? aev.size(1) : weights[i - 1].size(2);
+      TORCH_CHECK(weights[i].dim() == 3 && weights[i].size(0) == net.members && weights[i].size(1) == in &&
+                      biases[i].numel() == net.members * weights[i].size(2) && (i % depth != depth - 1 || weights[i].size(2) == 1),
+                  "anif::networks: layer ", i % depth, " of element ", i / depth, " has the wrong shape");
+    }
     for (auto& t : net.weights) t = t.to(aev.scalar_type()).contiguous();
     for (auto& t : net.biases) t = t.to(aev.scalar_type()).contiguous();
     std::vector<int64_t> order, offsets;
