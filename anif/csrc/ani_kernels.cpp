@@ -381,6 +381,8 @@ struct AevParams {
   int64_t radial_size() const { return species * static_cast<int64_t>(radial_shifts.size()); }
   int64_t angular_block() const { return static_cast<int64_t>(angular_shifts.size() * cos_sections.size()); }
   int64_t features() const { return radial_size() + species * (species + 1) / 2 * angular_block(); }
+  // zeta when it is a positive integer (powers by squaring), else 0 (std::pow)
+  int64_t integer_zeta() const { return double(int64_t(zeta)) == zeta && zeta >= 1 ? int64_t(zeta) : 0; }
 };
 
 inline void exp_inplace(float* x, int64_t n) {
@@ -391,6 +393,16 @@ inline void exp_inplace(float* x, int64_t n) {
 }
 inline void exp_inplace(double* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+// out[k] = exp(-eta (x - shifts[k])^2): the Gaussians of the radial terms and of the angular terms' mean distance
+template <typename T> inline void gaussians(T x, const std::vector<double>& shifts, double eta, T* out) {
+  const int64_t count = static_cast<int64_t>(shifts.size());
+  for (int64_t k = 0; k < count; ++k) {
+    const T u = x - T(shifts[k]);
+    out[k] = T(-eta) * u * u;
+  }
+  exp_inplace(out, count);
 }
 
 template <typename T> inline T power(T base, int64_t n) {  // n >= 0, by squaring
@@ -451,12 +463,23 @@ template <typename T> inline Triple<T> triple_of(const Neighbour<T>& a, const Ne
   return t;
 }
 
+// The angular factors f1[z] = 2 ((1 + cos(theta - section_z)) / 2)^zeta of a triple, with theta = acos(cc)
+// taken through cos(theta - s) = cc cos(s) + sn sin(s); with df1, also d f1[z] / d cc (d sn / d cc = -cc / sn).
+template <typename T> inline void angular_factors(const AevParams& p, const Triple<T>& t, T* f1, T* df1) {
+  const int64_t zeta = p.integer_zeta();
+  for (size_t z = 0; z < p.cos_sections.size(); ++z) {
+    const T cs = T(p.cos_sections[z]), ss = T(p.sin_sections[z]);
+    const T base = (T(1) + t.cc * cs + t.sn * ss) / 2;
+    const T lower = zeta ? power(base, zeta - 1) : std::pow(base, T(p.zeta - 1));
+    f1[z] = T(2) * lower * base;
+    if (df1) df1[z] = T(p.zeta) * lower * (cs - (t.sn > T(0) ? t.cc / t.sn : T(0)) * ss);
+  }
+}
+
 template <typename T>
 void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, T* out) {
   const int64_t R = p.radial_shifts.size(), A = p.angular_shifts.size(), Z = p.cos_sections.size();
   const int64_t F = p.features(), radial = p.radial_size(), block = p.angular_block();
-  const int64_t zeta = static_cast<int64_t>(p.zeta);
-  const bool integer_zeta = double(zeta) == p.zeta && zeta >= 1;
   at::parallel_for(0, molecules * n, 1, [&](int64_t begin, int64_t end) {
     FlushDenormals flush;
     std::vector<Neighbour<T>> nbs;
@@ -467,11 +490,7 @@ void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, con
       if (e[c] < 0) continue;
       neighbours_of(x, e, c, (c / n) * n, n, p, nbs);
       for (const auto& nb : nbs) {
-        for (int64_t k = 0; k < R; ++k) {
-          const T u = nb.d - T(p.radial_shifts[k]);
-          g[k] = T(-p.radial_eta) * u * u;
-        }
-        exp_inplace(g.data(), R);
+        gaussians(nb.d, p.radial_shifts, p.radial_eta, g.data());
         T* target = row + nb.elem * R;
         for (int64_t k = 0; k < R; ++k) target[k] += T(0.25) * g[k] * nb.fc;
       }
@@ -480,15 +499,8 @@ void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, con
         for (size_t j = i + 1; j < nbs.size(); ++j) {
           if (!nbs[j].angular) continue;
           const Triple<T> t = triple_of(nbs[i], nbs[j]);
-          for (int64_t z = 0; z < Z; ++z) {
-            const T base = (T(1) + t.cc * T(p.cos_sections[z]) + t.sn * T(p.sin_sections[z])) / 2;
-            f1[z] = T(2) * (integer_zeta ? power(base, zeta) : std::pow(base, T(p.zeta)));
-          }
-          for (int64_t a = 0; a < A; ++a) {
-            const T u = t.mean - T(p.angular_shifts[a]);
-            g[a] = T(-p.angular_eta) * u * u;
-          }
-          exp_inplace(g.data(), A);
+          angular_factors(p, t, f1.data(), static_cast<T*>(nullptr));
+          gaussians(t.mean, p.angular_shifts, p.angular_eta, g.data());
           T* target = row + radial + p.triu[nbs[i].elem * p.species + nbs[j].elem] * block;
           for (int64_t a = 0; a < A; ++a) {
             const T w = g[a] * t.fcc;
@@ -506,8 +518,6 @@ void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, co
                   T* grad_x) {
   const int64_t R = p.radial_shifts.size(), A = p.angular_shifts.size(), Z = p.cos_sections.size();
   const int64_t F = p.features(), radial = p.radial_size(), block = p.angular_block(), rows = molecules * n;
-  const int64_t zeta = static_cast<int64_t>(p.zeta);
-  const bool integer_zeta = double(zeta) == p.zeta && zeta >= 1;
   const int threads = at::get_num_threads();
   std::vector<T> partial(static_cast<size_t>(threads) * rows * 3, T(0));
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
@@ -520,11 +530,7 @@ void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, co
       const T* gr = grad_aev + c * F;
       neighbours_of(x, e, c, (c / n) * n, n, p, nbs);
       for (const auto& nb : nbs) {
-        for (int64_t k = 0; k < R; ++k) {
-          const T u = nb.d - T(p.radial_shifts[k]);
-          g[k] = T(-p.radial_eta) * u * u;
-        }
-        exp_inplace(g.data(), R);
+        gaussians(nb.d, p.radial_shifts, p.radial_eta, g.data());
         const T* gk = gr + nb.elem * R;
         T dldd = 0;
         for (int64_t k = 0; k < R; ++k) {
@@ -544,19 +550,8 @@ void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, co
           const auto& a = nbs[i];
           const auto& b = nbs[j];
           const Triple<T> t = triple_of(a, b);
-          for (int64_t z = 0; z < Z; ++z) {
-            const T cs = T(p.cos_sections[z]), ss = T(p.sin_sections[z]);
-            const T base = (T(1) + t.cc * cs + t.sn * ss) / 2;
-            const T lower = integer_zeta ? power(base, zeta - 1) : std::pow(base, T(p.zeta - 1));
-            f1[z] = T(2) * lower * base;
-            // d f1 / d cc, with d sn / d cc = -cc / sn
-            df1[z] = T(p.zeta) * lower * (cs - (t.sn > T(0) ? t.cc / t.sn : T(0)) * ss);
-          }
-          for (int64_t q = 0; q < A; ++q) {
-            const T u = t.mean - T(p.angular_shifts[q]);
-            g[q] = T(-p.angular_eta) * u * u;
-          }
-          exp_inplace(g.data(), A);
+          angular_factors(p, t, f1.data(), df1.data());
+          gaussians(t.mean, p.angular_shifts, p.angular_eta, g.data());
           const T* gb = gr + radial + p.triu[a.elem * p.species + b.elem] * block;
           std::fill(h.begin(), h.end(), T(0));
           std::fill(k2.begin(), k2.end(), T(0));
