@@ -26,6 +26,8 @@ _SEED = typer.Option(0, "--seed", help="master seed (per-molecule seeds derive f
 _OUT = typer.Option(..., "--out", help="output HDF5 (appended to)")
 _WORKERS = typer.Option(None, "--workers", help="Dask worker processes (default: one per core; 0: no Dask)")
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
+_SMILES = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)")
+_INPUT = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF or PDB file")
 
 
 def _say(message: str) -> None:
@@ -97,8 +99,7 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
 
 @sample_app.command("rts")
 def rts_command(
-    smiles: Optional[list[str]] = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF or PDB file"),
+    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     repeats: int = typer.Option(4, "--repeats", help="trajectories per molecule (K)"),
     t_start: float = typer.Option(300.0, "--t-start", help="initial temperature (K)"),
@@ -119,8 +120,7 @@ def rts_command(
 
 @sample_app.command("dnms")
 def dnms_command(
-    smiles: Optional[list[str]] = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF or PDB file"),
+    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     temperature: float = typer.Option(300.0, "--temperature", help="K"),
     pool: int = typer.Option(256, "--pool", help="normal-mode draws per molecule"),
