@@ -38,6 +38,7 @@ from torchani.cutoffs import CutoffCosine
 from torchani.neighbors import all_pairs
 from torchani.nn import TightCELU
 
+from .kernels import load as load_kernels
 from .units import HARTREE_TO_KCAL_MOL
 
 
@@ -140,7 +141,7 @@ class FusedAniEnsemble(torch.nn.Module):
         self.num_members = len(members)
         networks = [[m.atomics[s] for m in members] for s in ani.symbols]
         self.networks = torch.nn.ModuleList([FusedSpeciesNetwork(nets) for nets in networks])
-        self.use_kernels = kernels and self.kernels_support(ani) and _load_kernels()
+        self.use_kernels = kernels and self.kernels_support(ani) and load_kernels()
         self.kernel_weights, self.kernel_biases = [], []
         self.depth = len(networks[0][0].layers) + 1
         self.celu_alpha = float(self.networks[0].celu_alpha)
@@ -304,12 +305,6 @@ class FusedAniEnsemble(torch.nn.Module):
         if len(atomic) > 0:
             energies = energies.index_add(1, molecule, torch.cat(atomic, 1))
         return energies
-
-
-def _load_kernels() -> bool:
-    from .kernels import load
-
-    return load()
 
 
 def screen(model: torch.nn.Module, structures, batch_size: int = 256, progress: bool = False) -> np.ndarray:
