@@ -9,10 +9,10 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch==2.9.1",
-        "openmm==8.6.1",
+        "openmm==8.5.2",  # 8.6.1 + openmmtorch 1.5 wheels: deepcopy/XML deserialize of a TorchForce segfaults (ABI)
         "openmmtorch==1.5",
         "torchani==2.9.0",
-        "openmmml==1.8",
+        "openmmml==1.7",  # 1.8 needs openmm>=8.6.1; 1.7 is the newest for 8.5.2
         "rdkit==2026.9.1",
         "mdtraj==1.11.1.post2",
         "h5py==3.16.0",

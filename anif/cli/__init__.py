@@ -17,13 +17,13 @@ app = typer.Typer(
 )
 
 # --- commands (the functions and sub-apps live beside the code they drive) -----------
-from .benchmark import bench_app  # noqa: E402
-from .datasets import data_app  # noqa: E402
-from .labeling import label_command  # noqa: E402
-from .md import analyze_command, energy_command, md_command  # noqa: E402
-from .qbc_calibration import qbc_app  # noqa: E402
-from .sampling.cli import sample_app  # noqa: E402
-from .training import train_command  # noqa: E402
+from ..benchmark import bench_app  # noqa: E402
+from ..datasets import data_app  # noqa: E402
+from ..labeling import label_command  # noqa: E402
+from ..md import analyze_command, energy_command, md_command  # noqa: E402
+from ..qbc_calibration import qbc_app  # noqa: E402
+from ..sampling.cli import sample_app  # noqa: E402
+from ..training import train_command  # noqa: E402
 
 app.command("energy")(energy_command)
 app.command("md")(md_command)
@@ -39,7 +39,7 @@ app.add_typer(sample_app, name="sample")
 
 def main() -> None:
     """Entry point: run the app; AnifError (bad input) becomes 'error: ...' and exit 1."""
-    from .errors import AnifError
+    from ..errors import AnifError
 
     try:
         app(standalone_mode=False)
