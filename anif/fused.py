@@ -263,17 +263,21 @@ class FusedAniEnsemble(torch.nn.Module):
         if bool(((elem < 0) & (species >= 0)).any()):
             raise ValueError("species contains an element the model does not support")
         b, n = elem.shape
-        if pbc is not None and bool(pbc.any()):
+        periodic = pbc is not None and bool(pbc.any())
+        kernels = self.use_kernels and coordinates.device.type == "cpu"
+        if periodic:
             if cell is None or b != 1:
                 raise ValueError("periodic evaluation needs a cell and one structure per call")
-            neighbours = all_pairs(self.cutoff, elem, coordinates, cell, pbc)
-            aev = self.aev_computer.compute_from_neighbors(elem, coordinates, neighbours).view(b * n, -1)
-        elif self.use_kernels and coordinates.device.type == "cpu":
+        if kernels and (not periodic or self._minimum_image_box(cell, pbc)):
+            box = cell if periodic and cell is not None else coordinates.new_zeros(0)
             aev = torch.ops.anif.aev(
                 coordinates, elem, self.aev_computer.radial.shifts, self.radial_eta, self.cutoff,
                 self.aev_computer.angular.shifts, self.aev_computer.angular.sections, self.angular_eta, self.zeta,
-                self.angular_cutoff, self.triu_index,
+                self.angular_cutoff, self.triu_index, box,
             )
+        elif periodic:
+            neighbours = all_pairs(self.cutoff, elem, coordinates, cell, pbc)
+            aev = self.aev_computer.compute_from_neighbors(elem, coordinates, neighbours).view(b * n, -1)
         else:
             aev = self._molecule_aev(elem, coordinates)
         if self.use_kernels and aev.device.type == "cpu":
@@ -284,6 +288,15 @@ class FusedAniEnsemble(torch.nn.Module):
             energies = self._member_energies(aev, elem)
         # padded self energies: index -1 (padding) reads the trailing 0
         return energies + self.self_energies[elem].sum(1).to(energies.dtype)
+
+    def _minimum_image_box(self, cell: Optional[Tensor], pbc: Optional[Tensor]) -> bool:
+        """Whether the kernels' minimum-image neighbours are exact for this cell: periodic in all three
+        directions, an OpenMM reduced box (lower triangular), every perpendicular width >= 2 cutoffs."""
+        if cell is None or pbc is None or not bool(pbc.all()):
+            return False
+        if bool((cell[0, 1] != 0) | (cell[0, 2] != 0) | (cell[1, 2] != 0)):
+            return False
+        return bool((torch.diagonal(cell) >= 2 * self.cutoff).all())
 
     def _member_energies(self, aev: Tensor, elem: Tensor) -> Tensor:
         """(M, B) sums of the members' atomic energies from AEVs (B * N, features), in TorchScript."""

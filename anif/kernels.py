@@ -2,7 +2,7 @@
 
 :func:`load` builds them on first use with torch's C++ extension tooling (g++, ninja) into
 torch's extension cache, tuned for the CPU at hand (``-march=native``; the cache entry is named
-for the CPU's instruction sets, so a shared home on mixed hardware keeps one build per kind), and
+for the CPU's instruction sets and the source, so a shared home on mixed hardware keeps one build per kind), and
 registers the TorchScript operators ``torch.ops.anif.aev`` and ``torch.ops.anif.networks``.
 Set ``ANIF_KERNELS=0`` to do without them (the TorchScript path of :mod:`anif.fused`).
 """
@@ -37,6 +37,12 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _build_tag() -> str:
+    """Names the build for the CPU kind and the source, so installs of different anif versions (or
+    checkouts) sharing torch's extension cache never load or rebuild each other's kernels."""
+    return f"{_cpu_tag()}_{hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]}"
+
+
 def load() -> bool:
     """Build (once per machine kind) and load the kernels; False, with a warning, when that fails."""
     if "ok" in _state:
@@ -50,7 +56,7 @@ def load() -> bool:
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             from torch.utils.cpp_extension import load as build
 
-            build(name=f"anif_kernels_{_cpu_tag()}", sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+            build(name=f"anif_kernels_{_build_tag()}", sources=[str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                   is_python_module=False, verbose=False)
         _state["ok"] = True
     except Exception as exc:  # no compiler, no ninja, a broken cache: fall back to TorchScript

@@ -10,6 +10,14 @@ os.environ.setdefault("TORCHANI_DATA_DIR", str(SHARED / "torchani"))
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 
+def float32_atol(values, floor: float = 2e-5) -> float:
+    """Absolute tolerance for float32 results: ``floor``, or 4 float32 ulps at the largest magnitude
+    compared if that is larger (one ulp at -510 Ha is 3.05e-5 Ha)."""
+    import numpy as np
+
+    return max(floor, 4 * float(np.spacing(np.float32(np.abs(values).max()))))
+
+
 def require_shared(relative: str) -> Path:
     """Path to a file under ../shared; fail under CI, skip elsewhere, when it is missing."""
     path = SHARED / relative

@@ -28,11 +28,21 @@ def padded_batch(dtype=torch.float64):
     return torch.as_tensor(species), torch.as_tensor(coords, dtype=dtype)
 
 
-def kernel_aev(model, elem, coords):
+@pytest.fixture(autouse=True, params=[1, 2], ids=["1-thread", "2-threads"])
+def torch_threads(request):
+    """Every kernel test with one thread and with two (the kernels split atoms and members over threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def kernel_aev(model, elem, coords, cell=None):
     a = model.aev_computer
+    box = coords.new_zeros(0) if cell is None else cell
     return torch.ops.anif.aev(coords, elem, a.radial.shifts, model.radial_eta, model.cutoff, a.angular.shifts,
                               a.angular.sections, model.angular_eta, model.zeta, model.angular_cutoff,
-                              model.triu_index)
+                              model.triu_index, box)
 
 
 def kernel_networks(model, aev, elem):
@@ -57,6 +67,40 @@ def test_aev_and_its_gradient_match_torchani(kernel_model):
     (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x_ref)
     np.testing.assert_allclose(grad.numpy(), grad_ref.numpy(), rtol=1e-8, atol=1e-10)
     assert float(grad[species < 0].abs().sum()) == 0
+
+
+def water_box(n_side: int, spacing: float, seed: int = 0):
+    """n_side**3 randomly oriented waters on a cubic lattice (atomic numbers, coordinates, cell; Angstrom)."""
+    rng = np.random.default_rng(seed)
+    local = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.2400, 0.9266, 0.0]])
+    coords = []
+    for ijk in np.ndindex(n_side, n_side, n_side):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        coords.append(local @ q.T + np.array(ijk) * spacing + rng.uniform(-0.2, 0.2, 3))
+    return np.tile([8, 1, 1], n_side**3), np.concatenate(coords), np.eye(3) * n_side * spacing
+
+
+@pytest.mark.parametrize("triclinic", [False, True], ids=["cubic", "triclinic"])
+def test_periodic_aev_and_gradient_match_torchani(kernel_model, triclinic):
+    # 11.2 A box (>= 2 cutoffs: minimum image); atoms shifted out of the box on purpose
+    numbers, coords, cell = water_box(4, 2.8)
+    if triclinic:  # an OpenMM reduced box: b and c lean by less than half a width
+        cell[1, 0], cell[2, 0], cell[2, 1] = 3.0, -2.0, 4.0
+    coords = coords + np.array([-1.5, 0.7, 2.0])
+    elem = kernel_model.element_index[torch.as_tensor(numbers)[None]]
+    x = torch.as_tensor(coords, dtype=torch.float64)[None].requires_grad_()
+    cell_t = torch.as_tensor(cell, dtype=torch.float64)
+    aev = kernel_aev(kernel_model, elem, x, cell_t)
+    reference_computer = copy.deepcopy(kernel_model.aev_computer).double()
+    x_ref = x.detach().clone().requires_grad_()
+    reference = reference_computer(elem, x_ref, cell=cell_t, pbc=torch.ones(3, dtype=torch.bool)).reshape(aev.shape)
+    np.testing.assert_allclose(aev.detach().numpy(), reference.detach().numpy(), rtol=1e-9, atol=1e-12)
+    isolated = kernel_aev(kernel_model, elem, x.detach())
+    assert float((isolated - aev.detach()).abs().max()) > 0.01  # the images matter
+    weights = torch.randn(aev.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((aev * weights).sum(), x)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x_ref)
+    np.testing.assert_allclose(grad.numpy(), grad_ref.numpy(), rtol=1e-8, atol=1e-10)
 
 
 def test_aev_gradient_is_finite_difference_exact(kernel_model):

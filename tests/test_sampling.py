@@ -16,7 +16,7 @@ from torchani.units import hartree2kcalmol
 
 from anif.structures import from_smiles
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torchani_rho(ani, numbers, coordinates) -> float:

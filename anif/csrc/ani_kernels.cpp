@@ -1,7 +1,9 @@
 // CPU kernels for the fused ANI ensemble (anif.kernels): the ANI descriptor (AEV) of isolated
 // molecules and the members' atomic networks, each with a hand-written backward pass.
 //
-//   anif::aev(coordinates (B, N, 3), elem (B, N), ...) -> (B * N, features)
+//   anif::aev(coordinates (B, N, 3), elem (B, N), ..., cell) -> (B * N, features)
+//     cell: empty for isolated molecules, or an OpenMM reduced box (3, 3) in the coordinates' unit whose
+//     perpendicular widths are at least twice the radial cutoff (neighbours by the minimum image)
 //   anif::networks(aev (B * N, features), elem (B * N), batch, depth, weights, biases, alpha) -> (M, B)
 //
 // Both are TorchScript operators with autograd support (first derivatives only), so they run inside
@@ -423,9 +425,19 @@ template <typename T> struct Neighbour {
   bool angular;
 };
 
+// The minimum image of v in an OpenMM reduced box (rows a, b, c: a along x, b in the xy plane), as OpenMM
+// takes it: shift along c, then b, then a. Exact when every perpendicular width is at least 2 * cutoff.
+template <typename T> inline void minimum_image(const T* box, T* v) {
+  for (int r = 2; r >= 0; --r) {
+    const T shift = std::round(v[r] / box[r * 3 + r]);
+    if (shift != T(0))
+      for (int c = 0; c <= r; ++c) v[c] -= shift * box[r * 3 + c];
+  }
+}
+
 template <typename T>
 void neighbours_of(const T* x, const int64_t* e, int64_t centre, int64_t first, int64_t n, const AevParams& p,
-                   std::vector<Neighbour<T>>& out) {
+                   const T* box, std::vector<Neighbour<T>>& out) {
   out.clear();
   const T rc2 = T(p.radial_cutoff * p.radial_cutoff), rca2 = T(p.angular_cutoff * p.angular_cutoff);
   const T kr = T(M_PI / p.radial_cutoff), ka = T(M_PI / p.angular_cutoff);
@@ -434,6 +446,7 @@ void neighbours_of(const T* x, const int64_t* e, int64_t centre, int64_t first, 
     if (j == centre || e[j] < 0) continue;
     Neighbour<T> nb;
     for (int c = 0; c < 3; ++c) nb.v[c] = x[j * 3 + c] - xc[c];
+    if (box) minimum_image(box, nb.v);
     const T d2 = nb.v[0] * nb.v[0] + nb.v[1] * nb.v[1] + nb.v[2] * nb.v[2];
     if (d2 > rc2) continue;
     nb.row = j;
@@ -477,7 +490,7 @@ template <typename T> inline void angular_factors(const AevParams& p, const Trip
 }
 
 template <typename T>
-void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, T* out) {
+void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, const T* box, T* out) {
   const int64_t R = p.radial_shifts.size(), A = p.angular_shifts.size(), Z = p.cos_sections.size();
   const int64_t F = p.features(), radial = p.radial_size(), block = p.angular_block();
   at::parallel_for(0, molecules * n, 1, [&](int64_t begin, int64_t end) {
@@ -488,7 +501,7 @@ void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, con
       T* row = out + c * F;
       std::fill(row, row + F, T(0));
       if (e[c] < 0) continue;
-      neighbours_of(x, e, c, (c / n) * n, n, p, nbs);
+      neighbours_of(x, e, c, (c / n) * n, n, p, box, nbs);
       for (const auto& nb : nbs) {
         gaussians(nb.d, p.radial_shifts, p.radial_eta, g.data());
         T* target = row + nb.elem * R;
@@ -514,8 +527,8 @@ void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, con
 
 // dL/dx (molecules * n, 3) from dL/dAEV (molecules * n, F).
 template <typename T>
-void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, const T* grad_aev,
-                  T* grad_x) {
+void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, const T* box,
+                  const T* grad_aev, T* grad_x) {
   const int64_t R = p.radial_shifts.size(), A = p.angular_shifts.size(), Z = p.cos_sections.size();
   const int64_t F = p.features(), radial = p.radial_size(), block = p.angular_block(), rows = molecules * n;
   const int threads = at::get_num_threads();
@@ -528,7 +541,7 @@ void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, co
     for (int64_t c = begin; c < end; ++c) {
       if (e[c] < 0) continue;
       const T* gr = grad_aev + c * F;
-      neighbours_of(x, e, c, (c / n) * n, n, p, nbs);
+      neighbours_of(x, e, c, (c / n) * n, n, p, box, nbs);
       for (const auto& nb : nbs) {
         gaussians(nb.d, p.radial_shifts, p.radial_eta, g.data());
         const T* gk = gr + nb.elem * R;
@@ -620,7 +633,7 @@ class AevFunction : public torch::autograd::Function<AevFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, Tensor coordinates, Tensor elem, Tensor radial_shifts, double radial_eta,
                         double radial_cutoff, Tensor angular_shifts, Tensor sections, double angular_eta, double zeta,
-                        double angular_cutoff, Tensor triu_index) {
+                        double angular_cutoff, Tensor triu_index, Tensor cell) {
     TORCH_CHECK(coordinates.device().is_cpu(), "anif::aev runs on the CPU");
     TORCH_CHECK(coordinates.dim() == 3 && coordinates.size(2) == 3 && elem.dim() == 2 &&
                     elem.size(0) == coordinates.size(0) && elem.size(1) == coordinates.size(1),
@@ -631,11 +644,15 @@ class AevFunction : public torch::autograd::Function<AevFunction> {
     const Tensor e = elem.to(torch::kLong).contiguous();
     TORCH_CHECK(e.numel() == 0 || e.max().item<int64_t>() < p.species, "anif::aev: element index out of range");
     const int64_t molecules = x.size(0), n = x.size(1);
+    const Tensor box = cell.detach().to(x.scalar_type()).contiguous();
+    TORCH_CHECK(box.numel() == 0 || (box.dim() == 2 && box.size(0) == 3 && box.size(1) == 3),
+                "anif::aev: cell must be empty or (3, 3)");
     Tensor out = torch::empty({molecules * n, p.features()}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "anif::aev", [&] {
-      aev_forward<scalar_t>(x.data_ptr<scalar_t>(), e.data_ptr<int64_t>(), molecules, n, p, out.data_ptr<scalar_t>());
+      aev_forward<scalar_t>(x.data_ptr<scalar_t>(), e.data_ptr<int64_t>(), molecules, n, p,
+                            box.numel() ? box.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>());
     });
-    ctx->save_for_backward({x, e, radial_shifts, angular_shifts, sections, triu_index});
+    ctx->save_for_backward({x, e, radial_shifts, angular_shifts, sections, triu_index, box});
     ctx->saved_data["radial"] = c10::List<double>({radial_eta, radial_cutoff});
     ctx->saved_data["angular"] = c10::List<double>({angular_eta, zeta, angular_cutoff});
     return out;
@@ -652,17 +669,19 @@ class AevFunction : public torch::autograd::Function<AevFunction> {
     Tensor grad_x = torch::zeros_like(x);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "anif::aev_backward", [&] {
       aev_backward<scalar_t>(x.data_ptr<scalar_t>(), e.data_ptr<int64_t>(), x.size(0), x.size(1), p,
-                             g.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
+                             s[6].numel() ? s[6].data_ptr<scalar_t>() : nullptr, g.data_ptr<scalar_t>(),
+                             grad_x.data_ptr<scalar_t>());
     });
-    return {grad_x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    return {grad_x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor()};
   }
 };
 
 Tensor aev(Tensor coordinates, Tensor elem, Tensor radial_shifts, double radial_eta, double radial_cutoff,
            Tensor angular_shifts, Tensor sections, double angular_eta, double zeta, double angular_cutoff,
-           Tensor triu_index) {
+           Tensor triu_index, Tensor cell) {
   return AevFunction::apply(coordinates, elem, radial_shifts, radial_eta, radial_cutoff, angular_shifts, sections,
-                            angular_eta, zeta, angular_cutoff, triu_index);
+                            angular_eta, zeta, angular_cutoff, triu_index, cell);
 }
 
 Tensor networks(Tensor aev, Tensor elem, int64_t batch, int64_t depth, std::vector<Tensor> weights,
@@ -675,7 +694,7 @@ Tensor networks(Tensor aev, Tensor elem, int64_t batch, int64_t depth, std::vect
 TORCH_LIBRARY(anif, m) {
   m.def("aev(Tensor coordinates, Tensor elem, Tensor radial_shifts, float radial_eta, float radial_cutoff, "
         "Tensor angular_shifts, Tensor sections, float angular_eta, float zeta, float angular_cutoff, "
-        "Tensor triu_index) -> Tensor",
+        "Tensor triu_index, Tensor cell) -> Tensor",
         &aev);
   m.def("networks(Tensor aev, Tensor elem, int batch, int depth, Tensor[] weights, Tensor[] biases, "
         "float alpha) -> Tensor",

@@ -5,11 +5,18 @@ The default is an openmm-torch ``TorchForce`` running a TorchScript module that 
 Its energy-parameter derivative dE/dp is sigma at the current step, so
 ``State.getEnergyParameterDerivatives()[SIGMA_PARAMETER]`` carries the disagreement at no
 extra cost. When openmmtorch cannot load, an ``openmm.PythonForce`` computes the same
-energy and forces and keeps sigma on its callable.
+energy and forces and publishes sigma through a process-wide table (see :func:`sigma_from_state`).
+
+Everything :func:`read_qbc` and the reporters need lives in the System itself, so it survives
+``System.getForce(i)`` (a new Python proxy), ``copy.deepcopy``, an ``XmlSerializer`` round trip,
+openmmml's ``createMixedSystem`` and checkpoints: the ensemble's atom count is the default value
+of the global parameter :data:`ATOMS_PARAMETER`, and :func:`find_ensemble_force` recognises an
+ensemble force by its global parameters.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from typing import Optional, Sequence
@@ -21,10 +28,14 @@ from torch import Tensor
 
 from ..errors import AnifError
 from ..models import check_supported, member_spread
-from ..units import HARTREE_TO_KJ_MOL, KJ_MOL_TO_KCAL_MOL
+from ..units import HARTREE_TO_KJ_MOL, KJ_MOL_TO_KCAL_MOL, NM_TO_ANGSTROM
 
 #: Global parameter whose energy derivative is sigma (kJ/mol).
 SIGMA_PARAMETER = "anif_sigma"
+#: Global parameter whose default value is the number of atoms the ensemble acts on (rho = sigma / sqrt(N)).
+ATOMS_PARAMETER = "anif_n_atoms"
+#: Global parameter naming the PythonForce fallback's entry in the sigma table.
+_PYTHON_ID_PARAMETER = "anif_python_id"
 
 
 class _EnsembleEnergy(torch.nn.Module):
@@ -38,6 +49,7 @@ class _EnsembleEnergy(torch.nn.Module):
         self.subset = atoms is not None
         self.register_buffer("pbc", torch.ones(3, dtype=torch.bool))
         self.hartree_to_kj = HARTREE_TO_KJ_MOL
+        self.angstrom_per_nm = NM_TO_ANGSTROM
         # follows .to()/.double() of the module, so the model's precision is used
         self.register_buffer("dtype_probe", torch.zeros(0, dtype=next(model.parameters()).dtype))
 
@@ -45,11 +57,11 @@ class _EnsembleEnergy(torch.nn.Module):
         dtype = self.dtype_probe.dtype
         if self.subset:
             positions = positions.index_select(0, self.atoms)
-        coords = (positions * 10.0).to(dtype)
+        coords = (positions * self.angstrom_per_nm).to(dtype)
         cell: Optional[Tensor] = None
         pbc: Optional[Tensor] = None
         if box is not None:
-            cell = (box * 10.0).to(dtype)
+            cell = (box * self.angstrom_per_nm).to(dtype)
             # wrap into the reduced (OpenMM) box: c, then b, then a
             coords = coords - torch.outer(torch.floor(coords[:, 2] / cell[2, 2]), cell[2])
             coords = coords - torch.outer(torch.floor(coords[:, 1] / cell[1, 1]), cell[1])
@@ -61,22 +73,31 @@ class _EnsembleEnergy(torch.nn.Module):
 
 
 class _MoleculeModule(_EnsembleEnergy):
-    def forward(self, positions: Tensor, anif_sigma: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, anif_sigma: Tensor, anif_n_atoms: Tensor) -> Tensor:
         return self.energy(positions, None, anif_sigma)
 
 
 class _PeriodicModule(_EnsembleEnergy):
-    def forward(self, positions: Tensor, boxvectors: Tensor, anif_sigma: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, boxvectors: Tensor, anif_sigma: Tensor, anif_n_atoms: Tensor) -> Tensor:
         return self.energy(positions, boxvectors, anif_sigma)
 
 
-class PythonEnsembleComputation:
-    """The PythonForce callable: energy and forces from the ensemble; keeps the last sigma."""
+#: sigma (kJ/mol) of the last evaluation of each PythonForce fallback in this process, by id.
+_PYTHON_SIGMA: dict[int, float] = {}
+_python_ids = itertools.count(1)
 
-    def __init__(self, module: _EnsembleEnergy, periodic: bool):
+
+class PythonEnsembleComputation:
+    """The PythonForce callable: energy and forces from the ensemble; publishes sigma by id.
+
+    OpenMM pickles the callable, so copies of the force (deepcopy, XML, openmmml) hold copies of
+    it; they share the id and so the entry in the table that :func:`sigma_from_state` reads.
+    """
+
+    def __init__(self, module: _EnsembleEnergy, periodic: bool, force_id: int):
         self.module = module
         self.periodic = periodic
-        self.sigma_kj_mol = float("nan")
+        self.force_id = force_id
 
     def __call__(self, state: openmm.State):
         device = self.module.dtype_probe.device
@@ -88,7 +109,7 @@ class PythonEnsembleComputation:
         scale = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)  # dE/dscale = sigma
         energy = self.module.energy(positions, box, scale)
         grad_x, grad_s = torch.autograd.grad(energy, (positions, scale))
-        self.sigma_kj_mol = grad_s.item()
+        _PYTHON_SIGMA[self.force_id] = grad_s.item()
         return energy.item(), -grad_x.cpu().numpy()
 
 
@@ -144,35 +165,31 @@ def create_force(
     model : AniEnsemble (anif.models) -- member energies in Hartree from Angstrom.
     numbers : atomic numbers of the atoms the ensemble acts on (same order as ``atoms``).
     atoms : particle indices of those atoms in the System, or None for all particles.
-    periodic : use the System's periodic box (positions wrapped, minimum image via torchani).
+    periodic : use the System's periodic box (minimum-image neighbours).
     backend : 'torch' (openmm-torch TorchForce, default) or 'python' (openmm.PythonForce).
     """
+    if backend not in ("torch", "python"):
+        raise AnifError(f"unknown backend {backend!r} (use 'torch' or 'python')")
     numbers = [int(z) for z in numbers]
     check_supported(model, numbers)
     if atoms is not None and len(atoms) != len(numbers):
         raise AnifError(f"{len(atoms)} atom indices but {len(numbers)} atomic numbers")
-    module_cls = _PeriodicModule if periodic else _MoleculeModule
-    module = module_cls(model, numbers, atoms)
+    module = (_PeriodicModule if periodic else _MoleculeModule)(model, numbers, atoms)
     ot = _openmmtorch() if backend == "torch" else None
-    if backend not in ("torch", "python"):
-        raise AnifError(f"unknown backend {backend!r} (use 'torch' or 'python')")
     if ot is not None:
         force = ot.TorchForce(torch.jit.freeze(torch.jit.script(module).eval()))  # weights become constants
         force.addGlobalParameter(SIGMA_PARAMETER, 0.0)
+        force.addGlobalParameter(ATOMS_PARAMETER, float(len(numbers)))
         force.addEnergyParameterDerivative(SIGMA_PARAMETER)
-        force.setUsesPeriodicBoundaryConditions(periodic)
         force.setName("AniEnsembleTorchForce")
     else:
-        # the PythonForce sees only its particles: select nothing inside the module
-        module = module_cls(model, numbers, None)
-        computation = PythonEnsembleComputation(module, periodic)
-        force = openmm.PythonForce(computation)
-        if atoms is not None:
-            force.setParticles(list(atoms))
-        force.setUsesPeriodicBoundaryConditions(periodic)
+        force_id = next(_python_ids)
+        force = openmm.PythonForce(
+            PythonEnsembleComputation(module, periodic, force_id),
+            {ATOMS_PARAMETER: float(len(numbers)), _PYTHON_ID_PARAMETER: float(force_id)},
+        )
         force.setName("AniEnsemblePythonForce")
-        force.anif_computation = computation
-    force.anif_n_atoms = len(numbers)
+    force.setUsesPeriodicBoundaryConditions(periodic)
     return force
 
 
@@ -202,36 +219,97 @@ def create_system(
     return system, force
 
 
+def _global_parameters(force: openmm.Force) -> dict[str, float]:
+    if isinstance(force, openmm.PythonForce):
+        return dict(force.getGlobalParameters())
+    if hasattr(force, "getNumGlobalParameters") and hasattr(force, "getGlobalParameterDefaultValue"):
+        return {force.getGlobalParameterName(i): force.getGlobalParameterDefaultValue(i)
+                for i in range(force.getNumGlobalParameters())}
+    return {}
+
+
+def _as_specific(force: openmm.Force) -> openmm.Force:
+    """The force with its concrete class (System.getForce returns TorchForce as a plain Force
+    when openmmtorch was imported after the System was built)."""
+    if type(force) is openmm.Force:
+        ot = _openmmtorch()
+        if ot is not None and ot.TorchForce.isinstance(force):
+            return ot.TorchForce.cast(force)
+    return force
+
+
+def is_ensemble_force(force: openmm.Force) -> bool:
+    """Whether ``force`` is an anif ensemble force (from :func:`create_force` or openmmml)."""
+    return ATOMS_PARAMETER in _global_parameters(_as_specific(force))
+
+
+def find_ensemble_force(system: openmm.System) -> openmm.Force:
+    """The System's ensemble force (the only one; error if none or several)."""
+    found = [f for f in (_as_specific(system.getForce(i)) for i in range(system.getNumForces())) if is_ensemble_force(f)]
+    if len(found) != 1:
+        raise AnifError(f"the System holds {len(found)} anif ensemble forces (expected exactly one)")
+    return found[0]
+
+
+def ensemble_atom_count(force: openmm.Force) -> int:
+    """Number of atoms the ensemble force acts on (rho = sigma / sqrt(N))."""
+    params = _global_parameters(_as_specific(force))
+    if ATOMS_PARAMETER not in params:
+        raise AnifError(f"force {force.getName()!r} is not an anif ensemble force")
+    return int(round(params[ATOMS_PARAMETER]))
+
+
+def exposes_sigma_derivative(force: openmm.Force) -> bool:
+    """True for the TorchForce (sigma as an energy-parameter derivative), False for the PythonForce."""
+    return not isinstance(_as_specific(force), openmm.PythonForce)
+
+
 def sigma_from_state(state: openmm.State, force: openmm.Force) -> float:
     """sigma (kcal/mol) at the State's positions.
 
     TorchForce: the energy-parameter derivative (the State needs ``getParameterDerivatives``).
-    PythonForce: the value its callable kept from the last evaluation.
+    PythonForce: the value its callable published at its last evaluation.
     """
-    computation = getattr(force, "anif_computation", None)
-    if computation is not None:
-        return computation.sigma_kj_mol * KJ_MOL_TO_KCAL_MOL
+    force = _as_specific(force)
+    if isinstance(force, openmm.PythonForce):
+        force_id = int(force.getGlobalParameters()[_PYTHON_ID_PARAMETER])
+        if force_id not in _PYTHON_SIGMA:
+            raise AnifError("the PythonForce has not been evaluated yet: compute a State first")
+        return _PYTHON_SIGMA[force_id] * KJ_MOL_TO_KCAL_MOL
     derivatives = state.getEnergyParameterDerivatives()
     if SIGMA_PARAMETER not in derivatives:
         raise AnifError("State lacks the sigma derivative: call getState(getParameterDerivatives=True)")
     return derivatives[SIGMA_PARAMETER] * KJ_MOL_TO_KCAL_MOL
 
 
-def read_qbc(context_or_state, force: openmm.Force) -> tuple[float, float]:
-    """(sigma, rho) in kcal/mol for a Context (evaluated now) or a State."""
+def read_qbc(context_or_state, force: Optional[openmm.Force] = None) -> tuple[float, float]:
+    """(sigma, rho) in kcal/mol for a Context (evaluated now) or a State.
+
+    ``force`` is any handle of the ensemble force; with a Context it may be left out (the
+    System's only ensemble force is used).
+    """
     state = context_or_state
     if isinstance(context_or_state, openmm.Context):
+        if force is None:
+            force = find_ensemble_force(context_or_state.getSystem())
         state = context_or_state.getState(
             getEnergy=True, getParameterDerivatives=True, groups={force.getForceGroup()}
         )
+    elif force is None:
+        raise AnifError("read_qbc on a State needs the ensemble force")
     sigma = sigma_from_state(state, force)
-    return sigma, sigma / float(np.sqrt(force.anif_n_atoms))
+    return sigma, sigma / float(np.sqrt(ensemble_atom_count(force)))
 
 
 __all__ = [
+    "ATOMS_PARAMETER",
     "SIGMA_PARAMETER",
     "create_force",
     "create_system",
+    "ensemble_atom_count",
+    "exposes_sigma_derivative",
+    "find_ensemble_force",
+    "is_ensemble_force",
     "read_qbc",
     "sigma_from_state",
 ]

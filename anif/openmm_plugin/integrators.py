@@ -15,7 +15,7 @@ import math
 import openmm
 from openmm import unit
 
-from .force import SIGMA_PARAMETER
+from .force import SIGMA_PARAMETER, exposes_sigma_derivative
 
 _R = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
@@ -80,6 +80,6 @@ class QBCLangevinIntegrator(openmm.CustomIntegrator):
 def langevin_integrator(force: openmm.Force, temperature, friction, timestep) -> openmm.Integrator:
     """A :class:`QBCLangevinIntegrator` when ``force`` exposes sigma as an energy-parameter
     derivative (TorchForce), else OpenMM's ``LangevinMiddleIntegrator`` (PythonForce)."""
-    if getattr(force, "anif_computation", None) is None:
+    if exposes_sigma_derivative(force):
         return QBCLangevinIntegrator(temperature, friction, timestep)
     return openmm.LangevinMiddleIntegrator(temperature, friction, timestep)

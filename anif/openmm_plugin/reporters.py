@@ -8,7 +8,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from .force import sigma_from_state
+from .force import ensemble_atom_count, find_ensemble_force, sigma_from_state
 from .integrators import QBCLangevinIntegrator
 from ..units import KJ_MOL_TO_KCAL_MOL
 
@@ -47,15 +47,16 @@ class QBCReporter:
         Where to write the CSV (a path is opened for writing; a file object is used as is).
     reportInterval : int
         Steps between reports (1: the QBC test at every step, as in RTS).
-    force : openmm.Force
-        The ensemble force from :func:`anif.openmm_plugin.create_force`.
+    force : openmm.Force, optional
+        Any handle of the ensemble force (:func:`anif.openmm_plugin.create_force` or openmmml's
+        ``MLPotential('ani1x')``); default: the simulated System's only ensemble force.
     rho_threshold : float, optional
         rho_hat in kcal/mol. Steps with rho above it are recorded in :attr:`flagged`.
     stop : bool
         Raise :class:`RhoThresholdExceeded` from ``simulation.step`` at the first such step.
     """
 
-    def __init__(self, file, reportInterval: int, force: openmm.Force, rho_threshold: float | None = None,
+    def __init__(self, file, reportInterval: int, force: openmm.Force | None = None, rho_threshold: float | None = None,
                  stop: bool = False):
         self._own = isinstance(file, str) or hasattr(file, "__fspath__")
         self._out = open(file, "w") if self._own else file
@@ -65,6 +66,7 @@ class QBCReporter:
         self._stop = stop
         self._dof = None
         self._masses = None
+        self._n_atoms = None
         self.flagged: list[tuple[int, float]] = []
         self._out.write(QBC_CSV_HEADER + "\n")
 
@@ -78,8 +80,11 @@ class QBCReporter:
 
     def report(self, simulation, state):
         if self._dof is None:
-            self._dof = degrees_of_freedom(simulation.system)
             system = simulation.system
+            if self._force is None:
+                self._force = find_ensemble_force(system)
+            self._n_atoms = ensemble_atom_count(self._force)
+            self._dof = degrees_of_freedom(system)
             self._masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
                                      for i in range(system.getNumParticles())])
         integrator = simulation.integrator
@@ -94,7 +99,7 @@ class QBCReporter:
             sigma = sigma_from_state(state, self._force)
         temperature = 2 * kinetic / (self._dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
             unit.kilojoule_per_mole / unit.kelvin)) if self._dof > 0 else 0.0
-        rho = sigma / math.sqrt(self._force.anif_n_atoms)
+        rho = sigma / math.sqrt(self._n_atoms)
         step = simulation.currentStep
         self._out.write(
             f"{step},{state.getTime().value_in_unit(unit.picosecond):.6f},{potential:.6f},"
