@@ -243,12 +243,37 @@ def is_ensemble_force(force: openmm.Force) -> bool:
     return ATOMS_PARAMETER in _global_parameters(_as_specific(force))
 
 
-def find_ensemble_force(system: openmm.System) -> openmm.Force:
-    """The System's ensemble force (the only one; error if none or several)."""
-    found = [f for f in (_as_specific(system.getForce(i)) for i in range(system.getNumForces())) if is_ensemble_force(f)]
+def _locate(system: openmm.System) -> list[tuple[openmm.Force, Optional[openmm.CustomCVForce]]]:
+    """Every ensemble force of the System, with the CustomCVForce holding it (openmmml's
+    ``createMixedSystem(interpolate=True)`` nests the ML force in one) or None."""
+    found = []
+    for i in range(system.getNumForces()):
+        force = _as_specific(system.getForce(i))
+        if isinstance(force, openmm.CustomCVForce):
+            found += [(f, force) for f in (_as_specific(force.getCollectiveVariable(k))
+                                           for k in range(force.getNumCollectiveVariables())) if is_ensemble_force(f)]
+        elif is_ensemble_force(force):
+            found.append((force, None))
+    return found
+
+
+def _only(system: openmm.System) -> tuple[openmm.Force, Optional[openmm.CustomCVForce]]:
+    found = _locate(system)
     if len(found) != 1:
         raise AnifError(f"the System holds {len(found)} anif ensemble forces (expected exactly one)")
     return found[0]
+
+
+def find_ensemble_force(system: openmm.System) -> openmm.Force:
+    """The System's ensemble force (the only one, possibly inside a CustomCVForce; error if none or several)."""
+    return _only(system)[0]
+
+
+def sigma_needs_inner_context(system: openmm.System) -> bool:
+    """True when the ensemble force sits inside a CustomCVForce (openmmml's interpolating mixed
+    System): OpenMM does not pass inner parameter derivatives out, so sigma is read from the
+    CustomCVForce's inner Context (one more evaluation of the ML region)."""
+    return _only(system)[1] is not None
 
 
 def ensemble_atom_count(force: openmm.Force) -> int:
@@ -286,15 +311,16 @@ def read_qbc(context_or_state, force: Optional[openmm.Force] = None) -> tuple[fl
     """(sigma, rho) in kcal/mol for a Context (evaluated now) or a State.
 
     ``force`` is any handle of the ensemble force; with a Context it may be left out (the
-    System's only ensemble force is used).
+    System's only ensemble force is used, also inside openmmml's interpolating CustomCVForce).
     """
     state = context_or_state
     if isinstance(context_or_state, openmm.Context):
-        if force is None:
-            force = find_ensemble_force(context_or_state.getSystem())
-        state = context_or_state.getState(
-            getEnergy=True, getParameterDerivatives=True, groups={force.getForceGroup()}
-        )
+        inner, holder = _only(context_or_state.getSystem())
+        force = force or inner
+        if holder is not None:
+            state = holder.getInnerContext(context_or_state).getState(getParameterDerivatives=True)
+        else:
+            state = context_or_state.getState(getParameterDerivatives=True, groups={force.getForceGroup()})
     elif force is None:
         raise AnifError("read_qbc on a State needs the ensemble force")
     sigma = sigma_from_state(state, force)
@@ -312,4 +338,5 @@ __all__ = [
     "is_ensemble_force",
     "read_qbc",
     "sigma_from_state",
+    "sigma_needs_inner_context",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from .force import ensemble_atom_count, find_ensemble_force, sigma_from_state
+from .force import ensemble_atom_count, find_ensemble_force, read_qbc, sigma_from_state, sigma_needs_inner_context
 from .integrators import QBCLangevinIntegrator
 from ..units import KJ_MOL_TO_KCAL_MOL
 
@@ -39,7 +39,9 @@ class QBCReporter:
 
     Writes CSV rows ``step,time_ps,potential_kj_mol,temperature_k,sigma_kcal_mol,rho_kcal_mol``.
     With a :class:`QBCLangevinIntegrator` sigma and the potential energy are read from the
-    integrator (no extra force evaluation); otherwise from a State (one extra evaluation).
+    integrator (no extra force evaluation); otherwise from a State (one extra evaluation). In
+    openmmml's interpolating mixed System (the force inside a CustomCVForce) sigma is that of the
+    ML region, read from the CustomCVForce's inner Context (one extra evaluation of the ML atoms).
 
     Parameters
     ----------
@@ -67,6 +69,7 @@ class QBCReporter:
         self._dof = None
         self._masses = None
         self._n_atoms = None
+        self._inner = False
         self.flagged: list[tuple[int, float]] = []
         self._out.write(QBC_CSV_HEADER + "\n")
 
@@ -84,6 +87,7 @@ class QBCReporter:
             if self._force is None:
                 self._force = find_ensemble_force(system)
             self._n_atoms = ensemble_atom_count(self._force)
+            self._inner = sigma_needs_inner_context(system)
             self._dof = degrees_of_freedom(system)
             self._masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
                                      for i in range(system.getNumParticles())])
@@ -96,7 +100,9 @@ class QBCReporter:
         else:
             kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
             potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            sigma = sigma_from_state(state, self._force)
+            sigma = None if self._inner else sigma_from_state(state, self._force)
+        if self._inner:
+            sigma = read_qbc(simulation.context, self._force)[0]
         temperature = 2 * kinetic / (self._dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
             unit.kilojoule_per_mole / unit.kelvin)) if self._dof > 0 else 0.0
         rho = sigma / math.sqrt(self._n_atoms)
