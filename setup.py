@@ -27,7 +27,7 @@ setup(
         "tqdm==4.70.1",
         "ninja==1.13.2",  # builds the compiled CPU kernels (anif.kernels) on first use
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "parmed==4.3.1"]}  # parmed writes Amber test inputs,
     entry_points={
         "console_scripts": ["anif=anif.cli:main"],
         "openmmml.potentials": [

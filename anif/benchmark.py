@@ -27,12 +27,12 @@ import typer
 
 from .comp6 import Comp6Molecule, read_comp6
 from .errors import InputError
+from .models import RHO_HAT as PAPER_RHO_HAT
 from .models import check_supported, evaluate, load_model
 from .units import HARTREE_TO_KCAL_MOL
 
 METRIC_KEYS = ("E_mae", "E_rmse", "dE_mae", "dE_rmse", "F_mae", "F_rmse", "n_conformers")
-#: Paper's QBC threshold (kcal/mol) and error bound of its calibration (kcal/mol per sqrt(atom)).
-PAPER_RHO_HAT = 0.23
+#: Error bound of the paper's rho_hat calibration (kcal/mol per sqrt(atom)).
 PAPER_ERROR_BOUND = 1.5
 
 

@@ -1,7 +1,9 @@
 """Single points and MD with an ANI ensemble in OpenMM, and mdtraj analysis of the result.
 
-Backs the ``anif energy``, ``anif md`` and ``anif analyze`` commands. An MD output folder
-holds ``topology.pdb``, ``trajectory.dcd`` and ``qbc.csv`` (the :class:`QBCReporter` log).
+Backs the ``anif energy``, ``anif md`` and ``anif analyze`` commands. An MD output folder holds
+``topology.pdb``, ``trajectory.dcd``, ``qbc.csv`` (the :class:`QBCReporter` log) and ``md.json``
+(the run's summary; for ML/MM runs the ML atoms, whose RMSD and radius of gyration the analysis
+reports after imaging molecules into the box).
 """
 
 from __future__ import annotations
@@ -11,35 +13,21 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import typer
 
-from .errors import AnifError, InputError
-from .structures import Structure, from_smiles, read_structures, symbol
+from .errors import InputError
+from .models import RHO_HAT
+from .openmm_plugin.simulation import get_platform, to_topology
+from .structures import Structure, from_smiles, read_structures
 from .units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
-#: The paper's calibrated QBC threshold (kcal/mol), drawn on rho plots.
-RHO_HAT = 0.23
+#: The run's summary in an MD output folder.
+MD_JSON = "md.json"
+
+__all__ = ["EnsembleCalculator", "MD_JSON", "analyze", "load_inputs", "make_whole", "molecule_system", "run_md", "to_topology"]
 
 
-def to_topology(structure: Structure):
-    """An OpenMM Topology (one residue 'MOL') for a structure, with its bonds if known."""
-    from openmm.app import Element, Topology
-
-    top = Topology()
-    chain = top.addChain()
-    residue = top.addResidue("MOL", chain)
-    counts: dict[str, int] = {}
-    atoms = []
-    for z in structure.numbers:
-        sym = symbol(z)
-        counts[sym] = counts.get(sym, 0) + 1
-        atoms.append(top.addAtom(f"{sym}{counts[sym]}", Element.getByAtomicNumber(int(z)), residue))
-    for i, j in structure.bonds:
-        top.addBond(atoms[i], atoms[j])
-    return top
-
-
-def _load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: int = 0) -> list[Structure]:
+def load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: int = 0) -> list[Structure]:
+    """Structures from exactly one of a SMILES string or a file, checked for the model."""
     from .models import supported_numbers
 
     if (smiles is None) == (input_file is None):
@@ -65,7 +53,7 @@ class EnsembleCalculator:
             from .openmm_plugin import create_system
 
             system, force = create_system(key, self.model, backend=self.backend, remove_cm_motion=False)
-            context = openmm.Context(system, openmm.VerletIntegrator(0.001), _platform(self.platform))
+            context = openmm.Context(system, openmm.VerletIntegrator(0.001), get_platform(self.platform))
             self._contexts[key] = (context, force)
         return self._contexts[key]
 
@@ -93,46 +81,18 @@ class EnsembleCalculator:
         }
 
 
-def _platform(name: str):
-    import openmm
+def molecule_system(structure: Structure, model, backend: str = "torch"):
+    """(topology, System driven by the ensemble alone, positions in nm) of one molecule in vacuum."""
+    from .openmm_plugin import create_system
 
-    try:
-        return openmm.Platform.getPlatformByName(name)
-    except Exception:
-        names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
-        raise AnifError(f"OpenMM platform {name!r} not available (available: {', '.join(names)})") from None
-
-
-def energy_command(
-    input: Path = typer.Option(..., "--input", help="XYZ (multi-frame), SDF or PDB file"),
-    model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
-    json_output: bool = typer.Option(False, "--json", help="print a JSON list, one object per structure"),
-    platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
-):
-    """Single-point energies, forces and ensemble disagreement of every structure in a file."""
-    from .models import load_model
-
-    ensemble = load_model(model)
-    structures = _load_inputs(ensemble, None, input)
-    calculator = EnsembleCalculator(ensemble, platform)
-    results = [calculator.compute(s) for s in structures]
-    if json_output:
-        print(json.dumps(results))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("structure", "atoms", "energy (Ha)", "sigma (kcal/mol)", "rho (kcal/mol)", "max |F| (Ha/A)")
-    for s, r in zip(structures, results):
-        fmax = float(np.linalg.norm(np.array(r["forces_hartree_per_angstrom"]), axis=1).max())
-        table.add_row(s.name, str(r["n_atoms"]), f"{r['energy_hartree']:.6f}", f"{r['sigma_kcal_mol']:.3f}",
-                      f"{r['rho_kcal_mol']:.3f}", f"{fmax:.4f}")
-    Console().print(table)
+    system, _ = create_system(structure.numbers, model, backend=backend)
+    return to_topology(structure), system, structure.coordinates / NM_TO_ANGSTROM
 
 
 def run_md(
-    structure: Structure,
-    model,
+    topology,
+    system,
+    positions_nm,
     out: Path,
     steps: int,
     temperature: float = 300.0,
@@ -140,98 +100,59 @@ def run_md(
     friction: float = 1.0,
     report_every: int = 10,
     platform: str = "CPU",
-    backend: str = "torch",
     seed: int = 0,
     rho_threshold: Optional[float] = None,
     stop_on_rho: bool = False,
     minimize: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Langevin MD of one molecule; writes topology.pdb, trajectory.dcd and qbc.csv into ``out``."""
+    """Langevin MD of a System holding one ensemble force (alone, or openmmml's ML/MM mix); writes
+    topology.pdb, trajectory.dcd and qbc.csv (sigma/rho of the ensemble's atoms) into ``out`` and
+    returns the run's summary."""
     from openmm import app, unit
 
-    from .openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system, langevin_integrator
+    from .openmm_plugin import QBCReporter, RhoThresholdExceeded
+    from .openmm_plugin.simulation import langevin_simulation, openmm_seed
+    from .progress import step_progress
 
     if steps < 0 or report_every < 1:
         raise InputError("--steps must be >= 0 and --report-every >= 1")
     out.mkdir(parents=True, exist_ok=True)
-    system, force = create_system(structure.numbers, model, backend=backend)
-    integrator = langevin_integrator(
-        force, temperature * unit.kelvin, friction / unit.picosecond, timestep_fs * unit.femtosecond
-    )
-    integrator.setRandomNumberSeed(seed)
-    topology = to_topology(structure)
-    simulation = app.Simulation(topology, system, integrator, _platform(platform))
-    simulation.context.setPositions(structure.coordinates / NM_TO_ANGSTROM)
+    simulation = langevin_simulation(topology, system, positions_nm, temperature, friction, timestep_fs, platform,
+                                     seed, velocities=False)
     if minimize:
         simulation.minimizeEnergy(maxIterations=500)
-    simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
-    state = simulation.context.getState(getPositions=True)
+    simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
+    state = simulation.context.getState(getPositions=True, enforcePeriodicBox=True)
     with open(out / "topology.pdb", "w") as fh:
         app.PDBFile.writeFile(topology, state.getPositions(), fh)
-    qbc = QBCReporter(str(out / "qbc.csv"), report_every, force, rho_threshold, stop=stop_on_rho)
+    qbc = QBCReporter(str(out / "qbc.csv"), report_every, rho_threshold=rho_threshold, stop=stop_on_rho)
     simulation.reporters += [app.DCDReporter(str(out / "trajectory.dcd"), report_every), qbc]
     stopped_at = None
     try:
-        if progress:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            columns = [TextColumn("MD"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                       TimeRemainingColumn()]
-            with Progress(*columns, transient=True) as bar:
-                task = bar.add_task("md", total=steps)
-                done = 0
-                while done < steps:
-                    chunk = min(report_every * 10, steps - done)
-                    simulation.step(chunk)
-                    done += chunk
-                    bar.update(task, completed=done)
-        else:
-            simulation.step(steps)
+        with step_progress("MD", steps, enabled=progress) as advance:
+            done = 0
+            while done < steps:
+                chunk = min(report_every * 10, steps - done)
+                simulation.step(chunk)
+                done += chunk
+                advance(done)
     except RhoThresholdExceeded as exc:
         stopped_at = exc.step
     finally:
         qbc.close()
         simulation.reporters.clear()  # DCDReporter closes its file when released
-    summary = {
+    return {
         "steps": simulation.currentStep,
         "time_ps": simulation.currentStep * timestep_fs / 1000.0,
         "flagged_steps": [s for s, _ in qbc.flagged],
         "stopped_at_step": stopped_at,
     }
-    return summary
-
-
-def md_command(
-    steps: int = typer.Option(..., "--steps", help="number of MD steps"),
-    out: Path = typer.Option(..., "--out", help="output folder"),
-    smiles: Optional[str] = typer.Option(None, "--smiles", help="molecule as SMILES (RDKit + UFF embedding)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="XYZ, SDF or PDB file (first structure is used)"),
-    temperature: float = typer.Option(300.0, "--temperature", help="K"),
-    timestep: float = typer.Option(0.5, "--timestep", help="fs"),
-    friction: float = typer.Option(1.0, "--friction", help="ps^-1"),
-    report_every: int = typer.Option(10, "--report-every", help="steps between DCD frames and qbc.csv rows"),
-    model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
-    platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
-    seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
-    rho_threshold: Optional[float] = typer.Option(None, "--rho-threshold", help="flag steps with rho above (kcal/mol)"),
-    stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-threshold"),
-    backend: str = typer.Option("torch", "--backend", help="torch (TorchForce) or python (PythonForce)"),
-):
-    """Langevin MD with the ensemble force, logging its disagreement (qbc.csv)."""
-    from .models import load_model
-
-    ensemble = load_model(model)
-    structure = _load_inputs(ensemble, smiles, input, seed)[0]
-    summary = run_md(structure, ensemble, out, steps, temperature, timestep, friction, report_every, platform,
-                     backend, seed, rho_threshold, stop_on_rho)
-    (out / "md.json").write_text(json.dumps(summary, indent=2))
-    stop = f", stopped at step {summary['stopped_at_step']}" if summary["stopped_at_step"] is not None else ""
-    print(f"{summary['steps']} steps ({summary['time_ps']:.3f} ps) written to {out}{stop}")
 
 
 def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
-    """RMSD to the first frame, radius of gyration and rho over time; JSON + PNG plots in ``folder``."""
+    """RMSD to the first frame, radius of gyration (of the ML atoms in an ML/MM run, molecules made
+    whole) and rho over time; JSON + PNG plots in ``folder``."""
     import mdtraj
 
     files = {name: folder / name for name in ("topology.pdb", "trajectory.dcd", "qbc.csv")}
@@ -250,6 +171,9 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
         raise InputError(f"{files['qbc.csv']}: unreadable QBC log ({exc})") from None
     if traj.n_frames == 0 or len(rho) == 0:
         raise InputError(f"{folder}: the trajectory is empty")
+    ml_atoms = _ml_atoms(folder)
+    if ml_atoms is not None:
+        traj = make_whole(traj, ml_atoms).atom_slice(ml_atoms)
     rmsd = mdtraj.rmsd(traj, traj, 0) * NM_TO_ANGSTROM
     rg = mdtraj.compute_rg(traj) * NM_TO_ANGSTROM
     frame_time = np.arange(traj.n_frames) * (time_ps[1] - time_ps[0] if len(time_ps) > 1 else 0.0) + time_ps[0]
@@ -274,6 +198,27 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
     (folder / "analysis.json").write_text(json.dumps(result, indent=2))
     _plot_analysis(folder, frame_time, rmsd, rg, time_ps, rho, rho_hat)
     return result
+
+
+def make_whole(traj, atoms):
+    """The trajectory with molecules made whole and imaged around the molecules holding ``atoms``
+    (mdtraj's image_molecules with those as anchors); unchanged without a periodic box."""
+    if traj.unitcell_vectors is None:
+        return traj
+    chosen = set(int(i) for i in atoms)
+    anchors = [m for m in traj.topology.find_molecules() if any(a.index in chosen for a in m)]
+    return traj.image_molecules(inplace=False, anchor_molecules=anchors)
+
+
+def _ml_atoms(folder: Path) -> Optional[list[int]]:
+    """The ML atoms recorded in md.json by an ML/MM run (None: the whole System is ML)."""
+    path = folder / MD_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("ml_atoms")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable ({exc})") from None
 
 
 def _plot_analysis(folder: Path, t, rmsd, rg, t_rho, rho, rho_hat) -> None:
@@ -304,14 +249,3 @@ def _plot_analysis(folder: Path, t, rmsd, rg, t_rho, rho, rho_hat) -> None:
     fig_all.tight_layout()
     fig_all.savefig(folder / "overview.png", dpi=120)
     plt.close(fig_all)
-
-
-def analyze_command(
-    folder: Path = typer.Argument(..., help="an `anif md` output folder"),
-    rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", help="threshold drawn on the rho plot (kcal/mol)"),
-):
-    """RMSD, radius of gyration and rho over time (mdtraj); writes analysis.json and PNG plots."""
-    summary = analyze(folder, rho_hat)["summary"]
-    for key, value in summary.items():
-        print(f"{key:36s} {value:.4f}")
-    print(f"wrote {folder / 'analysis.json'} and rmsd.png, radius_of_gyration.png, rho.png, overview.png")

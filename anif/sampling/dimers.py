@@ -17,7 +17,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-from ..md import to_topology
+from ..openmm_plugin.simulation import to_topology
 from ..openmm_plugin import create_system
 from ..openmm_plugin.sampling_reporters import DimerReporter
 from ..structures import Structure

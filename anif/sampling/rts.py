@@ -19,7 +19,7 @@ from pathlib import Path
 
 from openmm import app, unit
 
-from ..md import to_topology
+from ..openmm_plugin.simulation import to_topology
 from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system, langevin_integrator
 from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
 from ..structures import Structure

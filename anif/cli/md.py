@@ -1,0 +1,140 @@
+"""``anif energy``, ``anif md`` and ``anif analyze``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError
+from ..models import RHO_HAT
+
+
+def _positive(value):
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be > 0 (got {value})")
+    return value
+
+
+def _non_negative(value):
+    if value is not None and not value >= 0:
+        raise typer.BadParameter(f"must be >= 0 (got {value})")
+    return value
+
+
+def energy_command(
+    input: Path = typer.Option(..., "--input", help="XYZ (multi-frame), SDF or PDB file"),
+    model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
+    json_output: bool = typer.Option(False, "--json", help="print a JSON list, one object per structure"),
+    platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
+):
+    """Single-point energies, forces and ensemble disagreement of every structure in a file."""
+    import numpy as np
+
+    from ..md import EnsembleCalculator, load_inputs
+    from ..models import load_model
+
+    ensemble = load_model(model)
+    structures = load_inputs(ensemble, None, input)
+    calculator = EnsembleCalculator(ensemble, platform)
+    results = [calculator.compute(s) for s in structures]
+    if json_output:
+        print(json.dumps(results))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("structure", "atoms", "energy (Ha)", "sigma (kcal/mol)", "rho (kcal/mol)", "max |F| (Ha/A)")
+    for s, r in zip(structures, results):
+        fmax = float(np.linalg.norm(np.array(r["forces_hartree_per_angstrom"]), axis=1).max())
+        table.add_row(s.name, str(r["n_atoms"]), f"{r['energy_hartree']:.6f}", f"{r['sigma_kcal_mol']:.3f}",
+                      f"{r['rho_kcal_mol']:.3f}", f"{fmax:.4f}")
+    Console().print(table)
+
+
+def md_command(
+    steps: int = typer.Option(..., "--steps", min=1, help="number of MD steps"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    smiles: Optional[str] = typer.Option(None, "--smiles", help="molecule as SMILES (RDKit + UFF embedding)"),
+    input: Optional[Path] = typer.Option(None, "--input", help="XYZ, SDF or PDB file (first structure is used)"),
+    prmtop: Optional[Path] = typer.Option(None, "--prmtop", help="Amber topology of a prepared system (ML/MM)"),
+    inpcrd: Optional[Path] = typer.Option(None, "--inpcrd", help="Amber coordinates (and box) for --prmtop"),
+    system_xml: Optional[Path] = typer.Option(None, "--system-xml", help="OpenMM System XML of a prepared system"),
+    pdb: Optional[Path] = typer.Option(None, "--pdb", help="PDB with topology and positions for --system-xml"),
+    ml_atoms: Optional[str] = typer.Option(None, "--ml-atoms",
+                                           help="mdtraj selection of the ML atoms of a prepared system, e.g. 'resname LIG'"),
+    solvent: Optional[str] = typer.Option(None, "--solvent", help="'water': the molecule in a TIP3P box (ML/MM)"),
+    box: Optional[float] = typer.Option(None, "--box", callback=_positive, help="edge of the cubic water box (nm)"),
+    temperature: float = typer.Option(300.0, "--temperature", callback=_positive, help="K"),
+    timestep: float = typer.Option(0.5, "--timestep", callback=_positive, help="fs"),
+    friction: float = typer.Option(1.0, "--friction", callback=_non_negative, help="ps^-1"),
+    report_every: int = typer.Option(10, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
+    model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
+    platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
+    seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
+    rho_threshold: Optional[float] = typer.Option(None, "--rho-threshold", "--rho-hat", callback=_non_negative,
+                                                  help="flag steps with rho above (kcal/mol)"),
+    stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-threshold"),
+    backend: str = typer.Option("torch", "--backend", help="torch (TorchForce) or python (PythonForce)"),
+):
+    """Langevin MD with the ensemble force, logging its disagreement (qbc.csv).
+
+    A molecule (--smiles / --input) runs in vacuum, or with --solvent water --box NM in a TIP3P box
+    (ANI on the solute, mechanical embedding). A prepared system (--prmtop/--inpcrd or
+    --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
+    """
+    from ..md import MD_JSON, load_inputs, molecule_system, run_md
+    from ..models import load_model
+
+    prepared = any(x is not None for x in (prmtop, inpcrd, system_xml, pdb))
+    if prepared and (smiles is not None or input is not None):
+        raise InputError("give a molecule (--smiles/--input) or a prepared system (--prmtop/--system-xml), not both")
+    if (solvent is None) != (box is None):
+        raise InputError("--solvent and --box go together")
+    if solvent is not None and solvent != "water":
+        raise InputError(f"unknown --solvent {solvent!r} (only 'water')")
+    if prepared and ml_atoms is None:
+        raise InputError("a prepared system needs --ml-atoms SELECTION (mdtraj syntax, e.g. 'resname LIG')")
+    if not prepared and ml_atoms is not None:
+        raise InputError("--ml-atoms selects atoms of a prepared system (--prmtop or --system-xml)")
+    record: dict = {"model": model}
+    if prepared:
+        from ..mlmm import mixed_system, prepared_system, select_atoms
+
+        topology, mm_system, positions = prepared_system(prmtop, inpcrd, system_xml, pdb)
+        atoms = select_atoms(topology, ml_atoms)
+        system = mixed_system(topology, mm_system, atoms, model)
+        record.update(ml_atoms=atoms, ml_selection=ml_atoms)
+    else:
+        ensemble = load_model(model)
+        structure = load_inputs(ensemble, smiles, input, seed)[0]
+        if solvent is not None:
+            from ..mlmm import mixed_system, solvated_molecule
+
+            if smiles is None:
+                raise InputError("--solvent water needs --smiles (the solute's MMFF94 charges come from it)")
+            topology, mm_system, positions, atoms = solvated_molecule(structure, smiles, box, seed)
+            system = mixed_system(topology, mm_system, atoms, model)
+            record.update(ml_atoms=atoms, solvent=solvent, box_nm=box)
+        else:
+            topology, system, positions = molecule_system(structure, ensemble, backend)
+    summary = run_md(topology, system, positions, out, steps, temperature, timestep, friction, report_every,
+                     platform, seed, rho_threshold, stop_on_rho)
+    (out / MD_JSON).write_text(json.dumps({**summary, **record}, indent=2))
+    stop = f", stopped at step {summary['stopped_at_step']}" if summary["stopped_at_step"] is not None else ""
+    print(f"{summary['steps']} steps ({summary['time_ps']:.3f} ps) written to {out}{stop}")
+
+
+def analyze_command(
+    folder: Path = typer.Argument(..., help="an `anif md` output folder"),
+    rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", help="threshold drawn on the rho plot (kcal/mol)"),
+):
+    """RMSD, radius of gyration and rho over time (mdtraj); writes analysis.json and PNG plots."""
+    from ..md import analyze
+
+    summary = analyze(folder, rho_hat)["summary"]
+    for key, value in summary.items():
+        print(f"{key:36s} {value:.4f}")
+    print(f"wrote {folder / 'analysis.json'} and rmsd.png, radius_of_gyration.png, rho.png, overview.png")
