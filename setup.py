@@ -5,10 +5,10 @@ setup(
     version="0.1.0",
     description="ANI-1x active learning on OpenMM: ensembles as OpenMM forces, samplers, labels, training",
     packages=find_packages(include=["anif", "anif.*"]),
-    package_data={"anif": ["csrc/*.cpp"]},
+    package_data={"anif": ["csrc/*.cpp", "data/*.smi"]},
     python_requires=">=3.10",
     install_requires=[
-        "torch==2.9.1",
+        "torch==2.9.1",  # openmmtorch 1.5 loads with this CPU-capable build; 2.13 needs CUDA libraries
         "openmm==8.5.2",  # 8.6.1 + openmmtorch 1.5 wheels: deepcopy/XML deserialize of a TorchForce segfaults (ABI)
         "openmmtorch==1.5",
         "torchani==2.9.0",
@@ -27,7 +27,7 @@ setup(
         "tqdm==4.70.1",
         "ninja==1.13.2",  # builds the compiled CPU kernels (anif.kernels) on first use
     ],
-    extras_require={"test": ["pytest==9.2.0", "parmed==4.3.1"]}  # parmed writes Amber test inputs,
+    extras_require={"test": ["pytest==9.2.0", "parmed==4.3.1"]},  # parmed writes Amber test inputs
     entry_points={
         "console_scripts": ["anif=anif.cli:main"],
         "openmmml.potentials": [

@@ -92,7 +92,7 @@ def screening_set(n: int, seed: int = 0):
     """n small CHNO molecules: the GDB-11-like set embedded once, then jittered copies."""
     from anif.structures import Structure, from_smiles
 
-    lines = (ROOT / "data" / "gdb11_like.smi").read_text().splitlines()
+    lines = (ROOT / "anif" / "data" / "gdb11_like.smi").read_text().splitlines()
     smiles = [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
     base = [from_smiles(s, seed=seed) for s in smiles]
     rng = np.random.default_rng(seed)

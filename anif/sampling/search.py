@@ -1,7 +1,7 @@
 """Configurational search: molecules from several sources, embedded with RDKit, scored by QBC.
 
 Sources (paper Fig. 2b): SMILES files (``SMILES [name]`` per line, ``#`` comment lines), the
-GDB-11-like set of small CHNO molecules shipped in ``data/gdb11_like.smi``, dipeptides built
+GDB-11-like set of small CHNO molecules shipped in ``anif/data/gdb11_like.smi``, dipeptides built
 from amino-acid pairs with an RDKit amide-coupling reaction, and random dimers of embedded
 molecules. Each molecule is embedded (ETKDG) and UFF-optimised
 (:func:`anif.structures.from_smiles`), then all are scored in padded batches; the ones with
@@ -13,6 +13,7 @@ net charges and radicals are skipped with a reason (logged, and returned in
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,8 +29,8 @@ from .candidates import Candidate, molecule_seed, score
 
 log = logging.getLogger("anif.sampling")
 
-#: Folder of the shipped molecule sets (repository ``data/``).
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+#: The shipped molecule sets (package data ``anif/data``, inside wheels too).
+DATA_DIR = resources.files("anif") / "data"
 
 #: Amide coupling of a backbone carboxylic acid (first reactant) with a backbone amine (second).
 _PEPTIDE_BOND = AllChem.ReactionFromSmarts(
@@ -54,14 +55,15 @@ class SearchResult:
 def read_smiles_file(path: str | Path) -> list[tuple[str, str]]:
     """(smiles, name) pairs from a ``.smi`` file: ``SMILES [name]`` per line; lines starting with ``#``
     are comments (``#`` inside a SMILES is a triple bond)."""
-    path = Path(path)
+    if isinstance(path, str):
+        path = Path(path)  # a Path, or an importlib.resources Traversable for the shipped sets
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     out = []
     for k, line in enumerate(path.read_text().splitlines(), 1):
         parts = line.split()
         if parts and not parts[0].startswith("#"):
-            out.append((parts[0], parts[1] if len(parts) > 1 else f"{path.stem}:{k}"))
+            out.append((parts[0], parts[1] if len(parts) > 1 else f"{Path(path.name).stem}:{k}"))
     if not out:
         raise InputError(f"{path}: contains no SMILES")
     return out
