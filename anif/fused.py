@@ -112,11 +112,11 @@ class FusedAniEnsemble(torch.nn.Module):
     """
 
     __jit_ignored_attributes__ = ["ani"]
-    __constants__ = ["use_kernels"]  # a constant False keeps the kernel calls out of the compiled code
+    __constants__ = ["use_kernels", "minimum_image"]  # constant False keeps those paths out of the compiled code
     kernel_weights: list[Tensor]
     kernel_biases: list[Tensor]
 
-    def __init__(self, ani: torch.nn.Module, kernels: bool = True):
+    def __init__(self, ani: torch.nn.Module, kernels: bool = True, minimum_image: bool = True):
         super().__init__()
         nnp = ani.potentials["nnp"]
         if ani._has_extra_potentials:
@@ -142,6 +142,8 @@ class FusedAniEnsemble(torch.nn.Module):
         networks = [[m.atomics[s] for m in members] for s in ani.symbols]
         self.networks = torch.nn.ModuleList([FusedSpeciesNetwork(nets) for nets in networks])
         self.use_kernels = kernels and self.kernels_support(ani) and load_kernels()
+        # periodic boxes of at least two cutoffs: the kernels' minimum image (else torchani's neighbour list)
+        self.minimum_image = minimum_image and self.use_kernels
         self.kernel_weights, self.kernel_biases = [], []
         self.depth = len(networks[0][0].layers) + 1
         self.celu_alpha = float(self.networks[0].celu_alpha)
@@ -268,7 +270,7 @@ class FusedAniEnsemble(torch.nn.Module):
         if periodic:
             if cell is None or b != 1:
                 raise ValueError("periodic evaluation needs a cell and one structure per call")
-        if kernels and (not periodic or self._minimum_image_box(cell, pbc)):
+        if kernels and (not periodic or (self.minimum_image and self._minimum_image_box(cell, pbc))):
             box = cell if periodic and cell is not None else coordinates.new_zeros(0)
             aev = torch.ops.anif.aev(
                 coordinates, elem, self.aev_computer.radial.shifts, self.radial_eta, self.cutoff,
@@ -294,9 +296,8 @@ class FusedAniEnsemble(torch.nn.Module):
         directions, an OpenMM reduced box (lower triangular), every perpendicular width >= 2 cutoffs."""
         if cell is None or pbc is None or not bool(pbc.all()):
             return False
-        if bool((cell[0, 1] != 0) | (cell[0, 2] != 0) | (cell[1, 2] != 0)):
-            return False
-        return bool((torch.diagonal(cell) >= 2 * self.cutoff).all())
+        upper = cell.triu(1).abs().sum()
+        return bool((upper == 0) & (torch.diagonal(cell).min() >= 2 * self.cutoff))
 
     def _member_energies(self, aev: Tensor, elem: Tensor) -> Tensor:
         """(M, B) sums of the members' atomic energies from AEVs (B * N, features), in TorchScript."""

@@ -427,9 +427,9 @@ template <typename T> struct Neighbour {
 
 // The minimum image of v in an OpenMM reduced box (rows a, b, c: a along x, b in the xy plane), as OpenMM
 // takes it: shift along c, then b, then a. Exact when every perpendicular width is at least 2 * cutoff.
-template <typename T> inline void minimum_image(const T* box, T* v) {
+template <typename T> inline void minimum_image(const T* box, const T* inverse_diagonal, T* v) {
   for (int r = 2; r >= 0; --r) {
-    const T shift = std::round(v[r] / box[r * 3 + r]);
+    const T shift = std::nearbyint(v[r] * inverse_diagonal[r]);
     if (shift != T(0))
       for (int c = 0; c <= r; ++c) v[c] -= shift * box[r * 3 + c];
   }
@@ -442,11 +442,12 @@ void neighbours_of(const T* x, const int64_t* e, int64_t centre, int64_t first, 
   const T rc2 = T(p.radial_cutoff * p.radial_cutoff), rca2 = T(p.angular_cutoff * p.angular_cutoff);
   const T kr = T(M_PI / p.radial_cutoff), ka = T(M_PI / p.angular_cutoff);
   const T* xc = x + centre * 3;
+  const T inverse_diagonal[3] = {box ? T(1) / box[0] : T(0), box ? T(1) / box[4] : T(0), box ? T(1) / box[8] : T(0)};
   for (int64_t j = first; j < first + n; ++j) {
     if (j == centre || e[j] < 0) continue;
     Neighbour<T> nb;
     for (int c = 0; c < 3; ++c) nb.v[c] = x[j * 3 + c] - xc[c];
-    if (box) minimum_image(box, nb.v);
+    if (box) minimum_image(box, inverse_diagonal, nb.v);
     const T d2 = nb.v[0] * nb.v[0] + nb.v[1] * nb.v[1] + nb.v[2] * nb.v[2];
     if (d2 > rc2) continue;
     nb.row = j;

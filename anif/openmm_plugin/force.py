@@ -62,10 +62,6 @@ class _EnsembleEnergy(torch.nn.Module):
         pbc: Optional[Tensor] = None
         if box is not None:
             cell = (box * self.angstrom_per_nm).to(dtype)
-            # wrap into the reduced (OpenMM) box: c, then b, then a
-            coords = coords - torch.outer(torch.floor(coords[:, 2] / cell[2, 2]), cell[2])
-            coords = coords - torch.outer(torch.floor(coords[:, 1] / cell[1, 1]), cell[1])
-            coords = coords - torch.outer(torch.floor(coords[:, 0] / cell[0, 0]), cell[0])
             pbc = self.pbc
         members = self.model(self.species, coords.unsqueeze(0), cell, pbc)[:, 0]
         sigma = member_spread(members.unsqueeze(1))[0]
@@ -165,7 +161,7 @@ def create_force(
     model : AniEnsemble (anif.models) -- member energies in Hartree from Angstrom.
     numbers : atomic numbers of the atoms the ensemble acts on (same order as ``atoms``).
     atoms : particle indices of those atoms in the System, or None for all particles.
-    periodic : use the System's periodic box (minimum-image neighbours).
+    periodic : use the System's periodic box (atoms need not be wrapped into it).
     backend : 'torch' (openmm-torch TorchForce, default) or 'python' (openmm.PythonForce).
     """
     if backend not in ("torch", "python"):
