@@ -22,6 +22,8 @@ from .units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
 #: The run's summary in an MD output folder.
 MD_JSON = "md.json"
+#: rho (kcal/mol) that, held for 50 reports in a row, ends MD as outside the model's domain.
+RHO_LIMIT = 10 * RHO_HAT
 
 __all__ = ["EnsembleCalculator", "MD_JSON", "analyze", "load_inputs", "make_whole", "molecule_system", "run_md", "to_topology"]
 
@@ -105,13 +107,23 @@ def run_md(
     stop_on_rho: bool = False,
     minimize: bool = True,
     progress: bool = True,
+    ml_atoms: Optional[list[int]] = None,
+    rho_limit: Optional[float] = RHO_LIMIT,
 ) -> dict:
     """Langevin MD of a System holding one ensemble force (alone, or openmmml's ML/MM mix); writes
-    topology.pdb, trajectory.dcd and qbc.csv (sigma/rho of the ensemble's atoms) into ``out`` and
-    returns the run's summary."""
+    topology.pdb, trajectory.dcd and qbc.csv (sigma/rho of the ensemble's atoms, ``ml_atoms``; all
+    particles if None) into ``out`` and returns the run's summary.
+
+    A :class:`~anif.openmm_plugin.guard.DomainGuard` watches the ML atoms every report: bonds
+    broken or formed, atoms flung beyond the cutoff, NaN energies, rho above ``rho_limit`` for 50
+    reports in a row stop the run (``outcome`` 'left_model_domain', with the reason); the frames
+    so far are kept. A minimisation that changes the bond graph is undone (MD starts from the input
+    geometry) and said so in ``warnings``.
+    """
     from openmm import app, unit
 
     from .openmm_plugin import QBCReporter, RhoThresholdExceeded
+    from .openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
     from .openmm_plugin.simulation import langevin_simulation, openmm_seed
     from .progress import step_progress
 
@@ -120,15 +132,28 @@ def run_md(
     out.mkdir(parents=True, exist_ok=True)
     simulation = langevin_simulation(topology, system, positions_nm, temperature, friction, timestep_fs, platform,
                                      seed, velocities=False)
+    atoms = list(range(system.getNumParticles())) if ml_atoms is None else list(ml_atoms)
+    every_atom = list(topology.atoms())
+    numbers = [every_atom[i].element.atomic_number for i in atoms]
+    start = np.asarray(positions_nm)[atoms] * NM_TO_ANGSTROM
+    guard = DomainGuard(report_every, atoms, numbers, start, rho_limit)
+    warnings = []
     if minimize:
         simulation.minimizeEnergy(maxIterations=500)
+        minimized = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+        change = bond_changes(numbers, guard.bonds, minimized.value_in_unit(unit.angstrom)[atoms])
+        if change:
+            warnings.append(f"energy minimisation changed the bond graph ({change}); it was undone and MD "
+                            "starts from the input geometry")
+            simulation.context.setPositions(np.asarray(positions_nm))
     simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
-    state = simulation.context.getState(getPositions=True, enforcePeriodicBox=True)
+    periodic = system.usesPeriodicBoundaryConditions()
+    state = simulation.context.getState(getPositions=True, enforcePeriodicBox=periodic)
     with open(out / "topology.pdb", "w") as fh:
         app.PDBFile.writeFile(topology, state.getPositions(), fh)
     qbc = QBCReporter(str(out / "qbc.csv"), report_every, rho_threshold=rho_threshold, stop=stop_on_rho)
-    simulation.reporters += [app.DCDReporter(str(out / "trajectory.dcd"), report_every), qbc]
-    stopped_at = None
+    simulation.reporters += [app.DCDReporter(str(out / "trajectory.dcd"), report_every), qbc, guard]
+    outcome, stopped_at, reason = "completed", None, None
     try:
         with step_progress("MD", steps, enabled=progress) as advance:
             done = 0
@@ -138,7 +163,9 @@ def run_md(
                 done += chunk
                 advance(done)
     except RhoThresholdExceeded as exc:
-        stopped_at = exc.step
+        outcome, stopped_at = "rho_threshold", exc.step
+    except LeftModelDomain as exc:
+        outcome, stopped_at, reason = "left_model_domain", exc.step, exc.reason
     finally:
         qbc.close()
         simulation.reporters.clear()  # DCDReporter closes its file when released
@@ -147,6 +174,9 @@ def run_md(
         "time_ps": simulation.currentStep * timestep_fs / 1000.0,
         "flagged_steps": [s for s, _ in qbc.flagged],
         "stopped_at_step": stopped_at,
+        "outcome": outcome,
+        "reason": reason,
+        "warnings": warnings,
     }
 
 

@@ -38,21 +38,22 @@ app.add_typer(sample_app, name="sample")
 
 
 def main() -> None:
-    """Entry point: run the app; AnifError (bad input) becomes 'error: ...' and exit 1."""
+    """Entry point: run the app; AnifError (bad input) becomes 'error: ...' and exit 1, a usage
+    mistake click's usage message and exit 2."""
+    from typer._click import exceptions as click_exceptions  # typer runs its own copy of click
+
     from ..errors import AnifError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a typer.Exit(code) comes back as the return value
     except AnifError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
+    except click_exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click_exceptions.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -87,6 +88,7 @@ def md_command(
     """
     from ..md import MD_JSON, load_inputs, molecule_system, run_md
     from ..models import load_model
+    from ..outputs import atomic_write_text, staged_directory
 
     prepared = any(x is not None for x in (prmtop, inpcrd, system_xml, pdb))
     if prepared and (smiles is not None or input is not None):
@@ -99,30 +101,37 @@ def md_command(
         raise InputError("a prepared system needs --ml-atoms SELECTION (mdtraj syntax, e.g. 'resname LIG')")
     if not prepared and ml_atoms is not None:
         raise InputError("--ml-atoms selects atoms of a prepared system (--prmtop or --system-xml)")
-    record: dict = {"model": model}
-    if prepared:
-        from ..mlmm import mixed_system, prepared_system, select_atoms
+    with staged_directory(out) as stage:  # checks --out is writable; an earlier run there stays until this ends
+        record: dict = {"model": model}
+        if prepared:
+            from ..mlmm import mixed_system, prepared_system, select_atoms
 
-        topology, mm_system, positions = prepared_system(prmtop, inpcrd, system_xml, pdb)
-        atoms = select_atoms(topology, ml_atoms)
-        system = mixed_system(topology, mm_system, atoms, model)
-        record.update(ml_atoms=atoms, ml_selection=ml_atoms)
-    else:
-        ensemble = load_model(model)
-        structure = load_inputs(ensemble, smiles, input, seed)[0]
-        if solvent is not None:
-            from ..mlmm import mixed_system, solvated_molecule
-
-            if smiles is None:
-                raise InputError("--solvent water needs --smiles (the solute's MMFF94 charges come from it)")
-            topology, mm_system, positions, atoms = solvated_molecule(structure, smiles, box, seed)
+            topology, mm_system, positions = prepared_system(prmtop, inpcrd, system_xml, pdb)
+            atoms = select_atoms(topology, ml_atoms)
             system = mixed_system(topology, mm_system, atoms, model)
-            record.update(ml_atoms=atoms, solvent=solvent, box_nm=box)
+            record.update(ml_atoms=atoms, ml_selection=ml_atoms)
         else:
-            topology, system, positions = molecule_system(structure, ensemble, backend)
-    summary = run_md(topology, system, positions, out, steps, temperature, timestep, friction, report_every,
-                     platform, seed, rho_threshold, stop_on_rho)
-    (out / MD_JSON).write_text(json.dumps({**summary, **record}, indent=2))
+            ensemble = load_model(model)
+            structure = load_inputs(ensemble, smiles, input, seed)[0]
+            if solvent is not None:
+                from ..mlmm import mixed_system, solvated_molecule
+
+                if smiles is None:
+                    raise InputError("--solvent water needs --smiles (the solute's MMFF94 charges come from it)")
+                topology, mm_system, positions, atoms = solvated_molecule(structure, smiles, box, seed)
+                system = mixed_system(topology, mm_system, atoms, model)
+                record.update(ml_atoms=atoms, solvent=solvent, box_nm=box)
+            else:
+                topology, system, positions = molecule_system(structure, ensemble, backend)
+        summary = run_md(topology, system, positions, stage, steps, temperature, timestep, friction, report_every,
+                         platform, seed, rho_threshold, stop_on_rho, ml_atoms=record.get("ml_atoms"))
+        atomic_write_text(stage / MD_JSON, json.dumps({**summary, **record}, indent=2))
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if summary["outcome"] == "left_model_domain":
+        print(f"error: MD left the model's domain at step {summary['stopped_at_step']} ({summary['reason']}); "
+              f"the frames before are in {out} (md.json: outcome left_model_domain)", file=sys.stderr)
+        raise typer.Exit(3)
     stop = f", stopped at step {summary['stopped_at_step']}" if summary["stopped_at_step"] is not None else ""
     print(f"{summary['steps']} steps ({summary['time_ps']:.3f} ps) written to {out}{stop}")
 
