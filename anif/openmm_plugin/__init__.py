@@ -10,8 +10,10 @@ from .force import (
     read_qbc,
     sigma_from_state,
 )
-from .integrators import QBCLangevinIntegrator, langevin_integrator
+from .guard import DomainGuard, LeftModelDomain
+from .integrators import QBCLangevinIntegrator
 from .reporters import QBC_CSV_HEADER, QBCReporter, RhoThresholdExceeded
+from .simulation import langevin_simulation, to_topology
 
 __all__ = [
     "ATOMS_PARAMETER",
@@ -19,12 +21,15 @@ __all__ = [
     "QBC_CSV_HEADER",
     "QBCLangevinIntegrator",
     "QBCReporter",
+    "DomainGuard",
+    "LeftModelDomain",
     "RhoThresholdExceeded",
     "create_force",
     "create_system",
     "ensemble_atom_count",
     "find_ensemble_force",
-    "langevin_integrator",
+    "langevin_simulation",
+    "to_topology",
     "read_qbc",
     "sigma_from_state",
 ]

@@ -15,7 +15,7 @@ import math
 import openmm
 from openmm import unit
 
-from .force import SIGMA_PARAMETER, exposes_sigma_derivative
+from .force import SIGMA_PARAMETER
 
 _R = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
@@ -75,11 +75,3 @@ class QBCLangevinIntegrator(openmm.CustomIntegrator):
     @property
     def potential_kj_mol(self) -> float:
         return self.getGlobalVariableByName("epot")
-
-
-def langevin_integrator(force: openmm.Force, temperature, friction, timestep) -> openmm.Integrator:
-    """A :class:`QBCLangevinIntegrator` when ``force`` exposes sigma as an energy-parameter
-    derivative (TorchForce), else OpenMM's ``LangevinMiddleIntegrator`` (PythonForce)."""
-    if exposes_sigma_derivative(force):
-        return QBCLangevinIntegrator(temperature, friction, timestep)
-    return openmm.LangevinMiddleIntegrator(temperature, friction, timestep)

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import openmm
-from openmm import app, unit
 
-from ..openmm_plugin.simulation import to_topology
 from ..openmm_plugin import create_system
+from ..openmm_plugin.guard import DomainGuard, LeftModelDomain
+from ..openmm_plugin.simulation import langevin_simulation, to_topology
 from ..openmm_plugin.sampling_reporters import DimerReporter
 from ..structures import Structure
 from .boxes import pack_box
@@ -48,18 +47,15 @@ def run_dimer_box(model, conformers: Sequence[Structure], rho_hat: float, seed: 
     numbers, positions, box, molecules, chosen = pack_box(conformers, settings.molecules, settings.density, rng,
                                                           settings.min_distance)
     system, _ = create_system(numbers, model, box_vectors=np.diag(box) * 0.1, backend=settings.backend)
-    integrator = openmm.LangevinMiddleIntegrator(settings.temperature * unit.kelvin,
-                                                 settings.friction / unit.picosecond,
-                                                 settings.timestep_fs * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed & 0x7FFFFFFF)
-    top = to_topology(Structure(numbers, positions))
-    top.setPeriodicBoxVectors(np.diag(box) * 0.1)
-    simulation = app.Simulation(top, system, integrator)
-    simulation.context.setPositions(positions * 0.1)
-    simulation.context.setVelocitiesToTemperature(settings.temperature * unit.kelvin, seed & 0x7FFFFFFF)
+    simulation = langevin_simulation(to_topology(Structure(numbers, positions), box), system, positions * 0.1,
+                                     settings.temperature, settings.friction, settings.timestep_fs, seed=seed)
     reporter = DimerReporter(settings.interval, model, numbers, molecules, rho_hat, settings.cutoff, keep_frames)
-    simulation.reporters.append(reporter)
-    simulation.step(int(round(settings.time_ps * 1000.0 / settings.timestep_fs)))
+    # the guard first: a box whose molecules fall apart yields no pairs from then on
+    simulation.reporters += [DomainGuard(settings.interval, range(len(numbers)), numbers, positions), reporter]
+    try:
+        simulation.step(int(round(settings.time_ps * 1000.0 / settings.timestep_fs)))
+    except LeftModelDomain:
+        pass
     names = [conformers[k].name for k in chosen]
     candidates = [
         Candidate(f["structure"], f["rho_kcal_mol"], f["energy"], {

@@ -7,6 +7,9 @@ Langevin thermostat's target temperature is raised linearly to ``t_end`` over ``
 rho > rho_hat, which is returned, or at the end of the ramp with nothing. ``repeats``
 trajectories per molecule, each with its own seed derived from the molecule's seed.
 
+A trajectory that breaks or forms bonds or flings atoms away (checked every 20 steps, and at
+the failing step) yields nothing: fragments are not molecules ANI-1x is meant to learn.
+
 Cost: with the TorchForce the integrator is a :class:`QBCLangevinIntegrator`, which records
 sigma with the forces it computes anyway, so the QBC test at every step costs nothing extra.
 """
@@ -17,13 +20,18 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from openmm import app, unit
+from openmm import unit
 
-from ..openmm_plugin.simulation import to_topology
-from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system, langevin_integrator
+from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
+from ..openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
 from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
+from ..openmm_plugin.simulation import langevin_simulation, to_topology
 from ..structures import Structure
 from .candidates import Candidate, molecule_seed, score
+
+
+#: Steps between checks of the molecule's integrity (the failing structure is always checked).
+GUARD_INTERVAL = 20
 
 
 @dataclass
@@ -53,28 +61,29 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
     Returns (candidate or None, ramp reporter, number of steps run).
     """
     system, force = system or create_system(structure.numbers, model, backend=settings.backend)
-    integrator = langevin_integrator(force, settings.t_start * unit.kelvin, settings.friction / unit.picosecond,
-                                     settings.timestep_fs * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed)
-    simulation = app.Simulation(to_topology(structure), system, integrator)
-    simulation.context.setPositions(structure.coordinates * 0.1)
-    simulation.context.setVelocitiesToTemperature(settings.t_start * unit.kelvin, seed)
+    simulation = langevin_simulation(to_topology(structure), system, structure.coordinates * 0.1, settings.t_start,
+                                     settings.friction, settings.timestep_fs, seed=seed)
     ramp = TemperatureRampReporter(1, settings.t_start, settings.t_end, settings.ramp_ps,
                                    file=f"{log_prefix}.ramp.csv" if log_prefix else None)
     qbc = QBCReporter(f"{log_prefix}.qbc.csv" if log_prefix else io.StringIO(), 1, force,
                       rho_threshold=rho_hat, stop=True)
-    simulation.reporters += [ramp, qbc]
+    guard = DomainGuard(GUARD_INTERVAL, range(structure.n_atoms), structure.numbers, structure.coordinates)
+    simulation.reporters += [ramp, qbc, guard]
     found = None
     try:
         simulation.step(settings.steps)
     except RhoThresholdExceeded as stop:
         found = stop
+    except LeftModelDomain:  # fragments are never candidates
+        pass
     finally:
         ramp.close()
         qbc.close()
     if found is None:
         return None, ramp, simulation.currentStep
     failing = Structure(structure.numbers, found.positions.value_in_unit(unit.angstrom), name=structure.name)
+    if bond_changes(structure.numbers, guard.bonds, failing.coordinates):
+        return None, ramp, simulation.currentStep
     energy, rho = score(model, [failing])
     time_ps = found.step * settings.timestep_fs / 1000.0
     provenance = {"sampler": "rts", "source": structure.name, "seed": int(seed), "step": int(found.step),
