@@ -1,7 +1,9 @@
 """openmmml entry points: ``MLPotential('ani1x')`` and ``MLPotential('anif', model=PATH)``.
 
 Registered in setup.py under the ``openmmml.potentials`` entry-point group, like
-``openmmml.models.anipotential``.
+``openmmml.models.anipotential``. The classes implement openmmml's ``MLPotentialImplFactory`` and
+``MLPotentialImpl`` interfaces without importing openmmml: importing ``openmmml.mlpotential`` loads
+every entry point, this module included, so importing it from here would be circular.
 """
 
 from __future__ import annotations
@@ -9,16 +11,15 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 import openmm
-from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 from ..errors import AnifError
 
 
-class AnifPotentialImplFactory(MLPotentialImplFactory):
+class AnifPotentialImplFactory:
     """Creates :class:`AnifPotentialImpl` for 'ani1x' (released ensemble) or 'anif' (a model directory)."""
 
     def createImpl(self, name: str, model: Optional[str] = None, implementation: Optional[str] = None,
-                   **args) -> MLPotentialImpl:
+                   **args) -> "AnifPotentialImpl":
         if name == "ani1x":
             spec = model or "ani1x"
         elif model is None:
@@ -28,7 +29,7 @@ class AnifPotentialImplFactory(MLPotentialImplFactory):
         return AnifPotentialImpl(spec, implementation)
 
 
-class AnifPotentialImpl(MLPotentialImpl):
+class AnifPotentialImpl:
     """An ANI ensemble added to a System as an anif ensemble force (sigma via anif_sigma)."""
 
     def __init__(self, spec: str, implementation: Optional[str]):
