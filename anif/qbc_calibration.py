@@ -10,14 +10,11 @@ rho_hat = 0.23 kcal/mol for 1.5 kcal/mol and 98%.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import typer
 
 from .errors import InputError
 
@@ -72,39 +69,3 @@ def calibrate(
         rmse_above=_rmse(energy_error[above]),
         rmse_below=_rmse(energy_error[~above]),
     )
-
-
-def qbc_calibrate_command(
-    model: str = typer.Option(..., "--model", help="'ani1x' or an anif model directory"),
-    data: Path = typer.Option(..., "--data", help="ANI-format .h5 with reference energies (e.g. a COMP6 file)"),
-    error: float = typer.Option(1.5, "--error", help="error bound, kcal/mol per sqrt(atom)"),
-    capture: float = typer.Option(0.98, "--capture", help="fraction of bad structures rho_hat must flag"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the calibration as JSON here"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="error-vs-rho density plot (PNG) with rho_hat"),
-) -> None:
-    """Find rho_hat catching --capture of the structures whose worst member error exceeds --error."""
-    from .benchmark import plot_error_vs_rho, predict
-    from .comp6 import read_comp6
-    from .models import load_model
-
-    predictions = predict(load_model(model).double(), read_comp6([data]), forces=False)
-    rho = np.concatenate([p.rho_kcal_mol for p in predictions])
-    worst = np.concatenate([p.worst_member_error_per_sqrt_atom for p in predictions])
-    energy_error = np.concatenate([p.energy_error_kcal for p in predictions])
-    cal = calibrate(rho, worst, energy_error, error, capture)
-    above = "-" if cal.rmse_above is None else f"{cal.rmse_above:.2f}"
-    below = "-" if cal.rmse_below is None else f"{cal.rmse_below:.2f}"
-    print(f"rho_hat = {cal.rho_hat:.4f} kcal/mol (catches {cal.captured:.1%} of {cal.n_bad} structures with "
-          f"worst member error > {error:g} kcal/mol/sqrt(atom))")
-    print(f"selected: {cal.selected_fraction:.1%} of {cal.n_structures} structures")
-    print(f"ensemble energy RMSE above rho_hat: {above} kcal/mol; below: {below} kcal/mol")
-    if json_out is not None:
-        json_out.write_text(json.dumps(asdict(cal), indent=2))
-    if plot is not None:
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_error_vs_rho(rho, worst, cal.rho_hat, error, plot, f"{model}: rho_hat calibration on {data.name}")
-        print(f"plot: {plot}")
-
-
-qbc_app = typer.Typer(help="Query-by-committee threshold tools.", no_args_is_help=True)
-qbc_app.command("calibrate")(qbc_calibrate_command)

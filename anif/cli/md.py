@@ -11,18 +11,7 @@ import typer
 
 from ..errors import InputError
 from ..models import RHO_HAT
-
-
-def _positive(value):
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be > 0 (got {value})")
-    return value
-
-
-def _non_negative(value):
-    if value is not None and not value >= 0:
-        raise typer.BadParameter(f"must be >= 0 (got {value})")
-    return value
+from .common import non_negative, positive
 
 
 def energy_command(
@@ -67,15 +56,15 @@ def md_command(
     ml_atoms: Optional[str] = typer.Option(None, "--ml-atoms",
                                            help="mdtraj selection of the ML atoms of a prepared system, e.g. 'resname LIG'"),
     solvent: Optional[str] = typer.Option(None, "--solvent", help="'water': the molecule in a TIP3P box (ML/MM)"),
-    box: Optional[float] = typer.Option(None, "--box", callback=_positive, help="edge of the cubic water box (nm)"),
-    temperature: float = typer.Option(300.0, "--temperature", callback=_positive, help="K"),
-    timestep: float = typer.Option(0.5, "--timestep", callback=_positive, help="fs"),
-    friction: float = typer.Option(1.0, "--friction", callback=_non_negative, help="ps^-1"),
+    box: Optional[float] = typer.Option(None, "--box", callback=positive, help="edge of the cubic water box (nm)"),
+    temperature: float = typer.Option(300.0, "--temperature", callback=positive, help="K"),
+    timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
+    friction: float = typer.Option(1.0, "--friction", callback=non_negative, help="ps^-1"),
     report_every: int = typer.Option(10, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
     model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
     platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
     seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
-    rho_threshold: Optional[float] = typer.Option(None, "--rho-threshold", "--rho-hat", callback=_non_negative,
+    rho_threshold: Optional[float] = typer.Option(None, "--rho-threshold", "--rho-hat", callback=non_negative,
                                                   help="flag steps with rho above (kcal/mol)"),
     stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-threshold"),
     backend: str = typer.Option("torch", "--backend", help="torch (TorchForce) or python (PythonForce)"),
