@@ -20,11 +20,9 @@ import torch
 from torch import Tensor
 
 from .errors import AnifError, InputError, UnsupportedElementError
+from .qbc_calibration import RHO_HAT  # noqa: F401  (re-exported: the default threshold)
 from .structures import Structure, symbol
 from .units import HARTREE_TO_KCAL_MOL
-
-#: The paper's calibrated QBC threshold rho_hat (kcal/mol): the default everywhere a threshold is needed.
-RHO_HAT = 0.23
 
 #: File names of an anif-saved ensemble directory.
 MODEL_JSON = "model.json"

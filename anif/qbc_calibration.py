@@ -18,6 +18,9 @@ import numpy as np
 
 from .errors import InputError
 
+#: The paper's calibrated QBC threshold rho_hat (kcal/mol): the default everywhere a threshold is needed.
+RHO_HAT = 0.23
+
 
 @dataclass
 class Calibration:

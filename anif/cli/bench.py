@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ..models import RHO_HAT
+from ..qbc_calibration import RHO_HAT
 from .common import check_writable, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from ..models import RHO_HAT
+from ..qbc_calibration import RHO_HAT
 from .common import non_negative, positive
 
 
