@@ -30,7 +30,6 @@ default. :func:`screen` computes rho for many molecules of different sizes in pa
 import math
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchani.aev import ANIAngular, ANIRadial
@@ -39,7 +38,6 @@ from torchani.neighbors import all_pairs
 from torchani.nn import TightCELU
 
 from .kernels import load as load_kernels
-from .units import HARTREE_TO_KCAL_MOL
 
 
 class FusedSpeciesNetwork(torch.nn.Module):
@@ -319,38 +317,3 @@ class FusedAniEnsemble(torch.nn.Module):
         if len(atomic) > 0:
             energies = energies.index_add(1, molecule, torch.cat(atomic, 1))
         return energies
-
-
-def screen(model: torch.nn.Module, structures, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """rho (kcal/mol) = sigma / sqrt(N) for each structure, evaluated in padded batches.
-
-    Structures are sorted by size so each batch pads to a similar number of atoms; the
-    result is in the input order.
-    """
-    from .models import check_supported, member_spread, pad_structures
-
-    structures = list(structures)
-    if not structures:
-        return np.zeros(0)
-    param = next(model.parameters())
-    order = np.argsort([s.n_atoms for s in structures], kind="stable")
-    rho = np.empty(len(structures))
-    starts = range(0, len(structures), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="screening", unit="batch")
-    with torch.no_grad():
-        for start in starts:
-            chunk = order[start : start + batch_size]
-            species, coords = pad_structures([structures[i] for i in chunk])
-            check_supported(model, species)
-            members = model(
-                torch.as_tensor(species, device=param.device),
-                torch.as_tensor(coords, dtype=param.dtype, device=param.device),
-                None,
-                None,
-            )
-            n_atoms = torch.as_tensor((species >= 0).sum(1), dtype=members.dtype, device=members.device)
-            rho[chunk] = (member_spread(members) / n_atoms.sqrt()).double().cpu().numpy()
-    return rho * HARTREE_TO_KCAL_MOL

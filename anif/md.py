@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
-from .models import RHO_HAT
+from .qbc_calibration import RHO_HAT
 from .openmm_plugin.simulation import get_platform, to_topology
 from .structures import Structure, from_smiles, read_structures
 from .units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM

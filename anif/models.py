@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from .errors import AnifError, InputError, UnsupportedElementError
-from .qbc_calibration import RHO_HAT  # noqa: F401  (re-exported: the default threshold)
 from .structures import Structure, symbol
 from .units import HARTREE_TO_KCAL_MOL
 
@@ -250,3 +249,23 @@ def pad_structures(structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndar
         species[i, : s.n_atoms] = s.numbers
         coords[i, : s.n_atoms] = s.coordinates
     return species, coords
+
+
+def score_structures(model: torch.nn.Module, structures: Sequence[Structure], batch_size: int = 256,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble energy (Ha) and rho (kcal/mol) of many structures, without forces: the batched QBC
+    test. Structures are sorted by size so each padded batch holds similar sizes; results come back
+    in the input order."""
+    structures = list(structures)
+    energy, rho = np.zeros(len(structures)), np.zeros(len(structures))
+    order = np.argsort([s.n_atoms for s in structures], kind="stable")
+    starts = range(0, len(structures), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="QBC", unit="batch")
+    for start in starts:
+        chunk = order[start : start + batch_size]
+        result = evaluate(model, *pad_structures([structures[i] for i in chunk]), forces=False)
+        energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+    return energy, rho

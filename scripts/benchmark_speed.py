@@ -5,7 +5,7 @@ without them (load_model(..., implementation="torchscript")). Prints, in one run
   1. MD steps/s: OpenMM CPU platform, the ensemble as a TorchForce (anif.openmm_plugin.create_force),
      LangevinMiddleIntegrator, for ~20, ~50, ~100 and ~300 atoms;
   2. QBC screening throughput (molecules/s) for 1,000 small molecules: stock one at a time, stock and fused
-     through anif.fused.screen (size-sorted padded batches);
+     through anif.models.score_structures (size-sorted padded batches);
   3. time per energy + forces evaluation vs number of atoms (plain module calls, no OpenMM), also as a PNG.
 
     .venv/bin/python scripts/benchmark_speed.py [--threads 2] [--seconds 3] [--plot speed.png]
@@ -130,7 +130,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from anif.fused import screen
+    from anif.models import score_structures
+
+    def screen(model, structures, batch_size):
+        return score_structures(model, structures, batch_size)[1]
     from anif.models import evaluate, load_model
     from anif.structures import from_smiles
 
@@ -178,10 +181,10 @@ def main() -> None:
 
     runs = {
         "stock, one at a time": one_by_one,
-        f"stock, screen() batches of {args.batch_size}": lambda: screen(models["stock"], molecules, args.batch_size),
-        f"TorchScript, screen() batches of {args.batch_size}":
+        f"stock, score_structures() batches of {args.batch_size}": lambda: screen(models["stock"], molecules, args.batch_size),
+        f"TorchScript, score_structures() batches of {args.batch_size}":
             lambda: screen(models["torchscript"], molecules, args.batch_size),
-        f"fused, screen() batches of {args.batch_size}": lambda: screen(fused, molecules, args.batch_size),
+        f"fused, score_structures() batches of {args.batch_size}": lambda: screen(fused, molecules, args.batch_size),
     }
     with console.status("screening") as status:
         screen(fused, molecules[:50], args.batch_size)  # warm-up

@@ -136,11 +136,13 @@ def test_inside_a_torchforce_matches_stock(ani1x, fused, molecules):
     assert sigma == pytest.approx(stock.sigma_kcal_mol[0], abs=1e-3)
 
 
-def test_screen_gives_stock_rho_in_input_order(ani1x, molecules):
-    from anif.fused import screen
+def test_batched_qbc_gives_stock_rho_in_input_order(ani1x, molecules):
+    from anif.models import score_structures
 
     structures = molecules + molecules[::-1] + [molecules[0]]
-    rho = screen(load_model("ani1x"), structures, batch_size=3)
+    energy, rho = score_structures(load_model("ani1x"), structures, batch_size=3)
+    stock_energy = [evaluate(ani1x, s.numbers, s.coordinates, forces=False).energy[0] for s in structures]
+    np.testing.assert_allclose(energy, stock_energy, atol=float32_atol(stock_energy))
     expected = [evaluate(ani1x, s.numbers, s.coordinates, forces=False).rho_kcal_mol[0] for s in structures]
     np.testing.assert_allclose(rho, expected, atol=2e-4)
     assert rho.shape == (len(structures),) and np.all(rho > 0)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..models import evaluate, pad_structures
+from ..models import score_structures
 from ..structures import Structure
 
 
@@ -30,15 +30,8 @@ class Candidate:
     provenance: dict = field(default_factory=dict)
 
 
-def score(model, structures: Sequence[Structure], batch_size: int = 256):
-    """Ensemble energy (Ha) and rho (kcal/mol) of structures, in padded batches (no forces)."""
-    energy, rho = np.zeros(len(structures)), np.zeros(len(structures))
-    for start in range(0, len(structures), batch_size):
-        batch = structures[start : start + batch_size]
-        result = evaluate(model, *pad_structures(batch), forces=False)
-        energy[start : start + len(batch)] = result.energy
-        rho[start : start + len(batch)] = result.rho_kcal_mol
-    return energy, rho
+#: The samplers' QBC test: ensemble energy (Ha) and rho (kcal/mol) of structures, in size-sorted batches.
+score = score_structures
 
 
 def molecule_seed(master_seed: int, index: int) -> int:

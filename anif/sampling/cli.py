@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from ..models import RHO_HAT
+from ..qbc_calibration import RHO_HAT
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
