@@ -1,6 +1,6 @@
 """ANI ensembles: loading (released ANI-1x or anif-saved), saving, and QBC evaluation.
 
-Every model in anif is an :class:`AniEnsemble`: a TorchScript-compatible module mapping
+Every model in anif meets the :class:`Ensemble` protocol: a TorchScript-compatible module mapping
 atomic numbers (B, N) (-1 pads) and coordinates (B, N, 3) in Angstrom, optionally a cell
 (3, 3) in Angstrom and pbc flags (3,), to the members' energies (M, B) in Hartree. The mean
 of the members is the ensemble energy; their spread is the query-by-committee signal
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -29,8 +29,23 @@ MODEL_WEIGHTS = "weights.pt"
 MODEL_FORMAT = "anif-ensemble"
 
 
+@runtime_checkable
+class Ensemble(Protocol):
+    """The contract every anif model meets (:class:`AniEnsemble`, :class:`anif.fused.FusedAniEnsemble`):
+    a TorchScript-compatible module from atomic numbers (B, N) with -1 pads and coordinates (B, N, 3)
+    in Angstrom (optionally a (3, 3) cell in Angstrom and (3,) pbc flags) to the members' energies
+    (M, B) in Hartree; ``atomic_numbers`` lists the elements it supports, ``cutoff`` its radius (A)."""
+
+    atomic_numbers: Tensor
+    cutoff: float
+
+    def __call__(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
+                 pbc: Optional[Tensor] = None) -> Tensor: ...
+
+
 class AniEnsemble(torch.nn.Module):
-    """Member energies of a torchani ANI ensemble, through torchani's own forward pass."""
+    """Member energies of a torchani ANI ensemble, through torchani's own forward pass (the
+    :class:`Ensemble` contract)."""
 
     def __init__(self, ani: torch.nn.Module):
         super().__init__()
@@ -87,15 +102,25 @@ def _ensemble_spec(ani) -> dict:
 
 
 def save_model(model: AniEnsemble, directory: str | Path, **metadata) -> Path:
-    """Save an ensemble as ``model.json`` (architecture, metadata) + ``weights.pt``."""
+    """Save an ensemble as ``model.json`` (architecture, metadata, the weights' SHA-256) + ``weights.pt``.
+
+    Each file is replaced atomically, the weights first; a kill between the two leaves new weights
+    beside the old model.json, which :func:`load_model` then refuses (checksum) instead of mixing them.
+    """
+    import hashlib
+    import io
+
+    from .outputs import atomic_write_bytes, atomic_write_text
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    spec = {"format": MODEL_FORMAT, "version": 1, **_ensemble_spec(model.ani), **metadata}
-    weights, meta = directory / (MODEL_WEIGHTS + ".tmp"), directory / (MODEL_JSON + ".tmp")
-    torch.save(model.ani.state_dict(), weights)
-    meta.write_text(json.dumps(spec, indent=2))
-    weights.replace(directory / MODEL_WEIGHTS)  # atomic renames: a kill never leaves a torn file
-    meta.replace(directory / MODEL_JSON)
+    buffer = io.BytesIO()
+    torch.save(model.ani.state_dict(), buffer)
+    weights = buffer.getvalue()
+    spec = {"format": MODEL_FORMAT, "version": 1, **_ensemble_spec(model.ani), **metadata,
+            "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    atomic_write_bytes(directory / MODEL_WEIGHTS, weights)
+    atomic_write_text(directory / MODEL_JSON, json.dumps(spec, indent=2))
     return directory
 
 
@@ -107,6 +132,16 @@ def _load_anif_dir(directory: Path):
     if spec.get("format") != MODEL_FORMAT:
         raise InputError(f"{directory}: {MODEL_JSON} is not an anif ensemble")
     ani = build_ani(spec["symbols"], spec["layer_dims"], spec["self_energies"], spec["members"], spec.get("aev"))
+    if "weights_sha256" in spec:
+        import hashlib
+
+        try:
+            digest = hashlib.sha256((directory / MODEL_WEIGHTS).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise InputError(f"{directory}: unreadable {MODEL_WEIGHTS} ({exc})") from None
+        if digest != spec["weights_sha256"]:
+            raise InputError(f"{directory}: {MODEL_WEIGHTS} does not belong to its {MODEL_JSON} (a save was "
+                             "interrupted); save or train the model again")
     try:
         state = torch.load(directory / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
         ani.load_state_dict(state)

@@ -30,17 +30,22 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically and durably."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably."""
     path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
                                      delete=False) as fh:
-        fh.write(text)
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(fh.name, path)
     _fsync_directory(path.parent)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and durably."""
+    return atomic_write_bytes(path, text.encode())
 
 
 @contextmanager

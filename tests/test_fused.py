@@ -200,3 +200,17 @@ def test_other_aev_settings_match_stock(molecules, aev):
     for mol in molecules[1:3]:
         stock = evaluate(AniEnsemble(ani), mol.numbers, mol.coordinates)
         assert_same(stock, evaluate(fused, mol.numbers, mol.coordinates))
+
+
+def test_model_folder_refuses_weights_from_another_save(tmp_path, ani1x):
+    """A kill between save_model's two renames leaves new weights beside the old model.json: refused."""
+    from anif.errors import InputError
+    from anif.models import Ensemble, build_ani
+
+    save_model(ani1x, tmp_path / "a")
+    assert isinstance(load_model(str(tmp_path / "a")), Ensemble)
+    other = build_ani("HCNO", {s: [384, 8, 1] for s in "HCNO"}, [0.0] * 4, members=2)
+    save_model(type(ani1x)(other), tmp_path / "b")
+    (tmp_path / "a" / "weights.pt").write_bytes((tmp_path / "b" / "weights.pt").read_bytes())
+    with pytest.raises(InputError, match="does not belong"):
+        load_model(str(tmp_path / "a"))
