@@ -2,7 +2,9 @@
 
 ``dask_client`` gives a :class:`distributed.Client`: on an existing cluster when a scheduler
 address is given (e.g. one started on SLURM with dask-jobqueue, see docs/cluster.md), else
-on a LocalCluster of worker *processes* sized to this machine.
+on a LocalCluster of worker *processes* sized to this machine. The LocalCluster's scheduler
+and workers listen on loopback only, its HTTP endpoint (dashboard, metrics) too unless another
+``dashboard`` address is asked for.
 ``as_completed_with_progress`` fans a function out over items and yields results as they
 finish, with a progress bar and ETA; a failing item yields its exception instead of
 stopping the loop, so one bad structure never kills a batch.
@@ -24,6 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .errors import InputError
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: Where a LocalCluster's scheduler serves HTTP (dashboard, metrics): loopback, a free port.
+DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 def available_cores() -> int:
@@ -45,6 +49,7 @@ def dask_client(
     scheduler: str | None = None,
     threads_per_worker: int = 1,
     task_threads: int | None = None,
+    dashboard: str = DASHBOARD_ADDRESS,
 ) -> Iterator[Client]:
     """A Dask client: ``Client(scheduler)`` if an address is given, else a LocalCluster.
 
@@ -52,6 +57,8 @@ def dask_client(
     threads_per_worker: tasks each worker runs at once.
     task_threads: OpenMP/BLAS threads each task may use (sets OMP_NUM_THREADS & co. in the
     local worker processes); with ``scheduler`` the remote workers' own environment rules.
+    dashboard: HOST:PORT of the LocalCluster scheduler's HTTP endpoint (default loopback, a
+    free port; e.g. "0.0.0.0:8787" exposes it to the network, unauthenticated).
     """
     if scheduler is not None and workers is not None:
         raise InputError("give either a number of workers or a scheduler address, not both")
@@ -74,8 +81,9 @@ def dask_client(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=True,
+            host="127.0.0.1",
             dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP endpoint on a free port, not 8787
+            scheduler_kwargs={"dashboard_address": dashboard},
             silence_logs=logging.ERROR,
         )
     try:

@@ -18,12 +18,19 @@ from anif.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
+METHANE = np.array([[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+
+
 def _fill(store, rng):
+    """Plausible labels (Angstrom, Hartree, Hartree/Angstrom) of 4 waters and 2 methanes."""
     store.append(
-        "water", ["O", "H", "H"], rng.normal(size=(4, 3, 3)), rng.normal(size=4), rng.normal(size=(4, 3, 3)),
+        "water", ["O", "H", "H"], WATER + rng.normal(scale=0.05, size=(4, 3, 3)), -76.4 + rng.normal(scale=0.01, size=4),
+        rng.normal(scale=0.05, size=(4, 3, 3)),
         source="test", sampler="dnms", al_cycle=np.arange(4), rho_kcal_mol=0.3, method="wb97x/6-31g(d)",
     )
-    store.append("methane", [6, 1, 1, 1, 1], rng.normal(size=(2, 5, 3)), rng.normal(size=2), rng.normal(size=(2, 5, 3)))
+    store.append("methane", [6, 1, 1, 1, 1], METHANE + rng.normal(scale=0.05, size=(2, 5, 3)),
+                 -40.5 + rng.normal(scale=0.01, size=2), rng.normal(scale=0.05, size=(2, 5, 3)))
 
 
 def test_round_trip_through_torchani(tmp_path):
@@ -95,32 +102,41 @@ KILL_CHILD = textwrap.dedent(
 
 
 def test_sigkill_mid_append_keeps_committed_conformers(tmp_path):
+    """SIGKILL a writer at random moments: every committed conformer stays, torchani reads the file,
+    and the next writer goes on (repairing the half-written copy the kill left)."""
+    from torchani.datasets import ANIDataset
+
     path = tmp_path / "killed.h5"
+    dirty = tmp_path / ".killed.h5.anif" / "dirty"  # present while a transaction is in flight
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     rng = np.random.default_rng(2)
     mid_append_kills = 0
-    for attempt in range(6):
+    for attempt in range(8):
         child = subprocess.Popen(
             [sys.executable, "-c", KILL_CHILD, str(path), str(attempt)], stdout=subprocess.PIPE, text=True, env=env
         )
         first = child.stdout.readline()  # wait for one committed append, then kill at a random moment
         time.sleep(rng.uniform(0.1, 0.6))
-        tmp_present = any(path.parent.glob(f".{path.name}.*.tmp"))  # a transaction in flight
+        in_flight = dirty.exists()
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate()
         committed = [int(line) for line in (first + out).split()]
         assert committed, "the child committed nothing before the kill"
-        mid_append_kills += tmp_present
+        mid_append_kills += in_flight and dirty.exists()
         store = DatasetStore(path, "r")  # readable after the kill
         energies = np.concatenate([store.read(g)["energies"] for g in store.groups()]) if store.groups() else []
         have = set(np.asarray(energies, dtype=int).tolist())
         assert set(committed) <= have, "a committed conformer was lost"
         assert sorted(have) == list(range(len(have)))  # no torn or duplicated appends
+        ds = ANIDataset(path)  # torchani reads every committed conformer
+        assert ds.num_conformers == len(have)
+        last = store.groups()[-1]
+        np.testing.assert_array_equal(ds.get_numpy_conformers(last)["energies"], store.read(last)["energies"])
         if mid_append_kills >= 2:
             break
     assert mid_append_kills >= 1, "the kill never hit an append in flight"
     DatasetStore(path).append("after", [1, 1], np.zeros((1, 2, 3)) + [[0, 0, 0], [0, 0, 0.74]], [0.0])
-    assert not any(path.parent.glob(f".{path.name}.*.tmp"))  # stale copies cleaned up
+    assert not dirty.exists() and DatasetStore(path, "r").num_conformers() == len(have) + 1
 
 
 def test_merge_split_summary(tmp_path, s66x8_path):
