@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import math
 import os
 import shutil
@@ -388,26 +389,31 @@ class DatasetStore:
         out["species"] = species
         return out
 
-    def species(self, group: str) -> np.ndarray:
-        """The atomic numbers (N,) of one group, from its first conformer only."""
+    def species(self, group: str, f: Optional[h5py.File] = None) -> np.ndarray:
+        """The atomic numbers (N,) of one group, from its first conformer only (cached)."""
         if group not in self._species:
             if group not in self.index:
                 raise InputError(f"{self.path}: no group {group!r}")
-            with self._open() as f:
-                dset = f[group][self.index[group][1]]
-                row = dset[0] if dset.ndim == 2 and dset.shape[0] else dset[()]
-                self._species[group] = _as_numbers(row, f"{self.path}:{group}").ravel()
+            if f is None:
+                with self._open() as f:
+                    return self.species(group, f)
+            dset = f[group][self.index[group][1]]
+            row = dset[0] if dset.ndim == 2 and dset.shape[0] else dset[()]
+            self._species[group] = _as_numbers(row, f"{self.path}:{group}").ravel()
         return self._species[group]
 
     def group_for(self, numbers) -> str:
         """The group holding this atom sequence, else a free Hill-formula name (C2H6O, C2H6O_2, ...)."""
         key = _as_numbers(numbers, str(self.path)).ravel()
-        base, k = hill_formula(key), 1
-        while True:
-            name = base if k == 1 else f"{base}_{k}"
-            if name not in self.index or np.array_equal(self.species(name), key):
-                return name
-            k += 1
+        base = hill_formula(key)
+        names = (base if k == 1 else f"{base}_{k}" for k in range(1, len(self.index) + 2))
+        taken = [name for name in itertools.takewhile(lambda n: n in self.index, names)]
+        if any(name not in self._species for name in taken):
+            with self._open() as f:
+                for name in taken:
+                    self.species(name, f)
+        return next((name for name in taken if np.array_equal(self._species[name], key)),
+                    base if not taken else f"{base}_{len(taken) + 1}")
 
     def read(self, group: str, keys: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
         """The datasets of one group (all, or those of ``keys`` that it has); ``species`` as (N,)
@@ -566,8 +572,8 @@ class DatasetStore:
         """
         if group is not None and (not group or "/" in group or group.startswith("_")):
             raise InputError(f"invalid group name {group!r} (no '/', not starting with '_')")
-        label = group or "structure"
-        numbers = _as_numbers(species, label).ravel()
+        numbers = _as_numbers(species, group or "species").ravel()
+        label = group or hill_formula(numbers)
         coords = np.asarray(coordinates, dtype=np.float64)
         if coords.ndim == 2:
             coords = coords[None]
@@ -615,9 +621,9 @@ class DatasetStore:
         existing = next((name for name in f if name not in _SKIP), None)
         if existing is not None:
             ref = f[existing]
-            schema = {k: v for k, v in ref.items()}
+            schema = set(ref.keys())
             ref_atoms = ref["coordinates"].shape[1]
-            new_keys = set(columns) - set(schema)
+            new_keys = set(columns) - schema
             for name in [n for n in f if n not in _SKIP] if new_keys else ():  # back-fill existing groups
                 g = f[name]
                 for key in new_keys:
@@ -627,8 +633,8 @@ class DatasetStore:
                         key, data=np.full(shape, _default_like(arr.dtype), dtype=_write_dtype(arr)),
                         maxshape=(None,) + shape[1:],
                     )
-            for key in set(schema) - set(columns):  # a property this append lacks: unknown values
-                dset = schema[key]
+            for key in schema - set(columns):  # a property this append lacks: unknown values
+                dset = ref[key]
                 shape = (n_conf,) + self._trailing(key, dset.shape[1:], ref_atoms, None, n_atoms)
                 kind = np.dtype("U1") if h5py.check_string_dtype(dset.dtype) else dset.dtype
                 columns = {**columns, key: np.full(shape, _default_like(kind), dtype=kind)}
