@@ -422,9 +422,15 @@ class DatasetStore:
             return self._read_group(f, group, keys)
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        return self.iter_groups()
+
+    def iter_groups(self, keys: Optional[Sequence[str]] = None) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """``(group, data)`` for every group, as :meth:`read` gives them (all datasets, or ``keys``)."""
+        if not self.index:  # also a store not created yet
+            return
         with self._open() as f:
             for group in self.groups():
-                yield group, self._read_group(f, group)
+                yield group, self._read_group(f, group, keys)
 
     def _known_keys(self, group: str) -> set:
         """Structure keys of a group's conformers, read incrementally (only rows not seen yet)."""

@@ -328,8 +328,7 @@ class _LabelWriter:
         self.out, self.level, self.store = store.path, level, store
         self.done: set[str] = set()
         checked = ("method", "basis_convention", "density_fit")
-        for group in store.groups():
-            data = store.read(group, (*checked, "structure_key"))
+        for _, data in store.iter_groups((*checked, "structure_key")):
             for key in checked:
                 expected = self._columns()[key]
                 found = {v.item() if hasattr(v, "item") else v for v in data.get(key, [])}

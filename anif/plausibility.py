@@ -67,9 +67,9 @@ def coordinate_problem(numbers, coordinates) -> Optional[str]:
     if z.size < 3 or not np.isfinite(x).all():
         return None
     radii = np.array([_PT.GetRcovalent(int(a)) for a in z])
-    d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1) / (radii[:, None] + radii[None])
-    d[:, np.arange(z.size), np.arange(z.size)] = np.inf
-    median = np.median(d.min(axis=2), axis=1)
+    bonds = radii[:, None] + radii[None]
+    block = max(1, 2**20 // z.size**2)  # conformers at a time: a few MB of distances
+    median = np.concatenate([_median_nearest(x[c : c + block], bonds) for c in range(0, len(x), block)])
     for c, m in enumerate(median):
         if m < NM_RATIO:
             return (f"conformer {c}: atoms sit at {m:.2f}x their bond lengths from their nearest neighbours; "
@@ -78,6 +78,13 @@ def coordinate_problem(numbers, coordinates) -> Optional[str]:
             return (f"conformer {c}: atoms sit at {m:.2f}x their bond lengths from their nearest neighbours; "
                     "coordinates in Bohr? (Angstrom expected)")
     return None
+
+
+def _median_nearest(x: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """Per conformer, the median over atoms of the nearest-neighbour distance in units of ``bonds``."""
+    d = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1) / bonds
+    d[:, np.arange(len(bonds)), np.arange(len(bonds))] = np.inf
+    return np.median(d.min(axis=2), axis=1)
 
 
 def force_problem(forces) -> Optional[str]:

@@ -13,6 +13,8 @@ from ..datasets import SPLIT_SEED, DatasetStore, merge, split, summary
 from ..errors import InputError
 
 data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split.", no_args_is_help=True)
+#: `data info` prints this many warnings about implausible labels.
+SHOWN_WARNINGS = 10
 
 
 def _check_writable(path: Path) -> None:
@@ -53,8 +55,10 @@ def info_command(
         shown = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
         table.add_row(key, ", ".join(f"{k or '(unset)'}: {v:,}" for k, v in shown) + (" ..." if len(counts) > 8 else ""))
     Console().print(table)
-    for warning in s["warnings"]:
+    for warning in s["warnings"][:SHOWN_WARNINGS]:
         print(f"warning: {warning}", file=sys.stderr)
+    if len(s["warnings"]) > SHOWN_WARNINGS:
+        print(f"warning: ... {len(s['warnings']) - SHOWN_WARNINGS} more (all in --json)", file=sys.stderr)
     if json_out is not None:
         json_out.write_text(json.dumps(s, indent=2))
 
