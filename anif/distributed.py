@@ -7,7 +7,8 @@ and workers listen on loopback only, its HTTP endpoint (dashboard, metrics) too 
 ``dashboard`` address is asked for.
 ``as_completed_with_progress`` fans a function out over items and yields results as they
 finish, with a progress bar and ETA; a failing item yields its exception instead of
-stopping the loop, so one bad structure never kills a batch.
+stopping the loop, so one bad structure never kills a batch. Dask itself is imported when a
+pool starts, so importing this module (and the commands built on it) stays cheap.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-from distributed import Client, LocalCluster, as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 #: Where a LocalCluster's scheduler serves HTTP (dashboard, metrics): loopback, a free port.
@@ -50,7 +52,7 @@ def dask_client(
     threads_per_worker: int = 1,
     task_threads: int | None = None,
     dashboard: str = DASHBOARD_ADDRESS,
-) -> Iterator[Client]:
+) -> Iterator["Client"]:
     """A Dask client: ``Client(scheduler)`` if an address is given, else a LocalCluster.
 
     workers: LocalCluster worker processes (default: sized so workers * threads = cores).
@@ -60,6 +62,9 @@ def dask_client(
     dashboard: HOST:PORT of the LocalCluster scheduler's HTTP endpoint (default loopback, a
     free port; e.g. "0.0.0.0:8787" exposes it to the network, unauthenticated).
     """
+    import dask
+    from distributed import Client, LocalCluster
+
     if scheduler is not None and workers is not None:
         raise InputError("give either a number of workers or a scheduler address, not both")
     if workers is not None and workers < 1:
@@ -107,13 +112,15 @@ def progress_bar() -> Progress:
 
 
 def as_completed_with_progress(
-    client: Client, fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
+    client: "Client", fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
 ) -> Iterator[tuple[int, Any]]:
     """Submit ``fn(item, **kwargs)`` for every item; yield ``(index, result)`` as each finishes.
 
     A task that raises yields ``(index, exception)`` instead. Leaving the loop early cancels
     the tasks still pending.
     """
+    from distributed import as_completed
+
     items = list(items)
     futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
     with progress_bar() as progress:
