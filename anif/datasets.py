@@ -624,7 +624,8 @@ class DatasetStore:
 
     def _write(self, f: h5py.File, group: str, columns: dict[str, np.ndarray]) -> None:
         n_conf, n_atoms = columns["coordinates"].shape[:2]
-        existing = next((name for name in f if name not in _SKIP), None)
+        # a group to take the schema from (the index when it describes this file: iterating a big root is slower)
+        existing = next(iter(self._index), None) if self._index else next((n for n in f if n not in _SKIP), None)
         if existing is not None:
             ref = f[existing]
             schema = set(ref.keys())
