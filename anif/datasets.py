@@ -2,13 +2,17 @@
 
 Layout written (readable and appendable by ``torchani.datasets.ANIDataset``, torchani 2.9):
 
-- root attribute ``grouping = "by_formula"`` (torchani's "new" format);
+- root attribute ``grouping = "by_formula"`` (torchani's "new" format), ``anif_kind``
+  (``"labels"``: reference labels, or ``"candidates"``: sampled structures whose ``energies``
+  are the ensemble's placeholder, ``method = "ensemble-mean"``) and ``anif_generation`` (a
+  commit counter);
 - one flat HDF5 group per molecule (a single formula per group, as ``by_formula`` requires;
   names may not contain ``/``), every group with the same set of datasets;
 - per-conformer datasets, leading dimension C, resizable along it:
   ``species`` (C, N) int64 atomic numbers, ``coordinates`` (C, N, 3) float64 Angstrom,
   ``energies`` (C,) float64 Hartree, ``forces`` (C, N, 3) float64 Hartree/Angstrom (NaN where
-  a conformer has none), and the provenance columns of :data:`PROVENANCE` plus any extra
+  a conformer has none), ``structure_key`` (identity of the structure, see
+  :func:`structure_keys`), the provenance columns of :data:`PROVENANCE` and any extra
   property. Strings are stored as variable-length UTF-8; read them with torchani's
   ``get_numpy_conformers`` (``get_conformers`` turns everything into tensors, so pass it
   ``properties=`` without the string columns).
@@ -17,29 +21,39 @@ Read-only, the store also understands the legacy layout of the ANI-1x and COMP6 
 (nested groups, ``species`` (N,) as element symbols or ``atomic_numbers`` ints,
 non-batch ``lot``). :meth:`DatasetStore.read` always returns ``species`` as (N,) atomic numbers.
 
-Durability: an append works on a private copy of the file (``.NAME.PID.tmp`` in the same
-folder), which is flushed, fsync'ed and atomically renamed over the original with
-``os.replace``; a lock file serialises writers. A kill at any moment therefore leaves either
-the old file or the new one, never a half-written HDF5. ``transaction()`` groups many appends
-into one copy.
+Durability: the file is never modified in place. A hidden folder beside it (``.NAME.anif/``)
+holds a second copy (``shadow.h5``), the last commit's appends (``journal.npz``) and the
+writers' lock. A transaction brings the shadow up to date by replaying the journal, appends to
+it in place, flushes and fsyncs it, and renames it over the file (``os.replace``), keeping the
+old file as the next shadow through a hard link. A kill at any moment leaves the last
+committed file whole, so every committed conformer stays readable by torchani; a shadow left
+half-written (marked by ``dirty`` until the commit ends) is rebuilt from the file by one
+copy. An append therefore costs the size of what it writes, not of the file, at the price of
+twice the disk space. A reader that keeps the file open across two later commits is safe
+while HDF5 file locking is on (the default): its copy is then rebuilt rather than reused.
+
+Appends skip conformers the group already holds (same :func:`structure_keys`), checked under
+the lock, so concurrent writers and repeated merges never duplicate a structure.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
+import hashlib
+import itertools
 import math
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import h5py
 import numpy as np
-import typer
 
 from .errors import InputError
+from .plausibility import label_problems
 from .structures import atomic_number, hill_formula, symbol
 
 #: Per-conformer provenance columns every written file carries, with their "unknown" values.
@@ -50,6 +64,13 @@ PROVENANCE = {
     "rho_kcal_mol": math.nan,  # QBC rho at selection, kcal/mol
     "method": "",  # reference method, e.g. "wb97x/6-31g(d)"
 }
+#: Store kinds: reference labels, or sampled candidates with placeholder energies.
+KINDS = ("labels", "candidates")
+#: ``method`` of candidates: their energies are the ensemble mean, a placeholder for labels.
+CANDIDATE_METHOD = "ensemble-mean"
+KIND_ATTR, GENERATION_ATTR = "anif_kind", "anif_generation"
+#: Seed of the molecule shuffle in :func:`split`.
+SPLIT_SEED = 0
 ELEMENT_KEYS = ("species", "numbers", "atomic_numbers")
 #: Keys that hold one value per atom (second axis N) in written files.
 ATOMIC_KEYS = ("species", "coordinates", "forces")
@@ -110,23 +131,172 @@ def _write_dtype(arr: np.ndarray):
     return _STR if arr.dtype.kind == "U" else arr.dtype
 
 
+def structure_keys(numbers, coordinates, charge=0, multiplicity=1) -> list[str]:
+    """Identity of each structure: elements, coordinates to 1e-6 A, charge and multiplicity.
+
+    ``coordinates`` (C, N, 3) or (N, 3); ``charge``/``multiplicity`` scalars or (C,).
+    """
+    x = np.asarray(coordinates, dtype=np.float64)
+    x = x[None] if x.ndim == 2 else x
+    elements = np.ascontiguousarray(np.asarray(numbers).ravel(), dtype=np.int64).tobytes()
+    charges = np.broadcast_to(np.asarray(charge), (x.shape[0],))
+    spins = np.broadcast_to(np.asarray(multiplicity), (x.shape[0],))
+    keys = []
+    for c in range(x.shape[0]):
+        h = hashlib.sha1(elements)
+        h.update((np.round(x[c], 6) + 0.0).tobytes())
+        h.update(f"{int(charges[c])},{int(spins[c])}".encode())
+        keys.append(h.hexdigest()[:24])
+    return keys
+
+
+def _stored_kind(f: h5py.File) -> Optional[str]:
+    """The kind an existing file holds: its attribute, else read from its first group's columns."""
+    if KIND_ATTR in f.attrs:
+        return str(f.attrs[KIND_ATTR])
+    if "grouping" not in f.attrs and len(f):
+        return "labels"  # ANI-1x / COMP6 legacy files hold reference data
+    for name, g in f.items():
+        if name in _SKIP or not isinstance(g, h5py.Group) or "coordinates" not in g:
+            continue
+        if "scf_converged" in g:
+            return "labels"
+        method = _decode(g["method"][:1]) if "method" in g and len(g["method"]) else np.array([""])
+        if str(method[0]) == CANDIDATE_METHOD or (not str(method[0]) and "provenance" in g):
+            return "candidates"
+        return "labels" if str(method[0]) else None
+    return None
+
+
+# ---- writers' lock ----------------------------------------------------------------------
+_HELD: set[Path] = set()
+_HELD_GUARD = threading.Lock()
+
+
+@contextmanager
+def _writer_lock(path: Path, store: Path):
+    """An exclusive lock on ``path``; a second lock from this process on the same store is an error
+    (``flock`` would wait for ourselves forever)."""
+    key = path.resolve()
+    with _HELD_GUARD:
+        if key in _HELD:
+            raise InputError(f"{store}: already being written by this process (the same output given twice?)")
+        _HELD.add(key)
+    try:
+        with open(path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+    finally:
+        with _HELD_GUARD:
+            _HELD.discard(key)
+
+
+class _Copies:
+    """The hidden folder beside a store: the shadow copy, the last commit's journal, the lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.dir = path.parent / f".{path.name}.anif"
+        self.shadow = self.dir / "shadow.h5"
+        self.prev = self.dir / "prev.h5"  # the old file during the switch
+        self.journal = self.dir / "journal.npz"
+        self.dirty = self.dir / "dirty"  # the shadow may be half-written
+        self.lock = self.dir / "lock"
+
+    def finish_switch(self) -> None:
+        """Complete or undo a switch a killed writer left: the old file becomes the clean shadow."""
+        if not self.prev.exists():
+            return
+        if self.shadow.exists():  # killed before the rename: the file is still the old one
+            self.prev.unlink()
+        else:  # killed after it: the old file, never written to, is the shadow
+            os.replace(self.prev, self.shadow)
+            self.dirty.unlink(missing_ok=True)
+
+    def mark_dirty(self) -> None:
+        if not self.dirty.exists():
+            self.dirty.touch()
+            _fsync(self.dir)
+
+    def fingerprint(self, path: Path) -> np.ndarray:
+        st = os.stat(path)
+        return np.array([st.st_ino, st.st_size, st.st_mtime_ns], dtype=np.int64)
+
+    def read_journal(self):
+        """The last commit's journal (an open NpzFile, read lazily; close it), or None."""
+        try:
+            return np.load(self.journal, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def write_journal(self, generation: int, appends: list[tuple[str, dict]]) -> None:
+        arrays = {"generation": np.array(generation), "fingerprint": self.fingerprint(self.shadow),
+                  "groups": np.array([g for g, _ in appends], dtype=str)}
+        for i, (_, columns) in enumerate(appends):
+            arrays.update({f"{i}/{k}": v for k, v in columns.items()})
+        tmp = self.dir / "journal.tmp.npz"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.journal)
+
+    def switch(self) -> None:
+        """Make the shadow the file (the commit point); the old file becomes the next shadow."""
+        if self.path.exists():
+            try:
+                os.link(self.path, self.prev)
+            except OSError:  # no hard links here: the next transaction copies the file
+                pass
+        os.replace(self.shadow, self.path)
+        _fsync(self.path.parent)
+        if self.prev.exists():
+            os.replace(self.prev, self.shadow)
+            self.dirty.unlink(missing_ok=True)
+
+
 class DatasetStore:
     """An ANI-format HDF5 file of molecules (groups) and their conformers.
 
     ``mode="r"`` reads (ANI-1x/COMP6 legacy files too); ``mode="a"`` creates or appends.
+    ``kind`` ("labels" or "candidates") refuses a file of the other kind; a label store
+    refuses energies, coordinates and forces that cannot be ANI units
+    (:mod:`anif.plausibility`).
     """
 
-    def __init__(self, path: str | Path, mode: str = "a"):
+    def __init__(self, path: str | Path, mode: str = "a", kind: Optional[str] = None):
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         self.path = Path(path)
         self.mode = mode
+        self.kind = kind
+        self.stored_kind: Optional[str] = None  # the file's kind: its attribute, else read from its columns
+        self._copies = _Copies(self.path)
         self._index: Optional[dict[str, tuple[int, str]]] = None
+        self._generation = -1  # the commit the index describes
+        self._species: dict[str, np.ndarray] = {}
+        self._keys: dict[str, tuple[int, set]] = {}
         self._txn: Optional[h5py.File] = None
+        self._journal: list[tuple[str, dict]] = []  # this transaction's appends
+        self._written = False  # whether this transaction changed the shadow
         if self.path.exists():
             self._scan()
+            with self._open() as f:
+                self._check_kind(f)
         elif mode == "r":
             raise InputError(f"{self.path}: no such dataset file")
+
+    def _check_kind(self, f: h5py.File) -> None:
+        """Refuse a file of another kind; without a requested kind, take the file's attribute."""
+        self.stored_kind = _stored_kind(f)
+        if self.kind is None:
+            self.kind = f.attrs.get(KIND_ATTR)
+            self.kind = None if self.kind is None else str(self.kind)
+        elif self.stored_kind is not None and self.stored_kind != self.kind:
+            wanted = "reference labels" if self.kind == "labels" else "sampled candidates"
+            raise InputError(f"{self.path} is a {self.stored_kind[:-1]} store; {wanted} go to another file")
 
     # ---- reading ------------------------------------------------------------------------
     @contextmanager
@@ -173,7 +343,9 @@ class DatasetStore:
                 raise InputError(
                     f"{self.path}: not an ANI-format dataset (no group holds 'coordinates' and 'species')"
                 )
-        self._index = dict(sorted(index.items()))
+            self._generation = int(f.attrs.get(GENERATION_ATTR, 0))
+        self._index = index
+        self._species, self._keys = {}, {}
         return self._index
 
     @property
@@ -191,7 +363,7 @@ class DatasetStore:
         return self._index
 
     def groups(self) -> list[str]:
-        return list(self.index)
+        return sorted(self.index)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -199,12 +371,13 @@ class DatasetStore:
     def num_conformers(self) -> int:
         return sum(n for n, _ in self.index.values())
 
-    def _read_group(self, f: h5py.File, group: str) -> dict[str, np.ndarray]:
+    def _read_group(self, f: h5py.File, group: str, keys: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
         if group not in self.index:
             raise InputError(f"{self.path}: no group {group!r}")
         element = self.index[group][1]
         g = f[group]
-        out = {k: _decode(v[()]) for k, v in g.items() if isinstance(v, h5py.Dataset) and k not in ELEMENT_KEYS}
+        wanted = g.keys() if keys is None else [k for k in keys if k in g]
+        out = {k: _decode(g[k][()]) for k in wanted if isinstance(g[k], h5py.Dataset) and k not in ELEMENT_KEYS}
         species = _as_numbers(g[element][()], f"{self.path}:{group}")
         if species.ndim == 2:
             if species.shape[0] and not (species == species[0]).all():
@@ -216,25 +389,65 @@ class DatasetStore:
         out["species"] = species
         return out
 
+    def species(self, group: str, f: Optional[h5py.File] = None) -> np.ndarray:
+        """The atomic numbers (N,) of one group, from its first conformer only (cached)."""
+        if group not in self._species:
+            if group not in self.index:
+                raise InputError(f"{self.path}: no group {group!r}")
+            if f is None:
+                with self._open() as f:
+                    return self.species(group, f)
+            dset = f[group][self.index[group][1]]
+            row = dset[0] if dset.ndim == 2 and dset.shape[0] else dset[()]
+            self._species[group] = _as_numbers(row, f"{self.path}:{group}").ravel()
+        return self._species[group]
+
     def group_for(self, numbers) -> str:
         """The group holding this atom sequence, else a free Hill-formula name (C2H6O, C2H6O_2, ...)."""
-        key = _as_numbers(numbers, str(self.path))
-        base, k = hill_formula(key), 1
-        while True:
-            name = base if k == 1 else f"{base}_{k}"
-            if name not in self.index or np.array_equal(self.read(name)["species"], key):
-                return name
-            k += 1
+        key = _as_numbers(numbers, str(self.path)).ravel()
+        base = hill_formula(key)
+        names = (base if k == 1 else f"{base}_{k}" for k in range(1, len(self.index) + 2))
+        taken = [name for name in itertools.takewhile(lambda n: n in self.index, names)]
+        if any(name not in self._species for name in taken):
+            with self._open() as f:
+                for name in taken:
+                    self.species(name, f)
+        return next((name for name in taken if np.array_equal(self._species[name], key)),
+                    base if not taken else f"{base}_{len(taken) + 1}")
 
-    def read(self, group: str) -> dict[str, np.ndarray]:
-        """All datasets of one group; ``species`` as (N,) atomic numbers, strings as str."""
+    def read(self, group: str, keys: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+        """The datasets of one group (all, or those of ``keys`` that it has); ``species`` as (N,)
+        atomic numbers, strings as str."""
         with self._open() as f:
-            return self._read_group(f, group)
+            return self._read_group(f, group, keys)
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        return self.iter_groups()
+
+    def iter_groups(self, keys: Optional[Sequence[str]] = None) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """``(group, data)`` for every group, as :meth:`read` gives them (all datasets, or ``keys``)."""
+        if not self.index:  # also a store not created yet
+            return
         with self._open() as f:
             for group in self.groups():
-                yield group, self._read_group(f, group)
+                yield group, self._read_group(f, group, keys)
+
+    def _known_keys(self, group: str) -> set:
+        """Structure keys of a group's conformers, read incrementally (only rows not seen yet)."""
+        seen, keys = self._keys.get(group, (0, set()))
+        count = self.index[group][0] if group in self.index else 0
+        if count > seen:
+            with self._open() as f:
+                g = f[group]
+                rows = slice(seen, count)
+                stored = _decode(g["structure_key"][rows]) if "structure_key" in g else np.full(count - seen, "")
+                missing = np.flatnonzero(stored == "")
+                if missing.size:  # written without keys (other tools, older files): compute them
+                    extra = {k: g[k][rows][missing] for k in ("charge", "multiplicity") if k in g}
+                    stored[missing] = structure_keys(self.species(group), g["coordinates"][rows][missing], **extra)
+            keys = keys | set(stored.tolist())
+            self._keys[group] = (count, keys)
+        return keys
 
     # ---- writing ------------------------------------------------------------------------
     @contextmanager
@@ -245,97 +458,193 @@ class DatasetStore:
         if self._txn is not None:
             yield self
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.parent / f".{self.path.name}.lock"
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                stale.unlink(missing_ok=True)  # left by a killed writer; we hold the lock
-            tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
-            if self.path.exists():
-                self._scan()  # refuse to build on a file we cannot read
-                shutil.copyfile(self.path, tmp)
-            else:
-                self._index = {}
-            committed = False
+        try:
+            self._copies.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot write there ({exc.strerror})") from None
+        with _writer_lock(self._copies.lock, self.path):
+            self._journal, self._written = [], False
             try:
-                with h5py.File(tmp, "a") as f:
-                    if "grouping" not in f.attrs:
-                        if len(f) and self.path.exists():
-                            raise InputError(f"{self.path}: legacy-layout file is read-only; merge it into a new file")
-                        f.attrs["grouping"] = "by_formula"
-                    self._txn = f
-                    yield self
-                    self._txn = None
-                _fsync(tmp)
-                os.replace(tmp, self.path)
-                _fsync(self.path.parent)
-                committed = True
+                self._begin()
+                yield self
+                self._commit()
+            except BaseException:
+                self._abort()
+                raise
             finally:
                 self._txn = None
-                if not committed:
-                    self._index = None
-                tmp.unlink(missing_ok=True)
 
-    def append(self, group: str, species, coordinates, energies, forces=None, **properties) -> None:
-        """Append C conformers of one molecule; durable when it returns.
+    def _begin(self) -> None:
+        """Open the shadow for writing, holding the last commit (replayed or copied)."""
+        copies = self._copies
+        copies.finish_switch()
+        journal = copies.read_journal() if self.path.exists() and not copies.dirty.exists() else None
+        copies.mark_dirty()
+        f = None
+        if journal is not None:
+            with journal:
+                f = self._replayed(journal)
+        if f is None:
+            f = self._rebuild()
+            self._index = None
+        self._txn = f
+        if self._index is None:
+            self._scan()
+        self._check_kind(f)
+        if self.kind is not None and KIND_ATTR not in f.attrs:
+            self._written = True
+            f.attrs[KIND_ATTR] = self.kind
 
+    def _abort(self) -> None:
+        """Close the shadow; it stays marked dirty (to be rebuilt) only if this transaction wrote to it."""
+        if self._txn is None:
+            self._index = None
+            return
+        self._txn.close()
+        if self._written:
+            self._index = None
+        else:  # the shadow holds the file's commit, as replayed
+            self._copies.dirty.unlink(missing_ok=True)
+
+    def _replayed(self, journal) -> Optional[h5py.File]:
+        """The shadow brought to the file's commit by replaying the journal, or None where it cannot be
+        (the file changed since, the shadow is behind or locked by a reader)."""
+        copies = self._copies
+        if not (copies.shadow.exists() and np.array_equal(journal["fingerprint"], copies.fingerprint(self.path))):
+            return None
+        try:
+            f = h5py.File(copies.shadow, "r+")
+        except OSError:  # a reader still has this old copy open (HDF5 file lock), or it is damaged
+            return None
+        generation, behind = int(journal["generation"]), int(f.attrs.get(GENERATION_ATTR, 0))
+        if behind not in (generation - 1, generation):
+            f.close()
+            return None
+        if self._generation not in (behind, generation):
+            self._index = None  # our index is older than the shadow: read it afresh
+        if behind < generation:
+            for i, group in enumerate(journal["groups"]):
+                prefix = f"{i}/"
+                columns = {k[len(prefix):]: journal[k] for k in journal.files if k.startswith(prefix)}
+                self._write(f, str(group), columns)
+            f.attrs[GENERATION_ATTR] = generation
+        if self._index is not None:
+            self._generation = generation
+        return f
+
+    def _rebuild(self) -> h5py.File:
+        """A fresh shadow: a copy of the file (a new inode; readers of the old one keep theirs)."""
+        copies = self._copies
+        tmp = copies.dir / "shadow.tmp"
+        if self.path.exists():
+            try:
+                with h5py.File(self.path, "r") as f:
+                    if "grouping" not in f.attrs and len(f):
+                        raise InputError(f"{self.path}: legacy-layout file is read-only; merge it into a new file")
+            except OSError as exc:
+                raise InputError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+            shutil.copyfile(self.path, tmp)
+        else:
+            tmp.unlink(missing_ok=True)
+            with h5py.File(tmp, "w") as f:
+                f.attrs["grouping"] = "by_formula"
+        os.replace(tmp, copies.shadow)
+        f = h5py.File(copies.shadow, "r+")
+        if "grouping" not in f.attrs:
+            f.attrs["grouping"] = "by_formula"
+        return f
+
+    def _commit(self) -> None:
+        if not self._written and self.path.exists():
+            self._abort()  # nothing to commit
+            return
+        f, copies = self._txn, self._copies
+        generation = int(f.attrs.get(GENERATION_ATTR, 0)) + 1
+        f.attrs[GENERATION_ATTR] = generation
+        f.close()
+        _fsync(copies.shadow)
+        copies.write_journal(generation, self._journal)
+        copies.switch()
+        self._generation = generation
+
+    def append(self, group: Optional[str], species, coordinates, energies, forces=None, **properties) -> int:
+        """Append C conformers of one molecule; durable when it returns. Returns how many were new.
+
+        ``group`` names the molecule's group (None: :meth:`group_for`, chosen under the lock);
         ``species`` (N,) atomic numbers or symbols; ``coordinates`` (C, N, 3) Angstrom;
         ``energies`` (C,) Hartree; ``forces`` (C, N, 3) Hartree/Angstrom; ``properties``
         per-conformer arrays (leading dim C) or scalars broadcast to all C conformers.
+        Conformers whose :func:`structure_keys` the group already holds are skipped.
         """
-        if not group or "/" in group or group.startswith("_"):
+        if group is not None and (not group or "/" in group or group.startswith("_")):
             raise InputError(f"invalid group name {group!r} (no '/', not starting with '_')")
-        numbers = _as_numbers(species, group).ravel()
+        numbers = _as_numbers(species, group or "species").ravel()
+        label = group or hill_formula(numbers)
         coords = np.asarray(coordinates, dtype=np.float64)
         if coords.ndim == 2:
             coords = coords[None]
         n_conf, n_atoms = coords.shape[0], numbers.shape[0]
         if coords.shape[1:] != (n_atoms, 3):
-            raise InputError(f"{group}: coordinates {coords.shape} do not match {n_atoms} atoms")
+            raise InputError(f"{label}: coordinates {coords.shape} do not match {n_atoms} atoms")
         energies = np.asarray(energies, dtype=np.float64).reshape(-1)
         if energies.shape != (n_conf,):
-            raise InputError(f"{group}: {energies.shape[0]} energies for {n_conf} conformers")
+            raise InputError(f"{label}: {energies.shape[0]} energies for {n_conf} conformers")
         if not (np.isfinite(coords).all() and np.isfinite(energies).all()):
-            raise InputError(f"{group}: coordinates or energies contain NaN or infinite values")
-        columns = {
-            "species": np.tile(numbers, (n_conf, 1)),
-            "coordinates": coords,
-            "energies": energies,
-        }
+            raise InputError(f"{label}: coordinates or energies contain NaN or infinite values")
+        columns = {"species": np.tile(numbers, (n_conf, 1)), "coordinates": coords, "energies": energies}
         if forces is not None:
-            f_arr = np.asarray(forces, dtype=np.float64).reshape(coords.shape)
-            columns["forces"] = f_arr
+            columns["forces"] = np.asarray(forces, dtype=np.float64).reshape(coords.shape)
         for key, default in PROVENANCE.items():
             properties.setdefault(key, default)
         for key, value in properties.items():
             if key in columns or key in ELEMENT_KEYS:
-                raise InputError(f"{group}: property name {key!r} is reserved")
-            columns[key] = _column(value, n_conf, key, group)
+                raise InputError(f"{label}: property name {key!r} is reserved")
+            columns[key] = _column(value, n_conf, key, label)
+        if "structure_key" not in columns:
+            identity = {k: columns[k] for k in ("charge", "multiplicity") if k in columns}
+            columns["structure_key"] = np.array(structure_keys(numbers, coords, **identity))
         with self.transaction():
+            if self.kind == "labels":
+                problems = label_problems(numbers, coords, energies, columns.get("forces"))
+                if problems:
+                    raise InputError(f"{self.path}: {label}: {problems[0]}")
+            group = self.group_for(numbers) if group is None else group
+            known = self._known_keys(group)
+            _, first = np.unique(columns["structure_key"], return_index=True)
+            new = np.array([i for i in sorted(first) if columns["structure_key"][i] not in known], dtype=np.int64)
+            if new.size == 0:
+                return 0
+            if new.size < n_conf:
+                columns = {k: v[new] for k, v in columns.items()}
+            self._written = True
             self._write(self._txn, group, columns)
+            self._journal.append((group, columns))
+            self._keys[group] = (self.index[group][0], known | set(columns["structure_key"]))
+        return int(new.size)
 
     def _write(self, f: h5py.File, group: str, columns: dict[str, np.ndarray]) -> None:
         n_conf, n_atoms = columns["coordinates"].shape[:2]
-        existing = [name for name in f if name not in _SKIP]
-        if existing:
-            ref = f[existing[0]]
-            schema = {k: v for k, v in ref.items()}
+        # a group to take the schema from (the index when it describes this file: iterating a big root is slower)
+        existing = next(iter(self._index), None) if self._index else next((n for n in f if n not in _SKIP), None)
+        if existing is not None:
+            ref = f[existing]
+            schema = set(ref.keys())
             ref_atoms = ref["coordinates"].shape[1]
-            for key in set(columns) - set(schema):  # a new property: back-fill existing groups
-                arr = columns[key]
-                for name in existing:
-                    g = f[name]
+            new_keys = set(columns) - schema
+            for name in [n for n in f if n not in _SKIP] if new_keys else ():  # back-fill existing groups
+                g = f[name]
+                for key in new_keys:
+                    arr = columns[key]
                     shape = (g["coordinates"].shape[0],) + self._trailing(key, arr.shape[1:], n_atoms, g)
                     g.create_dataset(
                         key, data=np.full(shape, _default_like(arr.dtype), dtype=_write_dtype(arr)),
                         maxshape=(None,) + shape[1:],
                     )
-            for key in set(schema) - set(columns):  # a property this append lacks: unknown values
-                dset = schema[key]
+            for key in schema - set(columns):  # a property this append lacks: unknown values
+                dset = ref[key]
                 shape = (n_conf,) + self._trailing(key, dset.shape[1:], ref_atoms, None, n_atoms)
                 kind = np.dtype("U1") if h5py.check_string_dtype(dset.dtype) else dset.dtype
-                columns[key] = np.full(shape, _default_like(kind), dtype=kind)
+                columns = {**columns, key: np.full(shape, _default_like(kind), dtype=kind)}
         if group in f:
             g = f[group]
             if not np.array_equal(g["species"][0], columns["species"][0]):
@@ -352,8 +661,8 @@ class DatasetStore:
             for key, arr in columns.items():
                 data = arr.astype(object) if arr.dtype.kind == "U" else arr
                 g.create_dataset(key, data=data, dtype=_write_dtype(arr), maxshape=(None,) + arr.shape[1:])
-        self._index[group] = (int(g["coordinates"].shape[0]), "species")
-        self._index = dict(sorted(self._index.items()))
+        if self._index is not None:
+            self._index[group] = (int(g["coordinates"].shape[0]), "species")
 
     @staticmethod
     def _trailing(key, trailing: tuple, ref_atoms: int, group=None, n_atoms: Optional[int] = None) -> tuple:
@@ -362,6 +671,27 @@ class DatasetStore:
             n = group["coordinates"].shape[1] if group is not None else n_atoms
             return (n,) + tuple(trailing[1:])
         return tuple(trailing)
+
+
+def open_output(path: str | Path, kind: Optional[str] = None) -> DatasetStore:
+    """A store to append to, checked before any work: its folder is writable, an existing file
+    is a readable store of ``kind``. Raises InputError with the reason."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an HDF5 file")
+    folder = _Copies(path).dir
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = not folder.exists()
+        folder.mkdir(exist_ok=True)
+        probe = folder / f"probe.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        if created:
+            folder.rmdir()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    return DatasetStore(path, "a", kind=kind)
 
 
 # ---- whole-file operations ------------------------------------------------------------
@@ -385,7 +715,7 @@ def _conformer_columns(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _append_read(dest: DatasetStore, name: str, data: dict[str, np.ndarray], legacy: bool = False) -> None:
+def _append_read(dest: DatasetStore, name: str, data: dict[str, np.ndarray], legacy: bool = False) -> int:
     """Append a group read from another store; legacy (COMP6 v1) 'forces' are gradients and get flipped."""
     from .comp6 import STORED_FORCES_TO_FORCES
 
@@ -394,44 +724,62 @@ def _append_read(dest: DatasetStore, name: str, data: dict[str, np.ndarray], leg
     forces = data.get("forces")
     if forces is not None and legacy:
         forces = STORED_FORCES_TO_FORCES * np.asarray(forces, dtype=np.float64)
-    dest.append(name, data["species"], data["coordinates"], data["energies"], forces, **_conformer_columns(data))
+    return dest.append(name, data["species"], data["coordinates"], data["energies"], forces,
+                       **_conformer_columns(data))
+
+
+def _common_kind(stores: Sequence[DatasetStore]) -> Optional[str]:
+    kinds = {s.stored_kind for s in stores if s.stored_kind is not None}
+    if len(kinds) > 1:
+        raise InputError("cannot mix reference labels and sampled candidates: "
+                         + ", ".join(f"{s.path} holds {s.stored_kind}" for s in stores if s.stored_kind))
+    return kinds.pop() if kinds else None
 
 
 def merge(sources: Sequence[str | Path], dest: str | Path) -> DatasetStore:
     """Append every molecule of ``sources`` to ``dest`` in one commit.
 
     Groups of the same name and molecule are concatenated; a same-named group holding a
-    different molecule is renamed ``NAME_2``, ``NAME_3``... Legacy-layout (COMP6 v1) inputs
-    store the energy gradient as "forces" (see :mod:`anif.comp6`); it is written as forces.
+    different molecule is renamed ``NAME_2``, ``NAME_3``... Conformers ``dest`` already holds
+    are skipped. Legacy-layout (COMP6 v1) inputs store the energy gradient as "forces" (see
+    :mod:`anif.comp6`); it is written as forces. Labels and candidates do not mix.
     """
-    out = DatasetStore(dest, "a")
+    for src in sources:
+        if Path(src).resolve() == Path(dest).resolve():
+            raise InputError(f"{src}: cannot merge a file into itself")
+    inputs = [DatasetStore(src, "r") for src in sources]
+    out = open_output(dest, _common_kind(inputs))
     with out.transaction():
-        for src in sources:
-            source = DatasetStore(src, "r")
+        for source in inputs:
             for group, data in source:
                 name, k = flat_name(group), 1
-                while name in out.index and not np.array_equal(out.read(name)["species"], data["species"]):
+                while name in out.index and not np.array_equal(out.species(name), data["species"]):
                     k += 1
                     name = f"{flat_name(group)}_{k}"
                 _append_read(out, name, data, source.legacy)
     return out
 
 
-def split(source: str | Path, outputs: Sequence[str | Path], fractions: Sequence[float], seed: int = 0) -> list[int]:
+def split(source: str | Path, outputs: Sequence[str | Path], fractions: Sequence[float],
+          seed: int = SPLIT_SEED) -> list[int]:
     """Split by molecule: whole groups go to ``outputs`` in proportion ``fractions`` of conformers.
 
     Returns the number of conformers written to each output.
     """
     if len(outputs) != len(fractions) or any(f < 0 for f in fractions) or sum(fractions) <= 0:
         raise InputError("split needs one non-negative fraction per output")
+    resolved = [Path(p).resolve() for p in outputs]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i] or path == Path(source).resolve():
+            raise InputError(f"{outputs[i]}: given twice (each --out must be a different new file)")
     store = DatasetStore(source, "r")
     for path in outputs:
         if Path(path).exists():
             raise InputError(f"{path}: output already exists")
+    stores = [open_output(p, store.stored_kind) for p in outputs]
     groups, legacy = store.groups(), store.legacy
     order = np.random.default_rng(seed).permutation(len(groups))
     target = np.cumsum(np.asarray(fractions, dtype=float) / sum(fractions)) * store.num_conformers()
-    stores = [DatasetStore(p, "a") for p in outputs]
     counts = [0] * len(outputs)
     done = 0
     with _all_transactions(stores):
@@ -440,8 +788,7 @@ def split(source: str | Path, outputs: Sequence[str | Path], fractions: Sequence
             n = store.index[group][0]
             # the first output whose share is not yet filled by the middle of this molecule
             k = int(min(np.searchsorted(target, done + n / 2.0), len(outputs) - 1))
-            _append_read(stores[k], flat_name(group), store.read(group), legacy)
-            counts[k] += n
+            counts[k] += _append_read(stores[k], flat_name(group), store.read(group), legacy)
             done += n
     return counts
 
@@ -456,17 +803,20 @@ def _all_transactions(stores: Sequence[DatasetStore]):
 
 
 def summary(path: str | Path) -> dict:
-    """Molecules, conformers, atoms per molecule, energy range, elements, provenance counts."""
+    """Molecules, conformers, atoms per molecule, energy range, elements, provenance counts, and
+    ``warnings``: labels that cannot be right in ANI units (:mod:`anif.plausibility`)."""
     store = DatasetStore(path, "r")
-    atoms, energies, elements, props = [], [], {}, set()
+    atoms, energies, elements, props, warnings = [], [], {}, set(), []
     provenance: dict[str, dict[str, int]] = {k: {} for k in ("source", "sampler", "al_cycle", "method")}
-    for _, data in store:
+    for group, data in store:
         n = int(data["species"].shape[0])
         c = int(data["coordinates"].shape[0])
         atoms.append(n)
         props.update(data)
         if "energies" in data and data["energies"].size:
             energies.append(data["energies"])
+            warnings += [f"{group}: {p}" for p in label_problems(data["species"], data["coordinates"],
+                                                                 data["energies"], data.get("forces"))]
         for z in data["species"]:
             elements[symbol(z)] = elements.get(symbol(z), 0) + c
         for key, counts in provenance.items():
@@ -476,70 +826,16 @@ def summary(path: str | Path) -> dict:
     e = np.concatenate(energies) if energies else np.zeros(0)
     return {
         "path": str(path),
+        "kind": store.stored_kind,
         "molecules": len(store),
         "conformers": store.num_conformers(),
         "atoms_min": min(atoms, default=0),
         "atoms_mean": float(np.mean(atoms)) if atoms else 0.0,
         "atoms_max": max(atoms, default=0),
-        "energy_min_hartree": float(e.min()) if e.size else None,
-        "energy_max_hartree": float(e.max()) if e.size else None,
+        "energy_min_hartree": float(np.nanmin(e)) if e.size else None,
+        "energy_max_hartree": float(np.nanmax(e)) if e.size else None,
         "elements": dict(sorted(elements.items(), key=lambda kv: atomic_number(kv[0]))),
         "properties": sorted(props),
         "provenance": {k: v for k, v in provenance.items() if v},
+        "warnings": warnings,
     }
-
-
-# ---- `anif data` ----------------------------------------------------------------------
-data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split.", no_args_is_help=True)
-
-
-@data_app.command("info")
-def info_command(
-    path: Path = typer.Argument(..., help="ANI-format .h5 file"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the summary as JSON here"),
-) -> None:
-    """Molecules, conformers, atoms per molecule, energy range, elements, provenance."""
-    from rich.console import Console
-    from rich.table import Table
-
-    s = summary(path)
-    table = Table(title=str(path), show_header=False)
-    table.add_row("molecules", f"{s['molecules']:,}")
-    table.add_row("conformers", f"{s['conformers']:,}")
-    table.add_row("atoms per molecule", f"{s['atoms_min']} - {s['atoms_max']} (mean {s['atoms_mean']:.1f})")
-    if s["energy_min_hartree"] is not None:
-        table.add_row("energies (Ha)", f"{s['energy_min_hartree']:.6f} .. {s['energy_max_hartree']:.6f}")
-    table.add_row("elements (atoms in all conformers)", ", ".join(f"{k} {v:,}" for k, v in s["elements"].items()))
-    table.add_row("properties", ", ".join(s["properties"]))
-    for key, counts in s["provenance"].items():
-        shown = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
-        table.add_row(key, ", ".join(f"{k or '(unset)'}: {v:,}" for k, v in shown) + (" ..." if len(counts) > 8 else ""))
-    Console().print(table)
-    if json_out is not None:
-        json_out.write_text(json.dumps(s, indent=2))
-
-
-@data_app.command("merge")
-def merge_command(
-    output: Path = typer.Argument(..., help="destination .h5 (created or appended to)"),
-    inputs: list[Path] = typer.Argument(..., help="ANI-format .h5 files to merge"),
-) -> None:
-    """Append the molecules of INPUTS to OUTPUT (one atomic commit)."""
-    for p in inputs:
-        if p.resolve() == output.resolve():
-            raise InputError(f"{p}: cannot merge a file into itself")
-    store = merge(inputs, output)
-    print(f"{output}: {len(store)} molecules, {store.num_conformers()} conformers")
-
-
-@data_app.command("split")
-def split_command(
-    path: Path = typer.Argument(..., help="ANI-format .h5 file"),
-    out: list[Path] = typer.Option(..., "--out", help="output .h5; repeat once per part"),
-    fraction: list[float] = typer.Option(..., "--fraction", help="share of conformers per --out, in order"),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
-    """Split by molecule: whole molecules go to each --out in proportion to --fraction."""
-    counts = split(path, out, fraction, seed)
-    for p, n in zip(out, counts):
-        print(f"{p}: {n} conformers")

@@ -2,10 +2,13 @@
 
 ``dask_client`` gives a :class:`distributed.Client`: on an existing cluster when a scheduler
 address is given (e.g. one started on SLURM with dask-jobqueue, see docs/cluster.md), else
-on a LocalCluster of worker *processes* sized to this machine.
+on a LocalCluster of worker *processes* sized to this machine. The LocalCluster's scheduler
+and workers listen on loopback only, its HTTP endpoint (dashboard, metrics) too unless another
+``dashboard`` address is asked for.
 ``as_completed_with_progress`` fans a function out over items and yields results as they
 finish, with a progress bar and ETA; a failing item yields its exception instead of
-stopping the loop, so one bad structure never kills a batch.
+stopping the loop, so one bad structure never kills a batch. Dask itself is imported when a
+pool starts, so importing this module (and the commands built on it) stays cheap.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
-from distributed import Client, LocalCluster, as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: Where a LocalCluster's scheduler serves HTTP (dashboard, metrics): loopback, a free port.
+DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 def available_cores() -> int:
@@ -45,14 +51,20 @@ def dask_client(
     scheduler: str | None = None,
     threads_per_worker: int = 1,
     task_threads: int | None = None,
-) -> Iterator[Client]:
+    dashboard: str = DASHBOARD_ADDRESS,
+) -> Iterator["Client"]:
     """A Dask client: ``Client(scheduler)`` if an address is given, else a LocalCluster.
 
     workers: LocalCluster worker processes (default: sized so workers * threads = cores).
     threads_per_worker: tasks each worker runs at once.
     task_threads: OpenMP/BLAS threads each task may use (sets OMP_NUM_THREADS & co. in the
     local worker processes); with ``scheduler`` the remote workers' own environment rules.
+    dashboard: HOST:PORT of the LocalCluster scheduler's HTTP endpoint (default loopback, a
+    free port; e.g. "0.0.0.0:8787" exposes it to the network, unauthenticated).
     """
+    import dask
+    from distributed import Client, LocalCluster
+
     if scheduler is not None and workers is not None:
         raise InputError("give either a number of workers or a scheduler address, not both")
     if workers is not None and workers < 1:
@@ -74,8 +86,9 @@ def dask_client(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=True,
+            host="127.0.0.1",
             dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": ":0"},  # its HTTP endpoint on a free port, not 8787
+            scheduler_kwargs={"dashboard_address": dashboard},
             silence_logs=logging.ERROR,
         )
     try:
@@ -99,13 +112,15 @@ def progress_bar() -> Progress:
 
 
 def as_completed_with_progress(
-    client: Client, fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
+    client: "Client", fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
 ) -> Iterator[tuple[int, Any]]:
     """Submit ``fn(item, **kwargs)`` for every item; yield ``(index, result)`` as each finishes.
 
     A task that raises yields ``(index, exception)`` instead. Leaving the loop early cancels
     the tasks still pending.
     """
+    from distributed import as_completed
+
     items = list(items)
     futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
     with progress_bar() as progress:

@@ -249,7 +249,7 @@ class FusedAniEnsemble(torch.nn.Module):
         angular = 2 * ((1 + torch.cos(deviations)) / 2) ** a.zeta
         mean = ((distances[0] + distances[1]) / 2).unsqueeze(0)
         radial = torch.exp(-a.eta * (mean - a.shifts.unsqueeze(1)) ** 2) * (factor[0] * factor[1])
-        return (radial.unsqueeze(1) * angular.unsqueeze(0)).view(-1, angular.shape[1])
+        return (radial.unsqueeze(1) * angular.unsqueeze(0)).flatten(0, 1)  # also with no triples
 
     def forward(
         self,

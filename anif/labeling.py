@@ -12,15 +12,16 @@ The default :class:`Level` reproduces the ANI-1x / COMP6 reference data (Gaussia
 Units: energies in Hartree, coordinates in Angstrom, forces (= -gradient) in Hartree/Angstrom.
 
 A batch (:func:`label_file`, ``anif label``) runs on a Dask pool (:mod:`anif.distributed`),
-commits each label to the output HDF5 (:class:`anif.datasets.DatasetStore`) as it arrives,
-records structures whose SCF fails in ``OUT.failed.jsonl`` (one JSON object a line) and, on
-a rerun, computes only the structures that are in neither. Identical structures (same
-elements, coordinates to 1e-6 A, charge and multiplicity) are computed once.
+commits each label to the output label store (:class:`anif.datasets.DatasetStore`, kind
+"labels") as it arrives, records structures whose SCF fails in ``OUT.failed.jsonl`` (one JSON
+object a line) and, on a rerun, computes only the structures that are in neither. Identical
+structures (same elements, coordinates to 1e-6 A, charge and multiplicity) are computed once,
+and the store's re-check under its lock keeps concurrent runs on one output from storing a
+structure twice. Input coordinates that look like Bohr or nm are refused before computing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,14 +33,14 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import numpy as np
-import typer
 
-from .datasets import PROVENANCE, DatasetStore
-from .distributed import as_completed_with_progress, available_cores, dask_client
+from .datasets import PROVENANCE, DatasetStore, open_output, structure_keys
+from .distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
 from .errors import AnifError, InputError, UnsupportedElementError
+from .plausibility import coordinate_problem
 from .structures import Structure, read_structures, symbol
 
 BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
@@ -218,11 +219,7 @@ def run_scf(mol, level: Level):
 # ---- single points ---------------------------------------------------------------------
 def structure_key(structure: Structure) -> str:
     """Identity of a structure: elements, coordinates to 1e-6 A, charge, multiplicity."""
-    h = hashlib.sha1()
-    h.update(np.ascontiguousarray(structure.numbers, dtype=np.int64).tobytes())
-    h.update((np.round(np.asarray(structure.coordinates, dtype=np.float64), 6) + 0.0).tobytes())
-    h.update(f"{int(structure.charge)},{int(structure.multiplicity)}".encode())
-    return h.hexdigest()[:24]
+    return structure_keys(structure.numbers, structure.coordinates, structure.charge, structure.multiplicity)[0]
 
 
 def label_structure(structure: Structure, level: Level = Level(), threads: Optional[int] = None) -> dict:
@@ -272,10 +269,15 @@ class LabelSummary:
 
     total: int = 0  # structures in the input
     unique: int = 0
-    already_labelled: int = 0
+    already_labelled: int = 0  # before this run, or by a concurrent run on the same output
     already_failed: int = 0
     labelled: int = 0  # computed in this run
     failed: int = 0
+
+    @property
+    def all_failed(self) -> bool:
+        """Nothing labelled: every structure computed in this run failed, or all are recorded as failed."""
+        return self.labelled == 0 and (self.failed > 0 or self.already_failed == self.unique > 0)
 
     def line(self, out: Path) -> str:
         return (
@@ -322,21 +324,21 @@ def read_input(path: str | Path) -> list[tuple[Structure, dict]]:
 class _LabelWriter:
     """Commits labels to the output store one by one, and failures to the sidecar log."""
 
-    def __init__(self, out: Path, level: Level):
-        self.out, self.level = out, level
-        self.store = DatasetStore(out, "a")
+    def __init__(self, store: DatasetStore, level: Level):
+        self.out, self.level, self.store = store.path, level, store
         self.done: set[str] = set()
-        for group, data in (self.store if out.exists() else ()):
-            for key in ("method", "basis_convention", "density_fit"):
+        checked = ("method", "basis_convention", "density_fit")
+        for _, data in store.iter_groups((*checked, "structure_key")):
+            for key in checked:
                 expected = self._columns()[key]
                 found = {v.item() if hasattr(v, "item") else v for v in data.get(key, [])}
                 if found - {expected}:
                     raise InputError(
-                        f"{out}: holds labels with {key}={sorted(map(str, found - {expected}))[0]!r}, this run computes "
-                        f"{key}={expected!r}; choose another --out"
+                        f"{self.out}: holds labels with {key}={sorted(map(str, found - {expected}))[0]!r}, this run "
+                        f"computes {key}={expected!r}; choose another --out"
                     )
             self.done.update(str(k) for k in data.get("structure_key", []))
-        self.failed = {r.get("key") for r in read_failures(out)} - self.done
+        self.failed = {r.get("key") for r in read_failures(self.out)} - self.done
 
     def _columns(self) -> dict:
         level = self.level
@@ -349,10 +351,11 @@ class _LabelWriter:
             "program": program_version(),
         }
 
-    def commit(self, task: LabelTask, result: dict) -> None:
+    def commit(self, task: LabelTask, result: dict) -> bool:
+        """Store one label; False if the store already held it (a concurrent run on the same output)."""
         s = task.structure
-        self.store.append(
-            self.store.group_for(s.numbers), s.numbers, s.coordinates[None], [result["energy"]], result["forces"][None],
+        written = self.store.append(
+            None, s.numbers, s.coordinates[None], [result["energy"]], result["forces"][None],
             **{k: [v] for k, v in task.carried.items()},
             **self._columns(),
             scf_converged=1,
@@ -366,6 +369,7 @@ class _LabelWriter:
             multiplicity=int(s.multiplicity),
         )
         self.done.add(task.key)
+        return written > 0
 
     def record_failure(self, task: LabelTask, reason: str, wall_time_s: float = float("nan")) -> None:
         s = task.structure
@@ -393,6 +397,9 @@ def plan(items: list[tuple[Structure, dict]], level: Level) -> tuple[list[LabelT
     check_level(level)
     tasks: dict[str, LabelTask] = {}
     for structure, carried in items:
+        problem = coordinate_problem(structure.numbers, structure.coordinates)
+        if problem:
+            raise InputError(f"{structure.name or 'structure'}: {problem}")
         check_structure(structure, level)
         key = structure_key(structure)
         tasks.setdefault(key, LabelTask(structure, key, carried))
@@ -409,23 +416,25 @@ def label_file(
     scheduler: Optional[str] = None,
     threads: Optional[int] = None,
     retry_failed: bool = False,
+    dashboard: str = DASHBOARD_ADDRESS,
 ) -> LabelSummary:
     """Label every structure of ``input`` into ``out`` (resumable; see the module docstring).
 
     Locally, ``workers`` processes (default: one per structure up to the core count) each
     run PySCF on ``threads`` threads (default: cores // workers). With ``scheduler`` the
-    remote workers' OMP_NUM_THREADS rules unless ``threads`` is given.
+    remote workers' OMP_NUM_THREADS rules unless ``threads`` is given. ``dashboard``: where
+    the local Dask scheduler serves HTTP (default loopback).
     """
     for option, value in (("workers", workers), ("threads", threads)):
         if value is not None and value < 1:
             raise InputError(f"number of {option} must be >= 1, got {value}")
-    out = Path(out)
+    store = open_output(out, kind="labels")  # refuses an unwritable --out or a candidate store before any work
     items = read_input(input)
     for structure, _ in items:
         structure.charge = structure.charge if charge is None else charge
         structure.multiplicity = structure.multiplicity if multiplicity is None else multiplicity
     tasks, total = plan(items, level)
-    writer = _LabelWriter(out, level)
+    writer = _LabelWriter(store, level)
     summary = LabelSummary(total=total, unique=len(tasks))
     todo = []
     for task in tasks:
@@ -440,7 +449,7 @@ def label_file(
     if scheduler is None:
         workers = min(available_cores(), len(todo)) if workers is None else workers
         threads = threads or max(1, available_cores() // workers)
-    with dask_client(workers=workers, scheduler=scheduler, task_threads=threads) as client:
+    with dask_client(workers=workers, scheduler=scheduler, task_threads=threads, dashboard=dashboard) as client:
         structures = [t.structure for t in todo]
         for i, result in as_completed_with_progress(client, label_structure, structures, "labelling",
                                                     level=level, threads=threads):
@@ -448,45 +457,14 @@ def label_file(
                 writer.record_failure(todo[i], f"worker error: {type(result).__name__}: {result}")
                 summary.failed += 1
             elif result["ok"]:
-                writer.commit(todo[i], result)
-                summary.labelled += 1
+                if writer.commit(todo[i], result):
+                    summary.labelled += 1
+                else:
+                    summary.already_labelled += 1
             else:
                 writer.record_failure(todo[i], result["reason"], result["wall_time_s"])
                 summary.failed += 1
     return summary
-
-
-def _parse_grid(text: str) -> tuple[int, int]:
-    try:
-        radial, angular = (int(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(f"--grid must be RADIAL,ANGULAR (e.g. 75,302), got {text!r}") from None
-    return radial, angular
-
-
-def label_command(
-    input: Annotated[Path, typer.Option("--input", help="Structures: XYZ (multi-frame), SDF, PDB or ANI-format HDF5.")],
-    out: Annotated[Path, typer.Option("--out", help="Output ANI-format HDF5 (appended to; reruns resume).")],
-    method: Annotated[str, typer.Option(help="Functional (libxc name) or hf.")] = "wb97x",
-    basis: Annotated[str, typer.Option(help="Basis set (Pople sets use Cartesian d, as Gaussian).")] = "6-31g*",
-    charge: Annotated[Optional[int], typer.Option(help="Total charge (default: from the input, else 0).")] = None,
-    multiplicity: Annotated[Optional[int], typer.Option(help="Spin multiplicity (default: from the input, else 1).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Local worker processes (default: sized to the machine).")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing Dask scheduler.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="PySCF threads per worker (default: cores / workers).")] = None,
-    density_fit: Annotated[bool, typer.Option("--density-fit", help="Density fitting (faster, ~0.01-0.04 kcal/mol off).")] = False,
-    grid: Annotated[str, typer.Option(help="DFT grid per atom: RADIAL,ANGULAR.")] = "75,302",
-    max_cycle: Annotated[int, typer.Option(help="SCF iterations per retry rung.")] = 100,
-    spherical: Annotated[bool, typer.Option("--spherical", help="Spherical d/f functions even for Pople bases.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Recompute structures recorded as failed.")] = False,
-) -> None:
-    """Reference energies and forces (default wB97X/6-31G(d)) with PySCF on a Dask pool."""
-    level = Level(method=method, basis=basis, cartesian=False if spherical else None, grid=_parse_grid(grid),
-                  density_fit=density_fit, max_cycle=max_cycle)
-    summary = label_file(input, out, level, charge, multiplicity, workers, scheduler, threads, retry_failed)
-    typer.echo(summary.line(out))
-    if summary.failed:
-        typer.echo(f"failed structures and reasons: {failures_path(out)}")
 
 
 # ---- optimisation and normal modes -----------------------------------------------------

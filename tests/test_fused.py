@@ -106,6 +106,31 @@ def test_torchscript_and_double_precision_forces_are_energy_gradients(fused, mol
         assert float(grad[0, atom, axis]) == pytest.approx(float(fd), abs=1e-7)
 
 
+@pytest.mark.parametrize(
+    "numbers, coordinates",
+    [
+        ([1, 1], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]]),  # H2: no angle triplet
+        ([6, 8], [[0.0, 0.0, 0.0], [0.0, 0.0, 1.13]]),  # CO
+        ([8, 1, 1], [[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]]),  # water
+        ([8, 1], [[0.0, 0.0, 0.0], [0.0, 0.0, 7.5]]),  # atoms farther apart than every cutoff
+    ],
+    ids=["H2", "CO", "water", "separated"],
+)
+def test_small_molecules_match_torchani_ani1x(fused, ani1x_torchani, numbers, coordinates):
+    """Both fused paths (and their TorchScript compilation) give torchani's own ANI-1x energy and
+    forces, also for structures without angular terms."""
+    species = torch.tensor([numbers])
+    x = torch.tensor([coordinates], dtype=torch.float32, requires_grad=True)
+    reference = ani1x_torchani((species, x)).energies
+    (reference_forces,) = torch.autograd.grad(-reference.sum(), x)
+    result = evaluate(fused, numbers, coordinates)
+    assert result.energy[0] == pytest.approx(reference.item(), abs=2e-5)
+    np.testing.assert_allclose(result.forces[0], reference_forces[0].numpy(), rtol=0, atol=2e-5)
+    scripted = torch.jit.script(fused)
+    members = scripted(species, x.detach(), None, None)
+    assert float(members.mean()) == pytest.approx(reference.item(), abs=2e-5)
+
+
 def torchforce_state(model, mol):
     import openmm
 

@@ -216,6 +216,73 @@ def test_bad_input_is_one_line_error(tmp_path, monkeypatch, capsys, content, ext
     assert not (tmp_path / "out.h5").exists()
 
 
+WATER_XYZ = "3\nwater\nO 0 0 0.117\nH 0 0.757 -0.467\nH 0 -0.757 -0.467\n"
+
+
+@pytest.mark.parametrize(
+    "content, out, message",
+    [
+        (WATER_XYZ.replace("0.757", "1.430").replace("0.467", "0.882").replace("0.117", "0.221"), "out.h5",
+         "coordinates in Bohr"),
+        (WATER_XYZ.replace("0.757", "0.0757").replace("0.467", "0.0467").replace("0.117", "0.0117"), "out.h5",
+         "coordinates in nm"),
+        (WATER_XYZ, "a_file/out.h5", "cannot write there"),
+        (WATER_XYZ, "cands.h5", "is a candidate store; reference labels go to another file"),
+        (WATER_XYZ, "folder", "is a folder"),
+    ],
+    ids=["bohr", "nm", "unwritable", "candidate-store", "folder"],
+)
+def test_output_and_units_are_checked_before_computing(tmp_path, monkeypatch, capsys, content, out, message):
+    from anif.cli import main
+    from anif.sampling import Candidate, write_candidates
+
+    (tmp_path / "in.xyz").write_text(content)
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "folder").mkdir()
+    write_candidates(tmp_path / "cands.h5", [Candidate(Structure([8, 1, 1], WATER), 0.4, -76.38, {"sampler": "rts"})])
+    before = (tmp_path / "cands.h5").read_bytes()
+    monkeypatch.setattr(sys, "argv", ["anif", "label", "--input", str(tmp_path / "in.xyz"), "--out", str(tmp_path / out)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out.h5").exists() and (tmp_path / "cands.h5").read_bytes() == before
+
+
+def test_label_exits_non_zero_when_every_structure_fails(tmp_path):
+    (tmp_path / "in.xyz").write_text(WATER_XYZ)
+    out = tmp_path / "labels.h5"
+    cmd = _label_cmd("--input", tmp_path / "in.xyz", "--out", out, "--basis", "sto-3g", "--max-cycle", "1",
+                     "--workers", "1", "--threads", "1")
+    run = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "0 labelled, 1 failed" in run.stdout
+    assert run.stderr.strip().splitlines()[-1].startswith("error: no structure could be labelled")
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 1 and "--retry-failed" in rerun.stderr and "1 recorded as failed before" in rerun.stdout
+
+
+def test_two_concurrent_label_runs_store_each_structure_once(tmp_path):
+    """Two `anif label` processes on one --out: each structure ends up stored exactly once."""
+    structures = _waters(4, seed=3)
+    write_xyz(structures, tmp_path / "in.xyz")
+    out = tmp_path / "labels.h5"
+    cmd = _label_cmd("--input", tmp_path / "in.xyz", "--out", out, "--basis", "sto-3g", "--workers", "1",
+                     "--threads", "1")
+    runs = [subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [r.communicate(timeout=300) for r in runs]
+    assert all(r.returncode == 0 for r in runs), outputs
+    labelled = [int(re.search(r"(\d+) labelled", o).group(1)) for o, _ in outputs]
+    assert sum(labelled) == 4
+    data = DatasetStore(out, "r").read("H2O")
+    assert sorted(data["structure_key"]) == sorted(structure_key(s) for s in structures)
+    i = list(data["name"]).index("water0")
+    energy, _ = _direct_pyscf(structures[0], SMALL)
+    assert data["energies"][i] == pytest.approx(energy, abs=1e-7)
+
+
 def test_unreadable_hdf5_is_one_line_error(tmp_path):
     (tmp_path / "junk.h5").write_bytes(os.urandom(256))
     run = subprocess.run(_label_cmd("--input", tmp_path / "junk.h5", "--out", tmp_path / "out.h5"), cwd=ROOT,
@@ -253,6 +320,19 @@ def test_optimisation_and_normal_modes():
     h = analytic.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3) * 0.52917721092**2  # (N, N, 3, 3) Ha/Bohr^2
     reference = thermo.harmonic_analysis(build_molecule(result.structure, level), h, imaginary_freq=False)
     np.testing.assert_allclose(np.sort(modes.frequencies), np.sort(reference["freq_wavenumber"]), atol=1.0)
+
+
+def test_local_dask_cluster_listens_on_loopback_only():
+    """Scheduler, workers and the scheduler's HTTP endpoint (dashboard) bind 127.0.0.1 by default."""
+    import psutil
+
+    with dask_client(workers=1, task_threads=1) as client:
+        assert client.submit(int, "7").result() == 7
+        processes = [psutil.Process()] + psutil.Process().children(recursive=True)
+        listening = {c.laddr for p in processes for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        dashboard = client.scheduler_info()["services"]["dashboard"]
+    assert len(listening) >= 3 and dashboard in {port for _, port in listening}
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}
 
 
 def test_pool_reports_task_errors_without_stopping():

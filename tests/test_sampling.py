@@ -295,8 +295,10 @@ def test_write_candidates_keeps_each_atom_order_in_its_own_group(tmp_path):
     oc = Structure([8, 6, 1, 1, 1, 1], np.arange(18.0).reshape(6, 3) + 1, name="b")
     out = tmp_path / "c.h5"
     write_candidates(out, [Candidate(co, 0.3, -115.0, {"sampler": "dnms", "source": "a", "seed": 1})])
-    write_candidates(out, [Candidate(oc, 0.4, -115.1, {"sampler": "rts", "source": "b", "seed": 2, "step": 9}),
-                           Candidate(co, 0.5, -115.2, {"sampler": "rts", "source": "a", "seed": 3})])
+    co_moved = Structure(co.numbers, co.coordinates + 0.5, name="a")
+    assert write_candidates(out, [Candidate(oc, 0.4, -115.1, {"sampler": "rts", "source": "b", "seed": 2, "step": 9}),
+                                  Candidate(co_moved, 0.5, -115.2, {"sampler": "rts", "source": "a", "seed": 3})]) == 2
+    assert write_candidates(out, [Candidate(co, 0.6, -115.0, {"sampler": "rts", "source": "a", "seed": 4})]) == 0
     store = DatasetStore(out, "r")
     assert sorted(store.groups()) == ["CH4O", "CH4O_2"] and store.num_conformers() == 3
     first, second = store.read("CH4O"), store.read("CH4O_2")

@@ -18,8 +18,8 @@ app = typer.Typer(
 
 # --- commands (the functions and sub-apps live beside the code they drive) -----------
 from .bench import bench_app  # noqa: E402
-from ..datasets import data_app  # noqa: E402
-from ..labeling import label_command  # noqa: E402
+from .data import data_app  # noqa: E402
+from .label import label_command  # noqa: E402
 from .md import analyze_command, energy_command, md_command  # noqa: E402
 from .qbc import qbc_app  # noqa: E402
 from ..sampling.cli import sample_app  # noqa: E402

@@ -1,9 +1,11 @@
 """``anif sample rts|dimers|dnms|search``: run a sampler, write its candidates to an HDF5 store.
 
-Candidates go to ``--out`` through :class:`anif.datasets.DatasetStore` as each molecule (box,
-chunk) finishes, with ``rho_kcal_mol``, ``sampler``, ``source``, ``seed`` and a JSON
-``provenance`` per conformer. ``energies`` hold the ensemble mean energy (Hartree), a
-placeholder until the labeller computes reference labels.
+Candidates go to ``--out``, a candidate store (:class:`anif.datasets.DatasetStore`, kind
+"candidates"), as each molecule (box, chunk) finishes, with ``rho_kcal_mol``, ``sampler``,
+``source``, ``seed`` and a JSON ``provenance`` per conformer. ``energies`` hold the ensemble
+mean energy (Hartree), a placeholder until the labeller computes reference labels. ``--out`` is
+checked first (writable, not a label store); structures it already holds are not added again;
+a run that finds nothing still leaves a valid (empty) store.
 """
 
 from __future__ import annotations
@@ -79,22 +81,37 @@ def _single_inputs(smiles: Optional[list[str]], input: Optional[Path]) -> list[s
     return list(smiles) if smiles else [str(input)]
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an unwritable --out or a label store before any work."""
+    from ..datasets import open_output
+
+    open_output(out, kind="candidates")
+
+
 def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings, out: Path,
          workers: Optional[int], scheduler: Optional[str]) -> None:
+    from ..datasets import DatasetStore
     from .candidates import write_candidates
     from .parallel import run_sampler
 
     if rho_hat < 0:
         raise InputError(f"--rho-hat must be >= 0, got {rho_hat}")
-    total = 0
+    found = written = 0
     for _, result in run_sampler(sampler, model, payloads, rho_hat, seed, settings, workers, scheduler):
         if sampler == "search":
             for name, reason in result.skipped:
                 _say(f"skipped {name}: {reason}")
             result = result.candidates
         if result:
-            total += write_candidates(out, result)
-    _say(f"{total} candidate(s) with rho > {rho_hat} kcal/mol written to {out}")
+            found += len(result)
+            written += write_candidates(out, result)
+    if not found:
+        write_candidates(out, [])  # an empty store, so that the next step reads "no structures"
+        held = DatasetStore(out, "r").num_conformers()
+        _say(f"no candidate with rho > {rho_hat} kcal/mol found; {out} holds {held} candidate(s)")
+        return
+    repeated = f" ({found - written} found again, already there)" if found > written else ""
+    _say(f"{written} candidate(s) with rho > {rho_hat} kcal/mol written to {out}{repeated}")
 
 
 @sample_app.command("rts")
@@ -113,6 +130,7 @@ def rts_command(
     from ..models import load_model
     from .rts import RTSSettings
 
+    _check_out(out)
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
     settings = RTSSettings(t_start, t_end, ramp_ps, timestep, friction, repeats)
     _run("rts", model, structures, rho_hat, seed, settings, out, workers, scheduler)
@@ -136,6 +154,7 @@ def dnms_command(
 
     if hessian not in ("ensemble", "reference"):
         raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
+    _check_out(out)
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
     settings = DNMSSettings(temperature, pool, keep, min_rmsd, bias, hessian=hessian)
     _run("dnms", model, structures, rho_hat, seed, settings, out, workers, scheduler)
@@ -161,6 +180,7 @@ def dimers_command(
 
     if min(boxes, molecules, interval) < 1 or min(density, time_ps, cutoff, timestep) <= 0:
         raise InputError("--boxes, --molecules, --interval, --density, --time-ps, --cutoff, --timestep must be > 0")
+    _check_out(out)
     conformers = _load(load_model(model), inputs, seed)
     settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
                              interval=interval, cutoff=cutoff)
@@ -183,6 +203,7 @@ def search_command(
     from ..models import load_model, supported_numbers
     from . import search
 
+    _check_out(out)
     sources: list[tuple[str, list, list]] = []
     if inputs:
         molecules, structures = _molecule_list(inputs)

@@ -1,0 +1,88 @@
+"""``anif data info|merge|split``: ANI-format HDF5 datasets (:mod:`anif.datasets`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..datasets import SPLIT_SEED, DatasetStore, merge, split, summary
+from ..errors import InputError
+
+data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split.", no_args_is_help=True)
+#: `data info` prints this many warnings about implausible labels.
+SHOWN_WARNINGS = 10
+
+
+def _check_writable(path: Path) -> None:
+    """A one-line error now, not after the work, if ``path`` cannot be written (nothing is left behind)."""
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    if not existed:
+        path.unlink()
+
+
+@data_app.command("info")
+def info_command(
+    path: Path = typer.Argument(..., help="ANI-format .h5 file"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the summary as JSON here"),
+) -> None:
+    """Molecules, conformers, atoms per molecule, energy range, elements, provenance."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if json_out is not None:
+        _check_writable(json_out)
+    s = summary(path)
+    table = Table(title=str(path), show_header=False)
+    if s["kind"]:
+        table.add_row("kind", s["kind"])
+    table.add_row("molecules", f"{s['molecules']:,}")
+    table.add_row("conformers", f"{s['conformers']:,}")
+    table.add_row("atoms per molecule", f"{s['atoms_min']} - {s['atoms_max']} (mean {s['atoms_mean']:.1f})")
+    if s["energy_min_hartree"] is not None:
+        table.add_row("energies (Ha)", f"{s['energy_min_hartree']:.6f} .. {s['energy_max_hartree']:.6f}")
+    table.add_row("elements (atoms in all conformers)", ", ".join(f"{k} {v:,}" for k, v in s["elements"].items()))
+    table.add_row("properties", ", ".join(s["properties"]))
+    for key, counts in s["provenance"].items():
+        shown = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
+        table.add_row(key, ", ".join(f"{k or '(unset)'}: {v:,}" for k, v in shown) + (" ..." if len(counts) > 8 else ""))
+    Console().print(table)
+    for warning in s["warnings"][:SHOWN_WARNINGS]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(s["warnings"]) > SHOWN_WARNINGS:
+        print(f"warning: ... {len(s['warnings']) - SHOWN_WARNINGS} more (all in --json)", file=sys.stderr)
+    if json_out is not None:
+        json_out.write_text(json.dumps(s, indent=2))
+
+
+@data_app.command("merge")
+def merge_command(
+    output: Path = typer.Argument(..., help="destination .h5 (created or appended to)"),
+    inputs: list[Path] = typer.Argument(..., help="ANI-format .h5 files to merge"),
+) -> None:
+    """Append the molecules of INPUTS to OUTPUT (one atomic commit; conformers OUTPUT holds are skipped)."""
+    before = DatasetStore(output, "r").num_conformers() if output.exists() else 0
+    store = merge(inputs, output)
+    added = store.num_conformers() - before
+    print(f"{output}: {len(store)} molecules, {store.num_conformers()} conformers ({added} added)")
+
+
+@data_app.command("split")
+def split_command(
+    path: Path = typer.Argument(..., help="ANI-format .h5 file"),
+    out: list[Path] = typer.Option(..., "--out", help="output .h5; repeat once per part"),
+    fraction: list[float] = typer.Option(..., "--fraction", help="share of conformers per --out, in order"),
+    seed: int = typer.Option(SPLIT_SEED, "--seed"),
+) -> None:
+    """Split by molecule: whole molecules go to each --out in proportion to --fraction."""
+    counts = split(path, out, fraction, seed)
+    for p, n in zip(out, counts):
+        print(f"{p}: {n} conformers")
