@@ -50,6 +50,9 @@ PROVENANCE = {
     "rho_kcal_mol": math.nan,  # QBC rho at selection, kcal/mol
     "method": "",  # reference method, e.g. "wb97x/6-31g(d)"
 }
+#: ``method`` of sampled candidates: their energies are the sampling ensemble's mean, a placeholder
+#: until ``anif label`` computes the reference (``anif train`` refuses them).
+CANDIDATE_METHOD = "candidate: ensemble mean, not a label"
 ELEMENT_KEYS = ("species", "numbers", "atomic_numbers")
 #: Keys that hold one value per atom (second axis N) in written files.
 ATOMIC_KEYS = ("species", "coordinates", "forces")

@@ -49,10 +49,11 @@ def molecule_seed(master_seed: int, index: int) -> int:
 def write_candidates(path, candidates: Sequence[Candidate]) -> int:
     """Append candidates to an ANI-format HDF5 (one group per atom sequence); return the count.
 
-    Per conformer: ``energies`` (ensemble mean, Hartree), ``rho_kcal_mol``, ``sampler``,
+    Per conformer: ``energies`` (ensemble mean, Hartree), ``method``
+    (:data:`anif.datasets.CANDIDATE_METHOD`: not a label), ``rho_kcal_mol``, ``sampler``,
     ``source``, ``seed`` and ``provenance`` (the full record as JSON).
     """
-    from ..datasets import DatasetStore
+    from ..datasets import CANDIDATE_METHOD, DatasetStore
 
     store = DatasetStore(path, mode="a")
     by_species: dict[tuple, list[Candidate]] = {}
@@ -65,6 +66,7 @@ def write_candidates(path, candidates: Sequence[Candidate]) -> int:
                 species=np.array(key),
                 coordinates=np.stack([c.structure.coordinates for c in group]),
                 energies=np.array([c.energy for c in group]),
+                method=CANDIDATE_METHOD,
                 rho_kcal_mol=np.array([c.rho_kcal_mol for c in group]),
                 sampler=np.array([str(c.provenance.get("sampler", "")) for c in group]),
                 source=np.array([str(c.provenance.get("source", "")) for c in group]),
