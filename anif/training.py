@@ -1,21 +1,40 @@
-"""Training ANI ensembles the way ANI-1x was trained (``anif train``).
+"""Training ANI ensembles the way ANI-1x was trained (``anif train``), fit for small data.
 
-Smith et al., J. Chem. Phys. 148, 241733 (2018): L members trained on a k-fold split,
-member i validating on fold i, so every conformer is held out from one member. Here the
-split is by molecule (one ANI-format HDF5 group, i.e. one formula, is one molecule group),
-so the validation RMSE measures transfer to unseen molecules.
+Smith et al., J. Chem. Phys. 148, 241733 (2018): L members trained on a k-fold
+cross-validation split of the training set, member i validating on fold i, so every conformer
+is held out from exactly one member. The default split is by conformer, as the paper's
+(:func:`anif.training_data.assign_folds`); ``split="molecule"`` holds out whole molecules to
+measure transfer instead.
 
-Per member: self atomic energies fitted by least squares of the energies on the element
-counts (shared by all members), energy loss ``mean(((E_pred - E_ref) / sqrt(N))**2)``, an
-optional force term, AdamW with torchani's example weight decays, ReduceLROnPlateau on the
-validation RMSE and early stopping on it. Without forces the AEVs never change, so they are
-computed once per dataset and every epoch only runs the atomic networks (the main speed-up
-on CPU). Every epoch is checkpointed atomically; rerunning the same command resumes.
+Per member:
+
+- the networks learn the residual of a self-energy fit (least squares of the energies on the
+  element counts, shared by all members); the output layers start at zero, so epoch 0 is
+  exactly the self-energy fit;
+- loss ``mean(((E - E_ref) / sqrt(N))**2) + w * mean(|F - F_ref|**2 / (3 N))`` with the force
+  weight w = :data:`DEFAULT_FORCE_WEIGHT` when every conformer has forces (0: energies only);
+- AdamW with torchani's example weight decays. Learning-rate and stop rule: the learning rate
+  halves when the epoch's training loss has not fallen 1% below its best for ``lr_patience``
+  epochs, so it stays high while the training loss still falls; a member stops when its
+  learning rate falls below ``min_lr`` (default: 1% of the initial one, about 7 halvings: the
+  training loss stopped falling), when its validation
+  energy RMSE has not improved for ``patience`` epochs (it overfits), or at ``max_epochs``. The
+  saved member is the epoch with the lowest validation energy RMSE (epoch 0 included);
+- warm starts (``init``): ``"ani1x"`` starts member i from the released network i (ANI-1x shapes
+  and self energies), an anif model directory from that ensemble's member i (its shapes and
+  self energies; the active-learning loop's previous cycle), each with its own initial learning
+  rate (:data:`INITIAL_LR`). Epoch 0 then reproduces the starting ensemble.
+
+Every member is checkpointed atomically at most every ``checkpoint_seconds`` and when it stops
+(weights, optimizer, random state, history: tensors and numbers only, read back with
+``weights_only=True``); rerunning the same command resumes, and a rerun with a larger
+``max_epochs`` continues a finished run.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -28,16 +47,22 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import typer
 from torch import Tensor
 
 from .errors import InputError
-from .models import AniEnsemble, build_ani, check_supported, load_ani, save_model
-from .structures import atomic_number
+from .models import MODEL_JSON, MODEL_WEIGHTS, AniEnsemble, build_ani, check_supported, load_ani, save_model
+from .training_data import (
+    SPLITS,
+    SYMBOLS,
+    ConformerSet,
+    TrainingData,
+    assign_folds,
+    element_counts,
+    fit_self_energies,
+    read_conformers,
+    unlabelled,
+)
 from .units import HARTREE_TO_KCAL_MOL
-
-#: Elements of every anif architecture (the ANI-1x set).
-SYMBOLS = ("H", "C", "N", "O")
 
 #: Atomic network shapes; 384 = length of the ANI-1x AEV for 4 elements.
 ARCHITECTURES = {
@@ -50,11 +75,23 @@ ARCHITECTURES = {
     "small": {s: [384, 64, 32, 1] for s in SYMBOLS},
 }
 
+#: Initial learning rate per start: from scratch, from the released ANI-1x, from an anif ensemble.
+INITIAL_LR = {"scratch": 1e-3, "ani1x": 3e-5, "model": 3e-5}
+
+#: Without an explicit ``min_lr``, a member stops once its learning rate has fallen below
+#: its initial learning rate times this (about 7 halvings).
+MIN_LR_FRACTION = 0.01
+
+#: Force weight (Angstrom^2) when the data hold forces and none is given.
+DEFAULT_FORCE_WEIGHT = 0.1
+
+#: Relative fall of the training loss below its best that counts as progress, and the factor
+#: applied to the learning rate after ``lr_patience`` epochs without progress.
+TRAIN_LOSS_PROGRESS = 0.01
+LR_FACTOR = 0.5
+
 #: Weight decay per hidden layer (torchani's nnp_training example); none on the rest.
 _LAYER_WEIGHT_DECAY = {1: 1e-5, 2: 1e-6}
-
-#: Largest AEV cache (GB); beyond it AEVs are recomputed every batch.
-AEV_CACHE_LIMIT_GB = 8.0
 
 CHECKPOINT_DIR = "checkpoints"
 RUN_FILE = "run.json"
@@ -62,194 +99,126 @@ RUN_FILE = "run.json"
 
 @dataclass
 class TrainSettings:
-    """Everything that defines a training run (a resumed run must match it)."""
+    """Everything that defines a training run (a resumed run must match it, except the fields
+    in :data:`RESUMABLE`). ``None`` means "chosen from the data or the start": ``arch`` from
+    ``init`` (else ani1x), ``forces`` :data:`DEFAULT_FORCE_WEIGHT` when every conformer has
+    forces (else 0), ``lr`` :data:`INITIAL_LR` of the start, ``min_lr`` that times
+    :data:`MIN_LR_FRACTION`."""
 
     members: int = 5
     folds: int = 5
-    arch: str = "ani1x"
-    forces: float = 0.0
+    split: str = "conformer"
+    arch: Optional[str] = None
+    forces: Optional[float] = None
     init: Optional[str] = None
     max_epochs: int = 300
     seed: int = 0
-    batch_size: int = 128
-    lr: float = 1e-3
-    patience: int = 40
+    batch_size: int = 32
+    lr: Optional[float] = None
+    patience: int = 100
     lr_patience: int = 10
-    min_lr: float = 1e-6
+    min_lr: Optional[float] = None
+    allow_unlabelled: bool = False
+    checkpoint_seconds: float = 10.0
+
+    @property
+    def start(self) -> str:
+        """'scratch', 'ani1x' or 'model' (an anif ensemble directory)."""
+        return "scratch" if self.init is None else "ani1x" if self.init == "ani1x" else "model"
+
+    def check(self) -> None:
+        """Raise InputError for values that cannot be right (before any data is read)."""
+        positive_ints = ("members", "max_epochs", "batch_size", "patience", "lr_patience")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.folds < 2:
+            raise InputError(f"--folds must be at least 2 (got {self.folds})")
+        if self.members > self.folds:
+            raise InputError(
+                f"--members {self.members} > --folds {self.folds}: member i validates on fold i, "
+                "so extra members would repeat a validation fold; raise --folds"
+            )
+        for name in ("lr", "min_lr"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise InputError(f"--{name.replace('_', '-')} must be a positive number (got {value})")
+        if self.forces is not None and not (self.forces >= 0 and math.isfinite(self.forces)):
+            raise InputError(f"--forces must be >= 0 (got {self.forces})")
+        if not self.checkpoint_seconds >= 0:
+            raise InputError(f"--checkpoint-every must be >= 0 seconds (got {self.checkpoint_seconds})")
+        if self.split not in SPLITS:
+            raise InputError(f"unknown --split {self.split!r} (use {' or '.join(SPLITS)})")
+        if self.arch is not None and self.arch not in ARCHITECTURES:
+            raise InputError(f"unknown --arch {self.arch!r} (use {' or '.join(ARCHITECTURES)})")
 
 
-# ----------------------------------------------------------------------------- data
+#: Settings a rerun may change without starting over.
+RESUMABLE = ("max_epochs", "checkpoint_seconds", "patience", "min_lr")
+
+
+# ----------------------------------------------------------------------------- starts
 
 
 @dataclass
-class ConformerSet:
-    """All conformers of the training files, padded to the largest molecule.
+class Start:
+    """What the members start from: network shapes, self energies (None: fit them) and
+    per-member weights (None: fresh), with a fingerprint of the source for resume checks."""
 
-    species (C, N) atomic numbers with -1 pads; coordinates (C, N, 3) Angstrom; energies
-    (C,) Hartree; forces (C, N, 3) Hartree/Angstrom or None; group (C,) molecule index into
-    group_names.
-    """
-
-    species: np.ndarray
-    coordinates: np.ndarray
-    energies: np.ndarray
-    forces: Optional[np.ndarray]
-    group: np.ndarray
-    group_names: list[str]
-
-    @property
-    def n_atoms(self) -> np.ndarray:
-        return (self.species >= 0).sum(1)
-
-    def __len__(self) -> int:
-        return len(self.energies)
+    kind: str
+    arch: str
+    layer_dims: dict
+    self_energies: Optional[np.ndarray]
+    member_states: Optional[list[dict]]
+    fingerprint: str
 
 
-def _numbers(species) -> np.ndarray:
-    species = np.asarray(species)
-    if species.dtype.kind in "SUO":
-        return np.array([atomic_number(s.decode() if isinstance(s, bytes) else str(s)) for s in species.ravel()])
-    return species.astype(np.int64).ravel()
-
-
-def read_conformers(paths: Sequence[str | Path], need_forces: bool = False) -> ConformerSet:
-    """Read ANI-format HDF5 files; a group name is a molecule (same name in two files: same group)."""
-    from .datasets import DatasetStore
-
-    blocks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]] = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise InputError(f"{path}: no such dataset file")
-        store = DatasetStore(str(path), mode="r")
-        for name, record in store:
-            species = _numbers(record["species"])
-            coords = np.asarray(record["coordinates"], dtype=np.float64)
-            energies = np.asarray(record["energies"], dtype=np.float64).ravel()
-            if len(energies) == 0:
-                continue
-            coords = coords.reshape(len(energies), len(species), 3)
-            forces = None
-            if need_forces:
-                forces = record.get("forces")
-                forces = None if forces is None else np.asarray(forces, dtype=np.float64).reshape(coords.shape)
-                if forces is None or not np.isfinite(forces).all():
-                    raise InputError(f"{path}: group {name} lacks forces for some conformers but --forces was given")
-            if not (np.isfinite(coords).all() and np.isfinite(energies).all()):
-                raise InputError(f"{path}: group {name} holds NaN or infinite coordinates/energies")
-            blocks.append((name, species, coords, energies, forces))
-    if not blocks:
-        raise InputError(f"no conformers in {', '.join(str(p) for p in paths)}")
-    names = sorted({b[0] for b in blocks})
-    index = {n: i for i, n in enumerate(names)}
-    total = sum(len(b[3]) for b in blocks)
-    nmax = max(len(b[1]) for b in blocks)
-    species = np.full((total, nmax), -1, dtype=np.int64)
-    coordinates = np.zeros((total, nmax, 3))
-    forces = np.zeros((total, nmax, 3)) if need_forces else None
-    energies = np.zeros(total)
-    group = np.zeros(total, dtype=np.int64)
-    start = 0
-    for name, sp, xyz, e, f in blocks:
-        stop = start + len(e)
-        species[start:stop, : len(sp)] = sp
-        coordinates[start:stop, : len(sp)] = xyz
-        energies[start:stop] = e
-        group[start:stop] = index[name]
-        if forces is not None:
-            forces[start:stop, : len(sp)] = f
-        start = stop
-    return ConformerSet(species, coordinates, energies, forces, group, names)
-
-
-def element_counts(species: np.ndarray, symbols: Sequence[str] = SYMBOLS) -> np.ndarray:
-    """(C, len(symbols)) number of atoms of each element per conformer."""
-    return np.stack([(species == atomic_number(s)).sum(1) for s in symbols], axis=1).astype(np.float64)
-
-
-def fit_self_energies(species: np.ndarray, energies: np.ndarray, symbols: Sequence[str] = SYMBOLS) -> np.ndarray:
-    """Self atomic energies (Hartree): least squares of the energies on the element counts."""
-    counts = element_counts(species, symbols)
-    return np.linalg.lstsq(counts, energies, rcond=None)[0]
-
-
-def assign_folds(data: ConformerSet, folds: int, seed: int) -> np.ndarray:
-    """Fold of every molecule group: shuffled, then balanced by conformer count (largest first)."""
-    n_groups = len(data.group_names)
-    if folds < 2:
-        raise InputError(f"--folds must be at least 2 (got {folds})")
-    if folds > n_groups:
-        raise InputError(
-            f"--folds {folds} is larger than the number of molecules ({n_groups}); the split is by molecule"
-        )
-    sizes = np.bincount(data.group, minlength=n_groups)
-    order = np.random.default_rng(seed).permutation(n_groups)
-    order = order[np.argsort(-sizes[order], kind="stable")]
-    fold_of_group = np.zeros(n_groups, dtype=np.int64)
-    load = np.zeros(folds)
-    for g in order:
-        f = int(np.argmin(load))
-        fold_of_group[g] = f
-        load[f] += sizes[g]
-    return fold_of_group
-
-
-# ----------------------------------------------------------------------------- batches
-
-
-class Batches:
-    """Padded mini-batches of a ConformerSet as tensors, with AEVs cached when forces are off."""
-
-    def __init__(self, data: ConformerSet, ani, self_energies: np.ndarray, cache_aevs: bool):
-        self.species = torch.as_tensor(data.species)
-        self.elem = ani.species_converter(self.species)  # element indices, -1 pads
-        self.coordinates = torch.as_tensor(data.coordinates, dtype=torch.float32)
-        self.forces = None if data.forces is None else torch.as_tensor(data.forces, dtype=torch.float32)
-        self.n_atoms = torch.as_tensor(data.n_atoms)
-        # network target: reference minus fitted self energies (float64 before the cast)
-        shifted = data.energies - element_counts(data.species) @ np.asarray(self_energies, dtype=np.float64)
-        self.targets = torch.as_tensor(shifted, dtype=torch.float32)
-        self.aev_computer = ani.aev_computer
-        size_gb = self.elem.numel() * ani.aev_computer.out_dim * 4 / 1e9
-        self.aevs = self._compute_aevs() if cache_aevs and size_gb <= AEV_CACHE_LIMIT_GB else None
-
-    @torch.no_grad()
-    def _compute_aevs(self, chunk: int = 512) -> Tensor:
-        parts = [
-            self.aev_computer(self.elem[i : i + chunk], self.coordinates[i : i + chunk])
-            for i in range(0, len(self.targets), chunk)
-        ]
-        return torch.cat(parts)
-
-    def select(self, idx: Tensor, with_grad: bool = False):
-        """(elem, aevs, coords or None, targets, forces, n_atoms) for conformers ``idx``."""
-        n_atoms = self.n_atoms[idx]
-        width = int(n_atoms.max())
-        elem = self.elem[idx, :width]
-        coords = None
-        if self.aevs is not None and not with_grad:
-            aevs = self.aevs[idx, :width]
-        else:
-            coords = self.coordinates[idx, :width].clone().requires_grad_(with_grad)
-            aevs = self.aev_computer(elem, coords)
-        forces = None if self.forces is None else self.forces[idx, :width]
-        return elem, aevs, coords, self.targets[idx], forces, n_atoms
+def resolve_start(settings: TrainSettings) -> Start:
+    """The start of ``settings.init``: scratch, the released ANI-1x, or an anif ensemble directory."""
+    if settings.start == "scratch":
+        arch = settings.arch or "ani1x"
+        return Start("scratch", arch, ARCHITECTURES[arch], None, None, "")
+    if settings.start == "ani1x":
+        if settings.arch not in (None, "ani1x"):
+            raise InputError("--init ani1x needs --arch ani1x (the released networks have the ANI-1x shapes)")
+        released = load_ani("ani1x")
+        states = [m.state_dict() for m in released.neural_networks.members]
+        sae = released.energy_shifter.self_energies.double().numpy()
+        return Start("ani1x", "ani1x", ARCHITECTURES["ani1x"], sae, states, "ani1x")
+    directory = Path(settings.init)
+    if not (directory / MODEL_JSON).is_file():
+        raise InputError(f"--init {settings.init}: use 'ani1x' or an anif model directory (with {MODEL_JSON})")
+    spec = json.loads((directory / MODEL_JSON).read_text())
+    if list(spec.get("symbols", [])) != list(SYMBOLS) or spec.get("aev"):
+        raise InputError(f"--init {directory}: anif trains H, C, N, O ensembles with the ANI-1x descriptor")
+    dims = {s: list(d) for s, d in spec["layer_dims"].items()}
+    named = [name for name, shape in ARCHITECTURES.items() if shape == dims]
+    if settings.arch is not None and ARCHITECTURES[settings.arch] != dims:
+        raise InputError(f"--arch {settings.arch} does not match the shapes of --init {directory}; leave --arch out")
+    ani = load_ani(str(directory))
+    states = [m.state_dict() for m in ani.neural_networks.members]
+    sae = ani.energy_shifter.self_energies.double().numpy()
+    fingerprint = hashlib.sha1((directory / MODEL_WEIGHTS).read_bytes()).hexdigest()
+    return Start("model", named[0] if named else "custom", dims, sae, states, fingerprint)
 
 
 # ----------------------------------------------------------------------------- one member
 
 
 def _init_weights(networks: torch.nn.Module, generator: torch.Generator) -> None:
-    """Kaiming-normal weights and zero biases, as in torchani's nnp_training example."""
-    for module in networks.modules():
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.kaiming_normal_(module.weight, a=1.0, generator=generator)
-            torch.nn.init.zeros_(module.bias)
+    """Kaiming-normal hidden layers and zero biases (torchani's nnp_training example); output
+    layers zero, so a fresh member predicts exactly the self-energy fit."""
+    for net in networks.atomics.values():
+        for layer in net.layers:
+            torch.nn.init.kaiming_normal_(layer.weight, a=1.0, generator=generator)
+            torch.nn.init.zeros_(layer.bias)
+        torch.nn.init.zeros_(net.final_layer.weight)
+        torch.nn.init.zeros_(net.final_layer.bias)
 
 
-def _optimizer(networks, settings: TrainSettings) -> torch.optim.AdamW:
+def _optimizer(networks, lr: float) -> torch.optim.AdamW:
     """AdamW as in torchani's nnp_training example: weight decay 1e-5 / 1e-6 on the weights of
-    the second / third hidden layer, none on the input and output layers nor on biases (the
-    example moves biases to SGD without decay; here they stay in AdamW with decay 0)."""
+    the second / third hidden layer, none on the input and output layers nor on biases."""
     decays: dict[float, list] = {}
     for net in networks.atomics.values():
         decays.setdefault(0.0, []).extend([net.final_layer.weight, net.final_layer.bias])
@@ -257,33 +226,50 @@ def _optimizer(networks, settings: TrainSettings) -> torch.optim.AdamW:
             decays.setdefault(_LAYER_WEIGHT_DECAY.get(depth, 0.0), []).append(layer.weight)
             decays.setdefault(0.0, []).append(layer.bias)
     groups = [{"params": params, "weight_decay": decay} for decay, params in sorted(decays.items())]
-    return torch.optim.AdamW(groups, lr=settings.lr, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
-def _atomic_write(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _atomic_write(path: Path, write: Callable) -> None:
+    """``write(file)`` to a temporary file beside ``path``, fsync'ed, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
+def _write_json(path: Path, obj) -> None:
+    _atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
+
+
+def load_checkpoint(path: Path) -> Optional[dict]:
+    """A member checkpoint (tensors and plain values only: loaded with ``weights_only=True``)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable checkpoint ({type(exc).__name__}); use a new --out") from None
+
+
 @dataclass
 class MemberPlan:
-    """Which conformers member ``index`` trains and validates on."""
+    """Which conformers member ``index`` trains and validates on, and where it starts."""
 
     index: int
     fold: int
     train: Tensor
     valid: Tensor
     checkpoint: Path
+    lr: float
     init_state: Optional[dict] = None
 
 
 @dataclass
 class EpochRecord:
     epoch: int
+    train_loss: float
     train_rmse_kcal_mol: float
     valid_rmse_kcal_mol: float
     valid_force_rmse_kcal_mol_a: Optional[float]
@@ -297,139 +283,152 @@ class MemberResult:
     fold: int
     best_epoch: int
     best_valid_rmse_kcal_mol: float
+    start_valid_rmse_kcal_mol: float
     epochs: int
     stop_reason: str
     history: list[dict] = field(default_factory=list)
     state: Optional[dict] = None
 
 
-def evaluate_rmse(networks, batches: Batches, idx: Tensor, batch_size: int, forces: bool = False):
-    """(energy RMSE kcal/mol, force RMSE kcal/mol/A or None) of the shifted energies on ``idx``."""
-    se, sf, nf = 0.0, 0.0, 0
-    for start in range(0, len(idx), batch_size):
-        part = idx[start : start + batch_size]
+def _loss(pred: Tensor, target: Tensor, n_atoms: Tensor, forces: Optional[Tensor], ref_forces, weight: float) -> Tensor:
+    loss = (((pred - target) / n_atoms.sqrt()) ** 2).mean()
+    if forces is not None:
+        mask = (torch.arange(forces.shape[1]) < n_atoms.unsqueeze(1)).unsqueeze(-1)
+        err = (((forces - ref_forces[:, : forces.shape[1]]) ** 2) * mask).sum((1, 2)) / (3 * n_atoms)
+        loss = loss + weight * err.mean()
+    return loss
+
+
+def evaluate_rmse(networks, data: TrainingData, idx: Tensor, forces: bool = False, force_weight: float = 0.0,
+                  batch_size: int = 1024):
+    """(energy RMSE kcal/mol, force RMSE kcal/mol/A or None, loss) of the member on ``idx``."""
+    se = sf = loss = 0.0
+    nf = 0
+    for part in idx.split(batch_size):
         with torch.set_grad_enabled(forces):
-            elem, aevs, coords, target, ref_forces, _ = batches.select(part, with_grad=forces)
-            pred = networks(elem, aevs)
-            if forces:
-                grad = torch.autograd.grad(pred.sum(), coords)[0]
-                mask = (elem >= 0).unsqueeze(-1)
-                sf += float((((-grad - ref_forces) ** 2) * mask).sum())
-                nf += int(mask.sum()) * 3
-        se += float(((pred.detach().double() - target.double()) ** 2).sum())
+            pred, pred_forces = data.evaluate(networks, part, forces=forces)
+        n_atoms = data.n_atoms[part]
+        ref = None if data.forces is None else data.forces[part]
+        loss += float(_loss(pred.detach(), data.targets[part], n_atoms, pred_forces, ref, force_weight)) * len(part)
+        se += float(((pred.detach().double() - data.targets[part].double()) ** 2).sum())
+        if forces:
+            mask = (torch.arange(pred_forces.shape[1]) < n_atoms.unsqueeze(1)).unsqueeze(-1)
+            sf += float((((pred_forces.detach() - ref[:, : pred_forces.shape[1]]) ** 2) * mask).sum())
+            nf += int(n_atoms.sum()) * 3
     rmse = math.sqrt(se / max(len(idx), 1)) * HARTREE_TO_KCAL_MOL
     frmse = math.sqrt(sf / nf) * HARTREE_TO_KCAL_MOL if forces and nf else None
-    return rmse, frmse
+    return rmse, frmse, loss / max(len(idx), 1)
+
+
+def _stop_reason(history: list[dict], best: dict, schedule: dict, settings: TrainSettings) -> str:
+    epoch = history[-1]["epoch"]
+    if epoch >= settings.max_epochs:
+        return "max epochs"
+    if schedule["lr"] < schedule["min_lr"]:
+        return f"learning rate below {schedule['min_lr']:g} (the training loss stopped falling)"
+    if epoch - best["epoch"] >= settings.patience:
+        return f"validation RMSE did not improve for {settings.patience} epochs"
+    return ""
+
+
+def _schedule_step(schedule: dict, epoch: int, train_loss: float, settings: TrainSettings) -> None:
+    """Halve the learning rate after ``lr_patience`` epochs without a 1% fall of the training loss."""
+    if train_loss < schedule["best_train_loss"] * (1.0 - TRAIN_LOSS_PROGRESS):
+        schedule["best_train_loss"] = train_loss
+        schedule["progress_epoch"] = epoch
+    elif epoch - max(schedule["progress_epoch"], schedule["lr_epoch"]) >= settings.lr_patience:
+        schedule["lr"] *= LR_FACTOR
+        schedule["lr_epoch"] = epoch
 
 
 def train_member(
     plan: MemberPlan,
-    batches: Batches,
-    ani,
+    data: TrainingData,
+    template: torch.nn.Module,
     settings: TrainSettings,
+    force_weight: float,
     on_epoch: Callable[[int, EpochRecord, float], None] = lambda *a: None,
 ) -> MemberResult:
     """Train one member (resuming from its checkpoint); returns its best state and history."""
-    use_forces = settings.forces > 0
-    networks = copy.deepcopy(ani.neural_networks.members[0])
-    ckpt = torch.load(plan.checkpoint, weights_only=False) if plan.checkpoint.is_file() else None
-    if ckpt is not None and ckpt["done"]:
-        return _result(plan, ckpt["history"], ckpt["best"], ckpt["stop_reason"])
+    use_forces = force_weight > 0
+    networks = copy.deepcopy(template)
     generator = torch.Generator().manual_seed(settings.seed * 1000 + plan.index)
-    if plan.init_state is not None:
-        networks.load_state_dict(plan.init_state)
-    else:
-        _init_weights(networks, generator)
-    optimizer = _optimizer(networks, settings)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=settings.lr_patience, threshold=0.0
-    )
-    history: list[dict] = []
-    best = {"rmse": math.inf, "epoch": 0, "state": None}
+    ckpt = load_checkpoint(plan.checkpoint)
     if ckpt is not None:
         networks.load_state_dict(ckpt["state"])
+        optimizer = _optimizer(networks, plan.lr)
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         generator.set_state(ckpt["generator"])
-        history, best = ckpt["history"], ckpt["best"]
+        history, best, schedule = ckpt["history"], ckpt["best"], ckpt["schedule"]
     else:
+        if plan.init_state is not None:
+            networks.load_state_dict(plan.init_state)
+        else:
+            _init_weights(networks, generator)
+        optimizer = _optimizer(networks, plan.lr)
         t0 = time.perf_counter()
-        train_rmse, _ = evaluate_rmse(networks, batches, plan.train, 1024)
-        valid_rmse, valid_f = evaluate_rmse(networks, batches, plan.valid, 1024, use_forces)
-        rec = EpochRecord(0, train_rmse, valid_rmse, valid_f, settings.lr, time.perf_counter() - t0)
-        history.append(asdict(rec))
+        train_rmse, _, train_loss = evaluate_rmse(networks, data, plan.train, use_forces, force_weight)
+        valid_rmse, valid_f, _ = evaluate_rmse(networks, data, plan.valid, use_forces, force_weight)
+        rec = EpochRecord(0, train_loss, train_rmse, valid_rmse, valid_f, plan.lr, time.perf_counter() - t0)
+        history = [asdict(rec)]
         best = {"rmse": valid_rmse, "epoch": 0, "state": copy.deepcopy(networks.state_dict())}
+        schedule = {"lr": plan.lr, "best_train_loss": train_loss, "progress_epoch": 0, "lr_epoch": 0}
         on_epoch(plan.index, rec, best["rmse"])
+    schedule["min_lr"] = settings.min_lr if settings.min_lr is not None else plan.lr * MIN_LR_FRACTION
 
-    def save(done: bool, reason: str = "") -> MemberResult:
-        _atomic_write(
-            {
-                "done": done,
-                "stop_reason": reason,
-                "state": networks.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "history": history,
-                "best": best,
-            },
-            plan.checkpoint,
-        )
-        return _result(plan, history, best, reason)
+    def save(reason: str = "") -> None:
+        state = {
+            "stop_reason": reason,
+            "state": networks.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+            "best": best,
+            "schedule": schedule,
+        }
+        _atomic_write(plan.checkpoint, lambda fh: torch.save(state, fh))
 
-    t0 = time.perf_counter()  # an epoch's seconds include the previous epoch's checkpoint
-    for epoch in range(len(history), settings.max_epochs + 1):
-        reason = _stop_reason(history, best, optimizer, settings)
-        if reason:
-            return save(True, reason)
+    saved = time.perf_counter()
+    while not (reason := _stop_reason(history, best, schedule, settings)):
+        t0 = time.perf_counter()
+        epoch = history[-1]["epoch"] + 1
+        for group in optimizer.param_groups:
+            group["lr"] = schedule["lr"]
         order = plan.train[torch.randperm(len(plan.train), generator=generator)]
-        se = 0.0
-        for start in range(0, len(order), settings.batch_size):
-            part = order[start : start + settings.batch_size]
-            elem, aevs, coords, target, ref_forces, n_atoms = batches.select(part, with_grad=use_forces)
-            pred = networks(elem, aevs)
-            loss = (((pred - target) / n_atoms.sqrt()) ** 2).mean()
-            if use_forces:
-                grad = torch.autograd.grad(pred.sum(), coords, create_graph=True)[0]
-                mask = (elem >= 0).unsqueeze(-1)
-                err = (((-grad - ref_forces) ** 2) * mask).sum((1, 2)) / (3 * n_atoms)
-                loss = loss + settings.forces * err.mean()
+        se = total = 0.0
+        for part in order.split(settings.batch_size):
+            pred, pred_forces = data.evaluate(networks, part, forces=use_forces, create_graph=True)
+            ref_forces = None if data.forces is None else data.forces[part]
+            loss = _loss(pred, data.targets[part], data.n_atoms[part], pred_forces, ref_forces, force_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            se += float(((pred.detach() - target) ** 2).sum())
-        train_rmse = math.sqrt(se / len(order)) * HARTREE_TO_KCAL_MOL
-        valid_rmse, valid_f = evaluate_rmse(networks, batches, plan.valid, 1024, use_forces)
-        scheduler.step(valid_rmse)
+            total += float(loss.detach()) * len(part)
+            se += float(((pred.detach() - data.targets[part]) ** 2).sum())
+        train_loss = total / len(order)
+        valid_rmse, valid_f, _ = evaluate_rmse(networks, data, plan.valid, use_forces, force_weight)
         if valid_rmse < best["rmse"]:
             best = {"rmse": valid_rmse, "epoch": epoch, "state": copy.deepcopy(networks.state_dict())}
-        rec = EpochRecord(epoch, train_rmse, valid_rmse, valid_f, optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+        lr = schedule["lr"]
+        _schedule_step(schedule, epoch, train_loss, settings)
+        train_rmse = math.sqrt(se / len(order)) * HARTREE_TO_KCAL_MOL
+        rec = EpochRecord(epoch, train_loss, train_rmse, valid_rmse, valid_f, lr, time.perf_counter() - t0)
         history.append(asdict(rec))
-        t0 = time.perf_counter()
-        save(False)
+        if time.perf_counter() - saved >= settings.checkpoint_seconds:
+            save()
+            saved = time.perf_counter()
         on_epoch(plan.index, rec, best["rmse"])
-    return save(True, _stop_reason(history, best, optimizer, settings) or "max epochs")
-
-
-def _result(plan: MemberPlan, history: list[dict], best: dict, reason: str) -> MemberResult:
-    return MemberResult(plan.index, plan.fold, best["epoch"], best["rmse"], len(history) - 1, reason, history, best["state"])
-
-
-def _stop_reason(history, best, optimizer, settings: TrainSettings) -> str:
-    epoch = history[-1]["epoch"]
-    if epoch >= settings.max_epochs:
-        return "max epochs"
-    if epoch - best["epoch"] >= settings.patience:
-        return f"no improvement for {settings.patience} epochs"
-    if optimizer.param_groups[0]["lr"] < settings.min_lr:
-        return f"learning rate below {settings.min_lr:g}"
-    return ""
+    if ckpt is None or ckpt["stop_reason"] != reason or len(ckpt["history"]) != len(history):
+        save(reason)
+    start = history[0]["valid_rmse_kcal_mol"]
+    return MemberResult(plan.index, plan.fold, best["epoch"], best["rmse"], start, len(history) - 1, reason, history,
+                        best["state"])
 
 
 # ----------------------------------------------------------------------------- ensemble
 
 
-def _plot_learning_curve(result: MemberResult, path: Path) -> None:
+def _plot_learning_curve(result: MemberResult, baseline: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -439,6 +438,7 @@ def _plot_learning_curve(result: MemberResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_rmse_kcal_mol"] for h in result.history], label="train")
     ax.plot(epochs, [h["valid_rmse_kcal_mol"] for h in result.history], label=f"validation (fold {result.fold})")
+    ax.axhline(baseline, color="k", ls="--", lw=0.8, label=f"self-energy fit {baseline:.2f}")
     ax.axvline(result.best_epoch, color="grey", ls=":", label=f"best {result.best_valid_rmse_kcal_mol:.2f}")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
@@ -446,14 +446,8 @@ def _plot_learning_curve(result: MemberResult, path: Path) -> None:
     ax.set_title(f"member {result.index}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     plt.close(fig)
-
-
-def _run_members(plans, batches, ani, settings, jobs: int, on_epoch) -> list[MemberResult]:
-    if jobs <= 1 or len(plans) == 1:
-        return [train_member(p, batches, ani, settings, on_epoch) for p in plans]
-    return _run_members_parallel(plans, batches, ani, settings, jobs, on_epoch)
 
 
 _WORKER: dict = {}
@@ -473,17 +467,20 @@ def _worker_init(threads: int) -> None:
 def _worker_train(i: int) -> MemberResult:
     w = _WORKER
     events = w["events"]
-    return train_member(w["plans"][i], w["batches"], w["ani"], w["settings"], lambda *a: events.put(a))
+    return train_member(w["plans"][i], *w["args"], lambda *a: events.put(a))
 
 
-def _run_members_parallel(plans, batches, ani, settings, jobs, on_epoch) -> list[MemberResult]:
-    """Members in forked worker processes (they inherit the data and AEV cache)."""
+def _run_members(plans, args: tuple, jobs: int, on_epoch) -> list[MemberResult]:
+    """Members one after another, or ``jobs`` at a time in forked processes (they inherit the
+    data and the AEV cache)."""
+    if jobs <= 1 or len(plans) == 1:
+        return [train_member(p, *args, on_epoch) for p in plans]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("fork")
     events = ctx.Queue()
-    _WORKER.update(plans=plans, batches=batches, ani=ani, settings=settings, events=events)
+    _WORKER.update(plans=plans, args=args, events=events)
     stop = threading.Event()
 
     def relay():
@@ -512,20 +509,72 @@ def _run_members_parallel(plans, batches, ani, settings, jobs, on_epoch) -> list
 
 
 def _check_run(directory: Path, run: dict) -> None:
-    """A resumed run must be the same run; a new one records itself."""
+    """A resumed run must be the same run (up to :data:`RESUMABLE` settings); a new one records itself."""
     path = directory / CHECKPOINT_DIR / RUN_FILE
     if path.is_file():
         previous = json.loads(path.read_text())
-        changed = sorted(k for k in set(run) | set(previous) if run.get(k) != previous.get(k))
+        changed = sorted(k for k in set(run) | set(previous) if k not in RESUMABLE and run.get(k) != previous.get(k))
         if changed:
             raise InputError(
                 f"{directory} holds a training run with different {', '.join(changed)}; use a new --out to start over"
             )
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(run, indent=2))
-    os.replace(tmp, path)
+    _write_json(path, run)
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any computing when ``out`` cannot become a model directory."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {parent} is not writable")
+
+
+@dataclass
+class TrainResult:
+    """A trained ensemble and how it got there.
+
+    ``members`` per member (history included, weights not); ``self_energy_rmse_kcal_mol`` the
+    self-energy fit's RMSE on all conformers; ``warnings`` one line each: members that did not
+    improve on their start or are worse than the self-energy fit on their validation fold.
+    """
+
+    model: AniEnsemble
+    directory: Path
+    members: list[MemberResult]
+    force_weight: float
+    lr: float
+    self_energy_rmse_kcal_mol: float
+    warnings: list[str]
+
+    @property
+    def valid_rmse_kcal_mol(self) -> list[float]:
+        return [m.best_valid_rmse_kcal_mol for m in self.members]
+
+
+def _warnings(results: list[MemberResult], fold_baseline: list[float], start: str) -> list[str]:
+    out = []
+    for r, base in zip(results, fold_baseline):
+        if r.best_epoch == 0:
+            what = "the self-energy fit" if start == "scratch" else "its starting point"
+            out.append(f"member {r.index}: no epoch improved on {what} (validation RMSE "
+                       f"{r.best_valid_rmse_kcal_mol:.3f} kcal/mol); it is saved as it started")
+        if r.best_valid_rmse_kcal_mol > base:
+            out.append(f"member {r.index}: validation RMSE {r.best_valid_rmse_kcal_mol:.3f} kcal/mol is worse than "
+                       f"the self-energy fit ({base:.3f} kcal/mol)")
+    return out
+
+
+def _unlabelled_message(data: ConformerSet, mask: np.ndarray) -> str:
+    values, counts = np.unique(data.method[mask].astype(str), return_counts=True)
+    shown = ", ".join(f"{v or '(unset)'!r}: {c}" for v, c in zip(values, counts))
+    return (
+        f"{int(mask.sum())} of {len(data)} conformers are not reference labels (method {shown}); "
+        "label them with anif label, or pass --allow-unlabelled to train on their energies anyway"
+    )
 
 
 def train_ensemble(
@@ -534,99 +583,94 @@ def train_ensemble(
     settings: TrainSettings = TrainSettings(),
     jobs: int = 1,
     progress: bool = True,
-) -> AniEnsemble:
-    """Train (or resume) an ensemble and save it in ``out`` (loadable with load_model(out)).
+) -> TrainResult:
+    """Train (or resume, or continue) an ensemble and save it in ``out`` (``load_model(out)``).
 
     ``jobs`` members train at once in forked processes with cores/jobs threads each; 0 picks
     min(members, cores), which measured fastest on 2 cores (see scripts/benchmark_training.py).
     """
+    settings.check()
     if jobs <= 0:
         jobs = min(settings.members, os.cpu_count() or 1)
-    if settings.arch not in ARCHITECTURES:
-        raise InputError(f"unknown --arch {settings.arch!r} (use {' or '.join(ARCHITECTURES)})")
-    if settings.members < 1:
-        raise InputError("--members must be at least 1")
-    if settings.members > settings.folds:
-        raise InputError(
-            f"--members {settings.members} > --folds {settings.folds}: member i validates on fold i, "
-            "so extra members would repeat a validation fold; raise --folds"
-        )
-    if settings.init not in (None, "ani1x"):
-        raise InputError(f"unknown --init {settings.init!r} (only 'ani1x')")
-    if settings.init == "ani1x" and settings.arch != "ani1x":
-        raise InputError("--init ani1x needs --arch ani1x (the released networks have the ANI-1x shapes)")
-    if settings.forces < 0:
-        raise InputError("--forces must be >= 0")
     out = Path(out)
+    if settings.start == "model" and Path(settings.init).resolve() == out.resolve():
+        raise InputError("--init and --out are the same directory; write the new ensemble elsewhere")
+    start = resolve_start(settings)
+    _check_writable(out)
     files = [str(Path(f).resolve()) for f in data_files]
-    data = read_conformers(files, need_forces=settings.forces > 0)
-    dims = ARCHITECTURES[settings.arch]
-    # one-member template: element converter, AEV computer, network shapes (its SAE is unused)
-    ani = build_ani(SYMBOLS, dims, [0.0] * len(SYMBOLS), 1)
-    check_supported(AniEnsemble(ani), data.species)
-    fold_of_group = assign_folds(data, settings.folds, settings.seed)
-    fold = fold_of_group[data.group]
+    data = read_conformers(files)
+    not_labels = unlabelled(data)
+    if not_labels.any() and not settings.allow_unlabelled:
+        raise InputError(_unlabelled_message(data, not_labels))
+    force_weight = settings.forces if settings.forces is not None else DEFAULT_FORCE_WEIGHT * (data.forces is not None)
+    if force_weight > 0 and data.forces is None:
+        raise InputError("some conformers lack forces but --forces was given (use --forces 0 to train on energies only)")
+    template = build_ani(SYMBOLS, start.layer_dims, [0.0] * len(SYMBOLS), 1)  # converter, AEV, shapes
+    check_supported(AniEnsemble(template), data.species)
+    fold = assign_folds(data, settings.folds, settings.seed, settings.split)
+    fitted = fit_self_energies(data.species, data.energies)
+    self_energies = fitted if start.self_energies is None else start.self_energies
+    lr = settings.lr if settings.lr is not None else INITIAL_LR[start.kind]
 
-    init_members = None
-    if settings.init == "ani1x":
-        released = load_ani("ani1x")
-        self_energies = released.energy_shifter.self_energies.double().numpy()
-        init_members = [m.state_dict() for m in released.neural_networks.members]
-    else:
-        self_energies = fit_self_energies(data.species, data.energies)
-
-    run = {
-        **asdict(settings),
-        "data": files,
-        "conformers": len(data),
-        "molecules": len(data.group_names),
-    }
+    run = {**asdict(settings), "data": files, "conformers": len(data), "molecules": len(data.group_names),
+           "init_fingerprint": start.fingerprint}
     _check_run(out, run)
-    ckpt_dir = out / CHECKPOINT_DIR
     plans = [
         MemberPlan(
             index=i,
             fold=i,
             train=torch.as_tensor(np.flatnonzero(fold != i)),
             valid=torch.as_tensor(np.flatnonzero(fold == i)),
-            checkpoint=ckpt_dir / f"member_{i}.pt",
-            init_state=None if init_members is None else init_members[i % len(init_members)],
+            checkpoint=out / CHECKPOINT_DIR / f"member_{i}.pt",
+            lr=lr,
+            init_state=None if start.member_states is None else start.member_states[i % len(start.member_states)],
         )
         for i in range(settings.members)
     ]
-    batches = Batches(data, ani, self_energies, cache_aevs=settings.forces == 0)
-    results = _with_progress(plans, settings, progress, lambda cb: _run_members(plans, batches, ani, settings, jobs, cb))
+    tensors = TrainingData(data, template, self_energies)
+    args = (tensors, template.neural_networks.members[0], settings, force_weight)
+    results = _with_progress(plans, settings, progress, lambda cb: _run_members(plans, args, jobs, cb))
 
-    ensemble = build_ani(SYMBOLS, dims, self_energies.tolist(), settings.members)
+    residual = data.energies - element_counts(data.species) @ fitted
+    fold_baseline = [float(np.sqrt(np.mean(residual[fold == r.fold] ** 2))) * HARTREE_TO_KCAL_MOL for r in results]
+    baseline = float(np.sqrt(np.mean(residual**2))) * HARTREE_TO_KCAL_MOL
+    warnings = _warnings(results, fold_baseline, start.kind)
+    ensemble = build_ani(SYMBOLS, start.layer_dims, list(map(float, self_energies)), settings.members)
     for r in results:
         ensemble.neural_networks.members[r.index].load_state_dict(r.state)
     model = AniEnsemble(ensemble)
-    baseline = float(np.sqrt(np.mean((data.energies - element_counts(data.species) @ self_energies) ** 2)))
-    for r in results:
+    for r, base in zip(results, fold_baseline):
         summary = {k: v for k, v in asdict(r).items() if k != "state"}
         summary.update(
+            self_energy_valid_rmse_kcal_mol=base,
+            force_weight=force_weight,
             train_conformers=len(plans[r.index].train),
             valid_conformers=len(plans[r.index].valid),
-            valid_molecules=[n for g, n in enumerate(data.group_names) if fold_of_group[g] == r.index],
         )
-        (out / f"member_{r.index}_summary.json").write_text(json.dumps(summary, indent=2))
-        _plot_learning_curve(r, out / f"member_{r.index}_learning_curve.png")
+        _write_json(out / f"member_{r.index}_summary.json", summary)
+        _plot_learning_curve(r, base, out / f"member_{r.index}_learning_curve.png")
     save_model(
         model,
         out,
-        arch=settings.arch,
+        arch=start.arch,
         folds=settings.folds,
+        split=settings.split,
         seed=settings.seed,
         init=settings.init,
-        forces_weight=settings.forces,
+        lr=lr,
+        forces_weight=force_weight,
         training_data=files,
         conformers=len(data),
         molecules=len(data.group_names),
-        self_energy_baseline_rmse_kcal_mol=baseline * HARTREE_TO_KCAL_MOL,
+        self_energy_baseline_rmse_kcal_mol=baseline,
         member_valid_rmse_kcal_mol=[r.best_valid_rmse_kcal_mol for r in results],
+        member_start_valid_rmse_kcal_mol=[r.start_valid_rmse_kcal_mol for r in results],
+        member_self_energy_valid_rmse_kcal_mol=fold_baseline,
         member_best_epoch=[r.best_epoch for r in results],
+        warnings=warnings,
     )
-    return model.eval()
+    members = [MemberResult(**{**asdict(r), "state": None}) for r in results]
+    return TrainResult(model.eval(), out, members, force_weight, lr, baseline, warnings)
 
 
 def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
@@ -639,9 +683,10 @@ def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
     with Progress(*columns) as bar:
         tasks = {p.index: bar.add_task(f"member {p.index}", total=settings.max_epochs) for p in plans}
         for p in plans:
-            if p.checkpoint.is_file():
-                ckpt = torch.load(p.checkpoint, weights_only=False)
-                state = "finished" if ckpt["done"] else f"resuming after epoch {ckpt['history'][-1]['epoch']}"
+            ckpt = load_checkpoint(p.checkpoint)
+            if ckpt is not None:
+                epoch = ckpt["history"][-1]["epoch"]
+                state = f"stopped at epoch {epoch}: {ckpt['stop_reason']}" if ckpt["stop_reason"] else f"resuming after epoch {epoch}"
                 bar.console.print(f"member {p.index}: {state} ({p.checkpoint})")
 
         def on_epoch(index: int, rec: EpochRecord, best: float) -> None:
@@ -658,41 +703,20 @@ def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
         return results
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def train_command(
-    data: list[Path] = typer.Option(..., "--data", metavar="FILE", help="ANI-format HDF5 training file(s)."),
-    more_data: Optional[list[Path]] = typer.Argument(None, metavar="FILE", help="More training files (--data a.h5 b.h5).", show_default=False),
-    out: Path = typer.Option(..., "--out", help="Model directory to write (and resume from)."),
-    members: int = typer.Option(5, help="Ensemble members (L)."),
-    folds: int = typer.Option(5, help="Cross-validation folds; member i validates on fold i."),
-    arch: str = typer.Option("ani1x", help="Network shapes: ani1x or small."),
-    forces: float = typer.Option(0.0, help="Weight of the force term in the loss (0: energies only)."),
-    init: Optional[str] = typer.Option(None, help="ani1x: start every member from the released ANI-1x."),
-    max_epochs: int = typer.Option(300, help="Maximum epochs per member."),
-    seed: int = typer.Option(0, help="Seed of the split, initial weights and shuffling."),
-    batch_size: int = typer.Option(128, help="Conformers per mini-batch."),
-    lr: float = typer.Option(1e-3, help="Initial AdamW learning rate."),
-    patience: int = typer.Option(40, help="Early stopping: epochs without a better validation RMSE."),
-    lr_patience: int = typer.Option(10, help="Epochs without improvement before halving the learning rate."),
-    jobs: int = typer.Option(0, help="Members trained at once in parallel processes (1: one after another; 0: min(members, cores))."),
-) -> None:
-    """Train an ANI ensemble on a k-fold split by molecule; rerun the same command to resume."""
-    settings = TrainSettings(
-        members=members,
-        folds=folds,
-        arch=arch,
-        forces=forces,
-        init=init,
-        max_epochs=max_epochs,
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        patience=patience,
-        lr_patience=lr_patience,
-    )
-    model = train_ensemble(list(data) + list(more_data or []), out, settings, jobs=jobs)
-    spec = json.loads((out / "model.json").read_text())
-    rmse = ", ".join(f"{x:.3f}" for x in spec["member_valid_rmse_kcal_mol"])
-    print(f"saved {len(model.ani.neural_networks.members)}-member ensemble to {out}; validation RMSE (kcal/mol): {rmse}")
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_FORCE_WEIGHT",
+    "INITIAL_LR",
+    "ConformerSet",
+    "MemberResult",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingData",
+    "assign_folds",
+    "element_counts",
+    "fit_self_energies",
+    "read_conformers",
+    "resolve_start",
+    "train_ensemble",
+    "unlabelled",
+]

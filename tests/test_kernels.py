@@ -109,6 +109,35 @@ def test_aev_gradient_is_finite_difference_exact(kernel_model):
     assert torch.autograd.gradcheck(lambda x: kernel_aev(kernel_model, elem, x), (coords,), eps=1e-6, atol=1e-6)
 
 
+
+def test_aev_jacobian_products_match_autograd_through_torchani(kernel_model):
+    """aev_vjp (J^T g) and aev_jvp (J u), the products force training uses, against torchani."""
+    from anif.kernels import aev_arguments
+
+    species, coords = padded_batch()
+    elem = kernel_model.element_index[species]
+    reference = copy.deepcopy(kernel_model.aev_computer).double()
+    args = aev_arguments(kernel_model.aev_computer)
+    generator = torch.Generator().manual_seed(3)
+    u = torch.randn(coords.shape, dtype=torch.float64, generator=generator)
+    g = torch.randn(coords.shape[0] * coords.shape[1], reference.out_dim, dtype=torch.float64, generator=generator)
+
+    def torchani_aev(x):
+        return reference(elem, x).reshape(-1, reference.out_dim)
+
+    _, jvp_ref = torch.autograd.functional.jvp(torchani_aev, coords, u)
+    jvp = torch.ops.anif.aev_jvp(coords, elem, u, *args)
+    np.testing.assert_allclose(jvp.numpy(), jvp_ref.numpy(), rtol=1e-9, atol=1e-11)
+    assert float(jvp.abs().max()) > 1
+    x = coords.clone().requires_grad_()
+    (vjp_ref,) = torch.autograd.grad((torchani_aev(x) * g).sum(), x)
+    vjp = torch.ops.anif.aev_vjp(coords, elem, g, *args)
+    np.testing.assert_allclose(vjp.numpy(), vjp_ref.numpy(), rtol=1e-9, atol=1e-11)
+    # padding rows are not atoms: they neither move the AEV nor receive a gradient
+    assert float(vjp[species < 0].abs().sum()) == 0
+    np.testing.assert_allclose(torch.ops.anif.aev_jvp(coords, elem, u * (species >= 0).unsqueeze(-1), *args).numpy(),
+                               jvp.numpy(), rtol=1e-12, atol=1e-14)
+
 def test_networks_and_their_gradient_match_the_members(kernel_model):
     species, coords = padded_batch()
     elem = kernel_model.element_index[species]

@@ -5,9 +5,13 @@
 //     cell: empty for isolated molecules, or an OpenMM reduced box (3, 3) in the coordinates' unit whose
 //     perpendicular widths are at least twice the radial cutoff (neighbours by the minimum image)
 //   anif::networks(aev (B * N, features), elem (B * N), batch, depth, weights, biases, alpha) -> (M, B)
+//   anif::aev_vjp(coordinates, elem, grad_aev (B * N, features), ...) -> (B, N, 3)    J^T grad_aev
+//   anif::aev_jvp(coordinates, elem, tangent (B, N, 3), ...) -> (B * N, features)     J tangent
 //
-// Both are TorchScript operators with autograd support (first derivatives only), so they run inside
-// an openmm-torch TorchForce. Same formulas as torchani's ANIRadial / ANIAngular with the cosine cutoff
+// The first two are TorchScript operators with autograd support (first derivatives only), so they run
+// inside an openmm-torch TorchForce. The last two, with J = dAEV/dcoordinates, are plain products for
+// force training (anif.training): forces are -J^T dE/dAEV, and the loss gradient needs J times the
+// force residual. Same formulas as torchani's ANIRadial / ANIAngular with the cosine cutoff
 // and CELU networks; results agree with torchani to float32 round-off.
 //
 // Networks: each thread takes whole members; for each element the member's layers run as register-
@@ -23,6 +27,7 @@
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
+#include <array>
 #include <type_traits>
 #include <vector>
 
@@ -607,6 +612,74 @@ void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, co
   }
 }
 
+// J u (molecules * n, F): the AEV's derivative along the coordinate displacement u (molecules * n, 3),
+// the same terms as aev_forward, each differentiated through its distances and angle.
+template <typename T>
+void aev_directional(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, const T* box,
+                     const T* u, T* out) {
+  const int64_t R = p.radial_shifts.size(), A = p.angular_shifts.size(), Z = p.cos_sections.size();
+  const int64_t F = p.features(), radial = p.radial_size(), block = p.angular_block();
+  at::parallel_for(0, molecules * n, 1, [&](int64_t begin, int64_t end) {
+    FlushDenormals flush;
+    std::vector<Neighbour<T>> nbs;
+    std::vector<T> g(std::max(R, A)), f1(Z), df1(Z);
+    std::vector<std::array<T, 4>> du;  // per neighbour: u relative to the centre, and d(distance)
+    for (int64_t c = begin; c < end; ++c) {
+      T* row = out + c * F;
+      std::fill(row, row + F, T(0));
+      if (e[c] < 0) continue;
+      neighbours_of(x, e, c, (c / n) * n, n, p, box, nbs);
+      const T* uc = u + c * 3;
+      du.resize(nbs.size());
+      for (size_t i = 0; i < nbs.size(); ++i) {
+        const T* ur = u + nbs[i].row * 3;
+        T dot = 0;
+        for (int c3 = 0; c3 < 3; ++c3) {
+          du[i][c3] = ur[c3] - uc[c3];
+          dot += nbs[i].v[c3] * du[i][c3];
+        }
+        du[i][3] = dot / nbs[i].d;
+      }
+      for (size_t i = 0; i < nbs.size(); ++i) {
+        const auto& nb = nbs[i];
+        gaussians(nb.d, p.radial_shifts, p.radial_eta, g.data());
+        T* target = row + nb.elem * R;
+        for (int64_t k = 0; k < R; ++k) {
+          const T s = nb.d - T(p.radial_shifts[k]);
+          target[k] += T(0.25) * g[k] * (T(-2 * p.radial_eta) * s * nb.fc + nb.dfc) * du[i][3];
+        }
+      }
+      for (size_t i = 0; i < nbs.size(); ++i) {
+        if (!nbs[i].angular) continue;
+        for (size_t j = i + 1; j < nbs.size(); ++j) {
+          if (!nbs[j].angular) continue;
+          const auto& a = nbs[i];
+          const auto& b = nbs[j];
+          const Triple<T> t = triple_of(a, b);
+          angular_factors(p, t, f1.data(), df1.data());
+          gaussians(t.mean, p.angular_shifts, p.angular_eta, g.data());
+          const T dda = du[i][3], ddb = du[j][3];
+          const T denominator = a.d * b.d;
+          T dcc = 0;
+          if (denominator > T(1e-10)) {
+            T cross = 0;
+            for (int c3 = 0; c3 < 3; ++c3) cross += du[i][c3] * b.v[c3] + a.v[c3] * du[j][c3];
+            dcc = T(0.95) * cross / denominator - t.cc * (dda / a.d + ddb / b.d);
+          }
+          const T dmean = (dda + ddb) / 2;
+          const T dfcc = a.dfca * dda * b.fca + a.fca * b.dfca * ddb;
+          T* target = row + radial + p.triu[a.elem * p.species + b.elem] * block;
+          for (int64_t q = 0; q < A; ++q) {
+            const T dg = g[q] * T(-2 * p.angular_eta) * (t.mean - T(p.angular_shifts[q])) * dmean;
+            const T w = dg * t.fcc + g[q] * dfcc, wc = g[q] * t.fcc * dcc;
+            for (int64_t z = 0; z < Z; ++z) target[q * Z + z] += w * f1[z] + wc * df1[z];
+          }
+        }
+      }
+    }
+  });
+}
+
 AevParams aev_params(const Tensor& radial_shifts, double radial_eta, double radial_cutoff, const Tensor& angular_shifts,
                      const Tensor& sections, double angular_eta, double zeta, double angular_cutoff,
                      const Tensor& triu_index) {
@@ -630,30 +703,61 @@ AevParams aev_params(const Tensor& radial_shifts, double radial_eta, double radi
   return p;
 }
 
+// Checked, contiguous inputs of the AEV operators; box: empty (isolated molecules) or the (3, 3) cell.
+struct AevInputs {
+  AevParams p;
+  Tensor x, e, box;
+};
+
+template <typename T> const T* box_pointer(const AevInputs& in) {
+  return in.box.numel() ? in.box.data_ptr<T>() : nullptr;
+}
+
+AevInputs aev_inputs(const Tensor& coordinates, const Tensor& elem, const Tensor& radial_shifts, double radial_eta,
+                     double radial_cutoff, const Tensor& angular_shifts, const Tensor& sections, double angular_eta,
+                     double zeta, double angular_cutoff, const Tensor& triu_index, const Tensor& cell = Tensor()) {
+  TORCH_CHECK(coordinates.device().is_cpu(), "anif::aev runs on the CPU");
+  TORCH_CHECK(coordinates.dim() == 3 && coordinates.size(2) == 3 && elem.dim() == 2 &&
+                  elem.size(0) == coordinates.size(0) && elem.size(1) == coordinates.size(1),
+              "anif::aev: coordinates (B, N, 3) and elem (B, N)");
+  const Tensor x = coordinates.detach().contiguous();
+  const Tensor box = cell.defined() ? cell.detach().to(x.scalar_type()).contiguous() : x.new_empty({0});
+  TORCH_CHECK(box.numel() == 0 || (box.dim() == 2 && box.size(0) == 3 && box.size(1) == 3),
+              "anif::aev: cell must be empty or (3, 3)");
+  AevInputs in{aev_params(radial_shifts, radial_eta, radial_cutoff, angular_shifts, sections, angular_eta, zeta,
+                          angular_cutoff, triu_index),
+               x, elem.to(torch::kLong).contiguous(), box};
+  TORCH_CHECK(in.e.numel() == 0 || in.e.max().item<int64_t>() < in.p.species, "anif::aev: element index out of range");
+  return in;
+}
+
+// J^T grad_aev: (B, N, 3) from (B * N, features).
+Tensor vjp(const AevInputs& in, const Tensor& grad_aev) {
+  const Tensor g = grad_aev.to(in.x.scalar_type()).contiguous();
+  TORCH_CHECK(g.dim() == 2 && g.size(0) == in.e.numel() && g.size(1) == in.p.features(),
+              "anif::aev_vjp: grad_aev must be (B * N, features)");
+  Tensor grad_x = torch::zeros_like(in.x);
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "anif::aev_vjp", [&] {
+    aev_backward<scalar_t>(in.x.data_ptr<scalar_t>(), in.e.data_ptr<int64_t>(), in.x.size(0), in.x.size(1), in.p,
+                           box_pointer<scalar_t>(in), g.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
+  });
+  return grad_x;
+}
+
 class AevFunction : public torch::autograd::Function<AevFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, Tensor coordinates, Tensor elem, Tensor radial_shifts, double radial_eta,
                         double radial_cutoff, Tensor angular_shifts, Tensor sections, double angular_eta, double zeta,
                         double angular_cutoff, Tensor triu_index, Tensor cell) {
-    TORCH_CHECK(coordinates.device().is_cpu(), "anif::aev runs on the CPU");
-    TORCH_CHECK(coordinates.dim() == 3 && coordinates.size(2) == 3 && elem.dim() == 2 &&
-                    elem.size(0) == coordinates.size(0) && elem.size(1) == coordinates.size(1),
-                "anif::aev: coordinates (B, N, 3) and elem (B, N)");
-    const AevParams p = aev_params(radial_shifts, radial_eta, radial_cutoff, angular_shifts, sections, angular_eta,
-                                   zeta, angular_cutoff, triu_index);
-    const Tensor x = coordinates.detach().contiguous();
-    const Tensor e = elem.to(torch::kLong).contiguous();
-    TORCH_CHECK(e.numel() == 0 || e.max().item<int64_t>() < p.species, "anif::aev: element index out of range");
-    const int64_t molecules = x.size(0), n = x.size(1);
-    const Tensor box = cell.detach().to(x.scalar_type()).contiguous();
-    TORCH_CHECK(box.numel() == 0 || (box.dim() == 2 && box.size(0) == 3 && box.size(1) == 3),
-                "anif::aev: cell must be empty or (3, 3)");
-    Tensor out = torch::empty({molecules * n, p.features()}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "anif::aev", [&] {
-      aev_forward<scalar_t>(x.data_ptr<scalar_t>(), e.data_ptr<int64_t>(), molecules, n, p,
-                            box.numel() ? box.data_ptr<scalar_t>() : nullptr, out.data_ptr<scalar_t>());
+    const AevInputs in = aev_inputs(coordinates, elem, radial_shifts, radial_eta, radial_cutoff, angular_shifts,
+                                    sections, angular_eta, zeta, angular_cutoff, triu_index, cell);
+    const int64_t molecules = in.x.size(0), n = in.x.size(1);
+    Tensor out = torch::empty({molecules * n, in.p.features()}, in.x.options());
+    AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "anif::aev", [&] {
+      aev_forward<scalar_t>(in.x.data_ptr<scalar_t>(), in.e.data_ptr<int64_t>(), molecules, n, in.p,
+                            box_pointer<scalar_t>(in), out.data_ptr<scalar_t>());
     });
-    ctx->save_for_backward({x, e, radial_shifts, angular_shifts, sections, triu_index, box});
+    ctx->save_for_backward({in.x, in.e, radial_shifts, angular_shifts, sections, triu_index, in.box});
     ctx->saved_data["radial"] = c10::List<double>({radial_eta, radial_cutoff});
     ctx->saved_data["angular"] = c10::List<double>({angular_eta, zeta, angular_cutoff});
     return out;
@@ -663,18 +767,11 @@ class AevFunction : public torch::autograd::Function<AevFunction> {
     const auto s = ctx->get_saved_variables();
     const auto radial = ctx->saved_data["radial"].toDoubleList();
     const auto angular = ctx->saved_data["angular"].toDoubleList();
-    const AevParams p = aev_params(s[2], radial.get(0), radial.get(1), s[3], s[4], angular.get(0), angular.get(1), angular.get(2), s[5]);
-    const Tensor& x = s[0];
-    const Tensor& e = s[1];
-    const Tensor g = grad_outputs[0].to(x.scalar_type()).contiguous();
-    Tensor grad_x = torch::zeros_like(x);
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "anif::aev_backward", [&] {
-      aev_backward<scalar_t>(x.data_ptr<scalar_t>(), e.data_ptr<int64_t>(), x.size(0), x.size(1), p,
-                             s[6].numel() ? s[6].data_ptr<scalar_t>() : nullptr, g.data_ptr<scalar_t>(),
-                             grad_x.data_ptr<scalar_t>());
-    });
-    return {grad_x, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-            Tensor()};
+    const AevInputs in{aev_params(s[2], radial.get(0), radial.get(1), s[3], s[4], angular.get(0), angular.get(1),
+                                  angular.get(2), s[5]),
+                       s[0], s[1], s[6]};
+    return {vjp(in, grad_outputs[0]), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
+            Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -683,6 +780,30 @@ Tensor aev(Tensor coordinates, Tensor elem, Tensor radial_shifts, double radial_
            Tensor triu_index, Tensor cell) {
   return AevFunction::apply(coordinates, elem, radial_shifts, radial_eta, radial_cutoff, angular_shifts, sections,
                             angular_eta, zeta, angular_cutoff, triu_index, cell);
+}
+
+Tensor aev_vjp(Tensor coordinates, Tensor elem, Tensor grad_aev, Tensor radial_shifts, double radial_eta,
+               double radial_cutoff, Tensor angular_shifts, Tensor sections, double angular_eta, double zeta,
+               double angular_cutoff, Tensor triu_index) {
+  return vjp(aev_inputs(coordinates, elem, radial_shifts, radial_eta, radial_cutoff, angular_shifts, sections,
+                        angular_eta, zeta, angular_cutoff, triu_index),
+             grad_aev);
+}
+
+Tensor aev_jvp(Tensor coordinates, Tensor elem, Tensor tangent, Tensor radial_shifts, double radial_eta,
+               double radial_cutoff, Tensor angular_shifts, Tensor sections, double angular_eta, double zeta,
+               double angular_cutoff, Tensor triu_index) {
+  const AevInputs in = aev_inputs(coordinates, elem, radial_shifts, radial_eta, radial_cutoff, angular_shifts,
+                                  sections, angular_eta, zeta, angular_cutoff, triu_index);
+  const Tensor u = tangent.to(in.x.scalar_type()).contiguous();
+  TORCH_CHECK(u.sizes() == in.x.sizes(), "anif::aev_jvp: tangent must be shaped like coordinates");
+  const int64_t molecules = in.x.size(0), n = in.x.size(1);
+  Tensor out = torch::empty({molecules * n, in.p.features()}, in.x.options());
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "anif::aev_jvp", [&] {
+    aev_directional<scalar_t>(in.x.data_ptr<scalar_t>(), in.e.data_ptr<int64_t>(), molecules, n, in.p,
+                              box_pointer<scalar_t>(in), u.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+  return out;
 }
 
 Tensor networks(Tensor aev, Tensor elem, int64_t batch, int64_t depth, std::vector<Tensor> weights,
@@ -697,6 +818,14 @@ TORCH_LIBRARY(anif, m) {
         "Tensor angular_shifts, Tensor sections, float angular_eta, float zeta, float angular_cutoff, "
         "Tensor triu_index, Tensor cell) -> Tensor",
         &aev);
+  m.def("aev_vjp(Tensor coordinates, Tensor elem, Tensor grad_aev, Tensor radial_shifts, float radial_eta, "
+        "float radial_cutoff, Tensor angular_shifts, Tensor sections, float angular_eta, float zeta, "
+        "float angular_cutoff, Tensor triu_index) -> Tensor",
+        &aev_vjp);
+  m.def("aev_jvp(Tensor coordinates, Tensor elem, Tensor tangent, Tensor radial_shifts, float radial_eta, "
+        "float radial_cutoff, Tensor angular_shifts, Tensor sections, float angular_eta, float zeta, "
+        "float angular_cutoff, Tensor triu_index) -> Tensor",
+        &aev_jvp);
   m.def("networks(Tensor aev, Tensor elem, int batch, int depth, Tensor[] weights, Tensor[] biases, "
         "float alpha) -> Tensor",
         &networks);

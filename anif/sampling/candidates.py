@@ -60,6 +60,7 @@ def write_candidates(path, candidates: Sequence[Candidate]) -> int:
                 species=np.array(key),
                 coordinates=np.stack([c.structure.coordinates for c in group]),
                 energies=np.array([c.energy for c in group]),
+                method=CANDIDATE_METHOD,
                 rho_kcal_mol=np.array([c.rho_kcal_mol for c in group]),
                 sampler=np.array([str(c.provenance.get("sampler", "")) for c in group]),
                 source=np.array([str(c.provenance.get("source", "")) for c in group]),
