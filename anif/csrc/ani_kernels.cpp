@@ -777,9 +777,10 @@ class AevFunction : public torch::autograd::Function<AevFunction> {
 
 Tensor aev(Tensor coordinates, Tensor elem, Tensor radial_shifts, double radial_eta, double radial_cutoff,
            Tensor angular_shifts, Tensor sections, double angular_eta, double zeta, double angular_cutoff,
-           Tensor triu_index, Tensor cell) {
+           Tensor triu_index, c10::optional<Tensor> cell) {
   return AevFunction::apply(coordinates, elem, radial_shifts, radial_eta, radial_cutoff, angular_shifts, sections,
-                            angular_eta, zeta, angular_cutoff, triu_index, cell);
+                            angular_eta, zeta, angular_cutoff, triu_index,
+                            cell.has_value() ? *cell : coordinates.new_empty({0}));
 }
 
 Tensor aev_vjp(Tensor coordinates, Tensor elem, Tensor grad_aev, Tensor radial_shifts, double radial_eta,
@@ -816,7 +817,7 @@ Tensor networks(Tensor aev, Tensor elem, int64_t batch, int64_t depth, std::vect
 TORCH_LIBRARY(anif, m) {
   m.def("aev(Tensor coordinates, Tensor elem, Tensor radial_shifts, float radial_eta, float radial_cutoff, "
         "Tensor angular_shifts, Tensor sections, float angular_eta, float zeta, float angular_cutoff, "
-        "Tensor triu_index, Tensor cell) -> Tensor",
+        "Tensor triu_index, Tensor? cell=None) -> Tensor",
         &aev);
   m.def("aev_vjp(Tensor coordinates, Tensor elem, Tensor grad_aev, Tensor radial_shifts, float radial_eta, "
         "float radial_cutoff, Tensor angular_shifts, Tensor sections, float angular_eta, float zeta, "

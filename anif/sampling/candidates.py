@@ -66,6 +66,5 @@ def write_candidates(path, candidates: Sequence[Candidate]) -> int:
                 source=np.array([str(c.provenance.get("source", "")) for c in group]),
                 seed=np.array([int(c.provenance.get("seed", -1)) for c in group]),
                 provenance=np.array([json.dumps(c.provenance, sort_keys=True) for c in group]),
-                method=CANDIDATE_METHOD,
             )
     return written
