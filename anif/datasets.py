@@ -523,11 +523,15 @@ class DatasetStore:
         if self._generation not in (behind, generation):
             self._index = None  # our index is older than the shadow: read it afresh
         if behind < generation:
-            for i, group in enumerate(journal["groups"]):
-                prefix = f"{i}/"
-                columns = {k[len(prefix):]: journal[k] for k in journal.files if k.startswith(prefix)}
-                self._write(f, str(group), columns)
-            f.attrs[GENERATION_ATTR] = generation
+            try:
+                for i, group in enumerate(journal["groups"]):
+                    prefix = f"{i}/"
+                    columns = {k[len(prefix):]: journal[k] for k in journal.files if k.startswith(prefix)}
+                    self._write(f, str(group), columns)
+                f.attrs[GENERATION_ATTR] = generation
+            except BaseException:
+                f.close()
+                raise
         if self._index is not None:
             self._generation = generation
         return f
@@ -624,8 +628,8 @@ class DatasetStore:
 
     def _write(self, f: h5py.File, group: str, columns: dict[str, np.ndarray]) -> None:
         n_conf, n_atoms = columns["coordinates"].shape[:2]
-        # a group to take the schema from (the index when it describes this file: iterating a big root is slower)
-        existing = next(iter(self._index), None) if self._index else next((n for n in f if n not in _SKIP), None)
+        # a group to take the schema from (found through the index: iterating a big root group is slower)
+        existing = next((n for n in (self._index or f) if n not in _SKIP and n in f), None)
         if existing is not None:
             ref = f[existing]
             schema = set(ref.keys())

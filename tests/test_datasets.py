@@ -218,6 +218,19 @@ def test_appends_alternate_between_two_copies_instead_of_copying_the_file(tmp_pa
     assert DatasetStore(path, "r").num_conformers() == 14
 
 
+def test_an_empty_store_grows_through_replayed_commits(tmp_path):
+    path = tmp_path / "empty.h5"
+    store = DatasetStore(path, kind="candidates")
+    with store.transaction():  # an empty store (what a sampler that finds nothing leaves)
+        pass
+    assert DatasetStore(path, "r").kind == "candidates" and len(DatasetStore(path, "r")) == 0
+    store.append("water", [8, 1, 1], WATER[None], [-76.4])
+    store.append("hydrogen", [1, 1], [[[0, 0, 0], [0, 0, 0.74]]], [-1.17])  # replays the water onto the empty copy
+    store.append("water", [8, 1, 1], WATER[None] + 0.01, [-76.41])
+    reread = DatasetStore(path, "r")
+    assert reread.groups() == ["hydrogen", "water"] and reread.num_conformers() == 3
+
+
 READER = textwrap.dedent(
     """
     import os, sys, h5py
