@@ -403,3 +403,22 @@ def test_bad_input_is_a_clear_error(tmp_path, molecule_data, monkeypatch, capsys
     blocked = tmp_path / "file"
     blocked.write_text("x")
     assert "is not a directory" in _cli_error(monkeypatch, capsys, "train", "--data", path, "--out", blocked)
+
+
+class _Planted:
+    """Pickles to a call of os.system: what a planted checkpoint would run on a full unpickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_checkpoint_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    ckpt = tmp_path / "member_0.pt"
+    torch.save({"history": [], "payload": _Planted(marker)}, ckpt)
+    with pytest.raises(InputError, match="unreadable checkpoint"):
+        load_checkpoint(ckpt)
+    assert not marker.exists()

@@ -495,6 +495,22 @@ template <typename T> inline void angular_factors(const AevParams& p, const Trip
   }
 }
 
+// body(i, j, t) for every pair i < j of angular neighbours, with the triple's angular factors f1 (and their
+// derivatives df1 unless null) and the Gaussians g of its mean distance filled in.
+template <typename T, typename Body>
+inline void for_each_triple(const std::vector<Neighbour<T>>& nbs, const AevParams& p, T* f1, T* df1, T* g, Body&& body) {
+  for (size_t i = 0; i < nbs.size(); ++i) {
+    if (!nbs[i].angular) continue;
+    for (size_t j = i + 1; j < nbs.size(); ++j) {
+      if (!nbs[j].angular) continue;
+      const Triple<T> t = triple_of(nbs[i], nbs[j]);
+      angular_factors(p, t, f1, df1);
+      gaussians(t.mean, p.angular_shifts, p.angular_eta, g);
+      body(i, j, t);
+    }
+  }
+}
+
 template <typename T>
 void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, const AevParams& p, const T* box, T* out) {
   const int64_t R = p.radial_shifts.size(), A = p.angular_shifts.size(), Z = p.cos_sections.size();
@@ -513,20 +529,13 @@ void aev_forward(const T* x, const int64_t* e, int64_t molecules, int64_t n, con
         T* target = row + nb.elem * R;
         for (int64_t k = 0; k < R; ++k) target[k] += T(0.25) * g[k] * nb.fc;
       }
-      for (size_t i = 0; i < nbs.size(); ++i) {
-        if (!nbs[i].angular) continue;
-        for (size_t j = i + 1; j < nbs.size(); ++j) {
-          if (!nbs[j].angular) continue;
-          const Triple<T> t = triple_of(nbs[i], nbs[j]);
-          angular_factors(p, t, f1.data(), static_cast<T*>(nullptr));
-          gaussians(t.mean, p.angular_shifts, p.angular_eta, g.data());
-          T* target = row + radial + p.triu[nbs[i].elem * p.species + nbs[j].elem] * block;
-          for (int64_t a = 0; a < A; ++a) {
-            const T w = g[a] * t.fcc;
-            for (int64_t z = 0; z < Z; ++z) target[a * Z + z] += w * f1[z];
-          }
+      for_each_triple(nbs, p, f1.data(), static_cast<T*>(nullptr), g.data(), [&](size_t i, size_t j, const Triple<T>& t) {
+        T* target = row + radial + p.triu[nbs[i].elem * p.species + nbs[j].elem] * block;
+        for (int64_t a = 0; a < A; ++a) {
+          const T w = g[a] * t.fcc;
+          for (int64_t z = 0; z < Z; ++z) target[a * Z + z] += w * f1[z];
         }
-      }
+      });
     }
   });
 }
@@ -562,48 +571,41 @@ void aev_backward(const T* x, const int64_t* e, int64_t molecules, int64_t n, co
           gx[c * 3 + c3] -= f;
         }
       }
-      for (size_t i = 0; i < nbs.size(); ++i) {
-        if (!nbs[i].angular) continue;
-        for (size_t j = i + 1; j < nbs.size(); ++j) {
-          if (!nbs[j].angular) continue;
-          const auto& a = nbs[i];
-          const auto& b = nbs[j];
-          const Triple<T> t = triple_of(a, b);
-          angular_factors(p, t, f1.data(), df1.data());
-          gaussians(t.mean, p.angular_shifts, p.angular_eta, g.data());
-          const T* gb = gr + radial + p.triu[a.elem * p.species + b.elem] * block;
-          std::fill(h.begin(), h.end(), T(0));
-          std::fill(k2.begin(), k2.end(), T(0));
-          for (int64_t q = 0; q < A; ++q) {
-            const T dmean = T(-2 * p.angular_eta) * (t.mean - T(p.angular_shifts[q]));
-            for (int64_t z = 0; z < Z; ++z) {
-              const T w = gb[q * Z + z] * g[q];
-              h[z] += w;
-              k2[z] += w * dmean;
-            }
-          }
-          T dl_dcc = 0, dl_dmean = 0, dl_dfcc = 0;
+      for_each_triple(nbs, p, f1.data(), df1.data(), g.data(), [&](size_t i, size_t j, const Triple<T>& t) {
+        const auto& a = nbs[i];
+        const auto& b = nbs[j];
+        const T* gb = gr + radial + p.triu[a.elem * p.species + b.elem] * block;
+        std::fill(h.begin(), h.end(), T(0));
+        std::fill(k2.begin(), k2.end(), T(0));
+        for (int64_t q = 0; q < A; ++q) {
+          const T dmean = T(-2 * p.angular_eta) * (t.mean - T(p.angular_shifts[q]));
           for (int64_t z = 0; z < Z; ++z) {
-            dl_dcc += h[z] * df1[z];
-            dl_dmean += k2[z] * f1[z];
-            dl_dfcc += h[z] * f1[z];
-          }
-          dl_dcc *= t.fcc;
-          dl_dmean *= t.fcc;
-          const T denominator = a.d * b.d;
-          const T dl_dc = denominator > T(1e-10) ? T(0.95) * dl_dcc : T(0);
-          const T c_over = t.cc / T(0.95);
-          const T dl_dda = dl_dmean / 2 + dl_dfcc * b.fca * a.dfca;
-          const T dl_ddb = dl_dmean / 2 + dl_dfcc * a.fca * b.dfca;
-          for (int c3 = 0; c3 < 3; ++c3) {
-            const T ga = dl_dc * (b.v[c3] / denominator - c_over * a.v[c3] / (a.d * a.d)) + dl_dda * a.v[c3] / a.d;
-            const T gb3 = dl_dc * (a.v[c3] / denominator - c_over * b.v[c3] / (b.d * b.d)) + dl_ddb * b.v[c3] / b.d;
-            gx[a.row * 3 + c3] += ga;
-            gx[b.row * 3 + c3] += gb3;
-            gx[c * 3 + c3] -= ga + gb3;
+            const T w = gb[q * Z + z] * g[q];
+            h[z] += w;
+            k2[z] += w * dmean;
           }
         }
-      }
+        T dl_dcc = 0, dl_dmean = 0, dl_dfcc = 0;
+        for (int64_t z = 0; z < Z; ++z) {
+          dl_dcc += h[z] * df1[z];
+          dl_dmean += k2[z] * f1[z];
+          dl_dfcc += h[z] * f1[z];
+        }
+        dl_dcc *= t.fcc;
+        dl_dmean *= t.fcc;
+        const T denominator = a.d * b.d;
+        const T dl_dc = denominator > T(1e-10) ? T(0.95) * dl_dcc : T(0);
+        const T c_over = t.cc / T(0.95);
+        const T dl_dda = dl_dmean / 2 + dl_dfcc * b.fca * a.dfca;
+        const T dl_ddb = dl_dmean / 2 + dl_dfcc * a.fca * b.dfca;
+        for (int c3 = 0; c3 < 3; ++c3) {
+          const T ga = dl_dc * (b.v[c3] / denominator - c_over * a.v[c3] / (a.d * a.d)) + dl_dda * a.v[c3] / a.d;
+          const T gb3 = dl_dc * (a.v[c3] / denominator - c_over * b.v[c3] / (b.d * b.d)) + dl_ddb * b.v[c3] / b.d;
+          gx[a.row * 3 + c3] += ga;
+          gx[b.row * 3 + c3] += gb3;
+          gx[c * 3 + c3] -= ga + gb3;
+        }
+      });
     }
   });
   for (int t = 0; t < threads; ++t) {
@@ -649,33 +651,26 @@ void aev_directional(const T* x, const int64_t* e, int64_t molecules, int64_t n,
           target[k] += T(0.25) * g[k] * (T(-2 * p.radial_eta) * s * nb.fc + nb.dfc) * du[i][3];
         }
       }
-      for (size_t i = 0; i < nbs.size(); ++i) {
-        if (!nbs[i].angular) continue;
-        for (size_t j = i + 1; j < nbs.size(); ++j) {
-          if (!nbs[j].angular) continue;
-          const auto& a = nbs[i];
-          const auto& b = nbs[j];
-          const Triple<T> t = triple_of(a, b);
-          angular_factors(p, t, f1.data(), df1.data());
-          gaussians(t.mean, p.angular_shifts, p.angular_eta, g.data());
-          const T dda = du[i][3], ddb = du[j][3];
-          const T denominator = a.d * b.d;
-          T dcc = 0;
-          if (denominator > T(1e-10)) {
-            T cross = 0;
-            for (int c3 = 0; c3 < 3; ++c3) cross += du[i][c3] * b.v[c3] + a.v[c3] * du[j][c3];
-            dcc = T(0.95) * cross / denominator - t.cc * (dda / a.d + ddb / b.d);
-          }
-          const T dmean = (dda + ddb) / 2;
-          const T dfcc = a.dfca * dda * b.fca + a.fca * b.dfca * ddb;
-          T* target = row + radial + p.triu[a.elem * p.species + b.elem] * block;
-          for (int64_t q = 0; q < A; ++q) {
-            const T dg = g[q] * T(-2 * p.angular_eta) * (t.mean - T(p.angular_shifts[q])) * dmean;
-            const T w = dg * t.fcc + g[q] * dfcc, wc = g[q] * t.fcc * dcc;
-            for (int64_t z = 0; z < Z; ++z) target[q * Z + z] += w * f1[z] + wc * df1[z];
-          }
+      for_each_triple(nbs, p, f1.data(), df1.data(), g.data(), [&](size_t i, size_t j, const Triple<T>& t) {
+        const auto& a = nbs[i];
+        const auto& b = nbs[j];
+        const T dda = du[i][3], ddb = du[j][3];
+        const T denominator = a.d * b.d;
+        T dcc = 0;
+        if (denominator > T(1e-10)) {
+          T cross = 0;
+          for (int c3 = 0; c3 < 3; ++c3) cross += du[i][c3] * b.v[c3] + a.v[c3] * du[j][c3];
+          dcc = T(0.95) * cross / denominator - t.cc * (dda / a.d + ddb / b.d);
         }
-      }
+        const T dmean = (dda + ddb) / 2;
+        const T dfcc = a.dfca * dda * b.fca + a.fca * b.dfca * ddb;
+        T* target = row + radial + p.triu[a.elem * p.species + b.elem] * block;
+        for (int64_t q = 0; q < A; ++q) {
+          const T dg = g[q] * T(-2 * p.angular_eta) * (t.mean - T(p.angular_shifts[q])) * dmean;
+          const T w = dg * t.fcc + g[q] * dfcc, wc = g[q] * t.fcc * dcc;
+          for (int64_t z = 0; z < Z; ++z) target[q * Z + z] += w * f1[z] + wc * df1[z];
+        }
+      });
     }
   });
 }
