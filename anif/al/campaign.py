@@ -25,7 +25,8 @@ finite-difference Hessian at that minimum; the candidates' provenance says which
 After each evaluation the stop rule runs (max cycles, label budget, wall time, no improvement
 of the mean test RMSE for ``patience`` cycles) and picks the next cycle: conformational cycles
 repeat until the test error stops improving for ``[conformational] patience`` cycles, then a
-configurational cycle follows.
+configurational cycle follows; the first cycle after the bootstrap is configurational (the
+paper's cycle starts with the configurational search).
 
 Crash safety: every stage commits its results to the ledger as they arrive and is idempotent,
 so a killed campaign resumes at the stage it was in and computes only what is missing; every
@@ -85,11 +86,13 @@ def kill_point(name: str) -> None:
     target = os.environ.get("ANIF_AL_KILL_AT", "")
     if not target:
         return
-    point, _, count = target.partition(":")
+    point, _, count = target.rpartition(":")
+    if not count.isdigit():
+        point, count = target, "1"
     if point != name:
         return
     _kills[name] = _kills.get(name, 0) + 1
-    if _kills[name] >= int(count or 1):
+    if _kills[name] >= int(count):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -263,7 +266,7 @@ class Campaign:
             rounds = self.ledger.rows("SELECT * FROM reduction ORDER BY round")
             if not rounds:
                 start = selection.reduction_start(len(flat), b.start_fraction, np.random.default_rng(seed_of(seed, "reduce", 0)))
-                self._reduction_round(0, start, len(flat), None, False, flat, method)
+                self._reduction_round(0, start, len(flat) - len(start), None, False, flat, method)
                 continue
             last = rounds[-1]
             if last["finished"]:
@@ -285,7 +288,8 @@ class Campaign:
             added, finished = selection.reduction_step(rest, failing, b.add_fraction, b.stop_fraction, rng)
             log.info("dataset reduction round %d: %d of %d remaining fail; adding %d%s", last["round"] + 1,
                      int(failing.sum()), len(rest), len(added), " (last round)" if finished else "")
-            self._reduction_round(last["round"] + 1, added, len(rest), int(failing.sum()), finished, flat, method)
+            self._reduction_round(last["round"] + 1, added, len(rest) - len(added), int(failing.sum()), finished, flat,
+                                  method)
             kill_point("reduce")
         self._sync_stores()
 
@@ -348,9 +352,8 @@ class Campaign:
             else:
                 pool = [(s, n) for s, n in gdb11_like()
                         if _heavy_atoms(s) <= b.max_heavy_atoms and _canonical(s) not in held_out]
-                rng = np.random.default_rng(seed_of(seed, "bootstrap"))
-                pick = rng.choice(len(pool), size=min(b.molecules, len(pool)), replace=False)
-                chosen = [pool[i] for i in sorted(pick)]
+                order = np.random.default_rng(seed_of(seed, "bootstrap")).permutation(len(pool))
+                chosen = _covering([pool[i] for i in order], b.molecules)
             for k, (smiles, name) in enumerate(chosen):
                 reason = screen_smiles(smiles, {1, 6, 7, 8})
                 if reason:
@@ -438,7 +441,7 @@ class Campaign:
         searched = {(r["source"], r["name"], r["smiles"]) for r in
                     self.ledger.rows("SELECT source, name, smiles FROM search WHERE cycle < ?", (cycle,))}
         held_out = {_canonical(smi) for t in self.config.test_sets for smi in t.smiles}
-        held_out |= {_canonical(m["smiles"]) for m in self._molecules("smiles != ''")}
+        held_out |= {_canonical(m["smiles"]) for m in self._molecules("smiles != '' AND cycle < ?", (cycle,))}
         pool, skipped = [], []
         for source, name, smiles in entries:
             if (source, name, smiles) in searched:
@@ -537,6 +540,7 @@ class Campaign:
             done = {r["item"] for r in self.ledger.rows("SELECT item FROM items WHERE cycle = ? AND sampler = ?",
                                                          (cycle, sampler))}
             todo = [i for i in range(len(payloads)) if i not in done]
+            log.info("sample %s: %d work items to run (%d done before)", sampler, len(todo), len(done))
             if not todo:
                 continue
             seed = seed_of(self.config.campaign.seed, cycle, sampler)
@@ -632,6 +636,8 @@ class Campaign:
     def _stage_label(self, row) -> None:
         cycle = row["cycle"]
         pending = self.ledger.rows("SELECT * FROM labels WHERE cycle = ? AND status = 'pending' ORDER BY seq", (cycle,))
+        log.info("label: %d structures to label (%d of this cycle labelled or failed before)", len(pending),
+                 self.ledger.value("SELECT COUNT(*) FROM labels WHERE cycle = ? AND status != 'pending'", (cycle,), 0))
         if pending:
             structures = [Structure(numbers_of(r["numbers"]), xyz_of(r["coordinates"]), name=r["name"]) for r in pending]
             results = as_completed_with_progress(self._pool_client(), label_task, structures,
@@ -764,16 +770,20 @@ class Campaign:
         recent = [improved.get(r["cycle"], False) for r in cycles[1:]][-s.patience:]
         if len(recent) == s.patience and not any(recent):
             return f"no improvement of the test error for {s.patience} cycles", ""
+        kind = last["kind"]
         exhausted = not self._source_molecules(last["cycle"] + 1)[0]
         has_molecules = bool(self._molecules("role = 'train' AND status = 'ok'"))
-        if not has_molecules:
-            return ("", "configurational") if not exhausted else ("no molecules to sample: sources exhausted", "")
-        if last["kind"] != "conformational" or exhausted:
-            if exhausted and last["kind"] == "conformational" and not self._selected(last["cycle"]) \
-                    and not improved.get(last["cycle"], False):
-                return "nothing left to sample (sources exhausted, no candidates)", ""
+        if exhausted and not has_molecules:
+            return "nothing to sample: no molecules and the search sources are exhausted", ""
+        if exhausted:
+            if kind == "conformational" and not self._selected(last["cycle"]) and not improved.get(last["cycle"]):
+                return "nothing left to sample: search sources exhausted, no candidates selected", ""
             return "", "conformational"
-        streak = []
+        if kind == "bootstrap" or not has_molecules:
+            return "", "configurational"
+        if kind == "configurational":
+            return "", "conformational"
+        streak = []  # newest first: did each conformational cycle since the last configurational one help?
         for r in reversed(cycles):
             if r["kind"] != "conformational":
                 break
@@ -811,6 +821,22 @@ def _canonical(smiles: str) -> str:
 
     mol = Chem.MolFromSmiles(smiles)
     return Chem.MolToSmiles(mol) if mol is not None else smiles
+
+
+def _covering(molecules: list[tuple[str, str]], count: int) -> list[tuple[str, str]]:
+    """``count`` molecules taken in the given (random) order, first one containing each of C, N, O
+    (the self energies of an element the training set lacks are undetermined)."""
+    from rdkit import Chem
+
+    def elements(smiles):
+        return {a.GetSymbol() for a in Chem.MolFromSmiles(smiles).GetAtoms()}
+
+    chosen = []
+    for element in ("C", "N", "O"):
+        if not any(element in elements(s) for s, _ in chosen):
+            chosen += [m for m in molecules if element in elements(m[0]) and m not in chosen][:1]
+    chosen += [m for m in molecules if m not in chosen][: max(0, count - len(chosen))]
+    return chosen[:max(count, 1)]
 
 
 def _heavy_atoms(smiles: str) -> int:

@@ -20,12 +20,13 @@ def run_command(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
 ) -> None:
     """Start the campaign in OUT, or resume it where it stopped (same config; only the stop section may change)."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     from ..al import load_config, run_campaign
     from ..al.report import write_report
 
-    handler = RichHandler(show_path=False, show_level=False, markup=False)
+    handler = RichHandler(console=Console(stderr=True), show_path=False, show_level=False, markup=False)
     logging.getLogger("anif.al").addHandler(handler)
     logging.getLogger("anif.al").setLevel(logging.INFO)
     result = run_campaign(load_config(config), out, workers=workers, scheduler=scheduler)
