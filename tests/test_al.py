@@ -170,6 +170,24 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
     assert rho and min(r for (r,) in rho) > 0.25
 
 
+def test_samplers_read_the_conformer_sampling_set(straight, tmp_path, ani1x_torchani):
+    """The hand-off: `anif sample dnms --input sampling_set.h5` samples every molecule of the set."""
+    from anif.datasets import DatasetStore
+
+    _, folder = straight
+    sampling_set = DatasetStore(folder / "sampling_set.h5", "r")
+    out = tmp_path / "dnms.h5"
+    run = subprocess.run([sys.executable, "-m", "anif", "sample", "dnms", "--input", str(folder / "sampling_set.h5"),
+                          "--model", "ani1x", "--rho-hat", "0", "--seed", "1", "--pool", "16", "--keep", "2",
+                          "--min-rmsd", "0.01", "--out", str(out), "--workers", "0"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sources = set()
+    for _, data in DatasetStore(out, "r"):
+        sources.update(json.loads(p)["source"] for p in data["provenance"])
+    assert sources == {f"{g}/{k}" for g in sampling_set.groups() for k in range(sampling_set.index[g][0])}
+
+
 @pytest.mark.xfail(not hasattr(__import__("anif.training").training.TrainSettings(), "split"), strict=False,
                    reason="with the split by molecule (before issue 12) each member is blind on a quarter of the "
                           "molecules and the test error of a tiny campaign is noise")
