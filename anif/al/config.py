@@ -337,6 +337,13 @@ def validate(config: Config) -> None:
     names = [s.name for s in c.test_sets]
     if len(set(names)) != len(names):
         raise InputError("[test_sets]: names must be unique")
+    from ..sampling.search import screen_smiles
+
+    for label, smiles in [("[bootstrap] smiles", b.smiles), *((f"[test_sets.{t.name}] smiles", t.smiles) for t in c.test_sets)]:
+        for smi in smiles:
+            reason = screen_smiles(smi, {1, 6, 7, 8})
+            if reason:
+                raise InputError(f"{label}: {smi!r}: {reason}")
 
 
 def file_digests(config: Config) -> dict[str, str]:

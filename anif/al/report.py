@@ -115,6 +115,23 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, path: Path, cycles, ylabel: str, title: str) -> Path:
+    """Label a per-cycle plot and save it."""
+    ax.set_xticks(cycles)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
 def report_data(ledger: Ledger) -> dict:
     """The numbers behind the figures."""
     cycles = ledger.rows("SELECT cycle, kind, rho_hat, dataset_size FROM cycles ORDER BY cycle")
@@ -176,10 +193,7 @@ def _plot_error_vs_labels(data: dict, path: Path) -> Optional[Path]:
     ax.set_ylabel("test energy RMSE (kcal/mol)")
     ax.set_title("Test error against labels (cycle numbers marked)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 _KIND_COLOR = {"bootstrap": "0.5", "configurational": "tab:orange", "conformational": "tab:blue"}
@@ -203,10 +217,7 @@ def _plot_error_per_cycle(data: dict, path: Path) -> Optional[Path]:
         ax.set_title(name, fontsize=9)
         ax.set_xticks(cycles)
     axes[-1, 0].set_xlabel("cycle (grey: bootstrap, orange: configurational, blue: conformational)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_rho(data: dict, path: Path) -> Optional[Path]:
@@ -219,15 +230,7 @@ def _plot_rho(data: dict, path: Path) -> Optional[Path]:
     ax.violinplot([np.log10(np.clip(rho[c], 1e-4, None)) for c in cycles], positions=cycles, showmedians=True)
     rho_hat = {c["cycle"]: c["rho_hat"] for c in data["cycles"]}
     ax.plot(cycles, [math.log10(max(rho_hat[c], 1e-4)) for c in cycles], "r_", ms=20, mew=2, label="ρ̂")
-    ax.set_xticks(cycles)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("log10 ρ of candidates (kcal/mol)")
-    ax.set_title("QBC ρ of the sampled candidates per cycle")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, cycles, "log10 ρ of candidates (kcal/mol)", "QBC ρ of the sampled candidates per cycle")
 
 
 def _plot_samplers(data: dict, path: Path) -> Optional[Path]:
@@ -243,12 +246,4 @@ def _plot_samplers(data: dict, path: Path) -> Optional[Path]:
         values = np.array([counts[c].get(s, 0) for c in cycles], dtype=float)
         ax.bar(cycles, values, bottom=bottom, label=s)
         bottom += values
-    ax.set_xticks(cycles)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("labels added")
-    ax.set_title("Labels contributed by each sampler")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, cycles, "labels added", "Labels contributed by each sampler")
