@@ -112,16 +112,20 @@ def progress_bar() -> Progress:
 
 
 def as_completed_with_progress(
-    client: "Client", fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
+    client: "Client | None", fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
 ) -> Iterator[tuple[int, Any]]:
     """Submit ``fn(item, **kwargs)`` for every item; yield ``(index, result)`` as each finishes.
 
     A task that raises yields ``(index, exception)`` instead. Leaving the loop early cancels
-    the tasks still pending.
+    the tasks still pending. ``client=None`` runs the items one after another in this process
+    (same results and progress bar, no Dask).
     """
     from distributed import as_completed
 
     items = list(items)
+    if client is None:
+        yield from _serial(fn, items, description, kwargs)
+        return
     futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(futures))
@@ -140,3 +144,15 @@ def as_completed_with_progress(
         finally:
             if pending:
                 client.cancel(list(pending))
+
+
+def _serial(fn, items: list, description: str, kwargs: dict) -> Iterator[tuple[int, Any]]:
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=len(items))
+        for index, item in enumerate(items):
+            try:
+                result = fn(item, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the item's own error, handed to the caller
+                result = exc
+            progress.advance(task)
+            yield index, result

@@ -18,6 +18,7 @@ app = typer.Typer(
 
 # --- commands (the functions and sub-apps live beside the code they drive) -----------
 from .bench import bench_app  # noqa: E402
+from .al import al_app  # noqa: E402
 from .data import data_app  # noqa: E402
 from .label import label_command  # noqa: E402
 from .md import analyze_command, energy_command, md_command  # noqa: E402
@@ -34,6 +35,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(qbc_app, name="qbc")
 app.add_typer(sample_app, name="sample")
+app.add_typer(al_app, name="al")
 # --- end of commands ------------------------------------------------------------------
 
 

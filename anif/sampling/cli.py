@@ -29,7 +29,7 @@ _OUT = typer.Option(..., "--out", help="output HDF5 (appended to)")
 _WORKERS = typer.Option(None, "--workers", help="Dask worker processes (default: one per core; 0: no Dask)")
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
 _SMILES = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)")
-_INPUT = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF or PDB file")
+_INPUT = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF, PDB or ANI-format HDF5 (.h5) file")
 
 
 def _say(message: str) -> None:
@@ -37,7 +37,11 @@ def _say(message: str) -> None:
 
 
 def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
-    """Inputs (files or SMILES) -> ((smiles, name) pairs, ready structures)."""
+    """Inputs (files or SMILES) -> ((smiles, name) pairs, ready structures).
+
+    An ANI-format HDF5 file (e.g. a search's output or an AL campaign's ``sampling_set.h5``)
+    gives every conformer it holds as a ready structure."""
+    from ..labeling import read_input
     from ..structures import read_structures
     from .search import read_smiles_file
 
@@ -48,6 +52,8 @@ def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
             molecules += read_smiles_file(path)
         elif path.suffix.lower() in (".xyz", ".sdf", ".mol", ".pdb"):
             structures += read_structures(path)
+        elif path.suffix.lower() in (".h5", ".hdf5"):
+            structures += [s for s, _ in read_input(path)]
         else:
             molecules.append((item, item))
     return molecules, structures
@@ -162,7 +168,7 @@ def dnms_command(
 
 @sample_app.command("dimers")
 def dimers_command(
-    inputs: list[str] = typer.Argument(..., help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb files"),
+    inputs: list[str] = typer.Argument(..., help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files"),
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     boxes: int = typer.Option(1, "--boxes", help="independent boxes (run in parallel)"),
     molecules: int = typer.Option(24, "--molecules", help="molecules per box"),
@@ -189,7 +195,7 @@ def dimers_command(
 
 @sample_app.command("search")
 def search_command(
-    inputs: Optional[list[str]] = typer.Argument(None, help="SMILES strings and/or .smi/.xyz/.sdf/.pdb files"),
+    inputs: Optional[list[str]] = typer.Argument(None, help="SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files"),
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     gdb11: int = typer.Option(0, "--gdb11", help="molecules drawn from the shipped GDB-11-like set"),
     dipeptides: int = typer.Option(0, "--dipeptides", help="dipeptides drawn from all amino-acid pairs"),

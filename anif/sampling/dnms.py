@@ -174,18 +174,29 @@ def sample_dnms(model, structure: Structure, rho_hat: float, seed: int,
         if settings.optimise:
             structure = optimise(model, structure)
         hessian = ensemble_hessian(model, structure, settings.fd_step)
+    conformers = dnms_conformers(structure, hessian, settings, rng, hessian_source, seed)
+    energy, rho = score(model, [c.structure for c in conformers])
+    kept = []
+    for c, e, r in zip(conformers, energy, rho):
+        if r > rho_hat:
+            c.rho_kcal_mol, c.energy = float(r), float(e)
+            kept.append(c)
+    return kept
+
+
+def dnms_conformers(structure: Structure, hessian: np.ndarray, settings: DNMSSettings, rng: np.random.Generator,
+                    hessian_source: str = "given", seed: int = -1) -> list[Candidate]:
+    """The diversity-selected normal-mode conformers of ``structure`` (no QBC test: rho and energy NaN)."""
     pool, s = nms_pool(structure, hessian, settings, rng)
     order = np.argsort(s)
     kept = [int(order[i]) for i in diversity_select(pool[order], settings.min_rmsd, settings.keep,
                                                     known=structure.coordinates[None])]
-    conformers = [Structure(structure.numbers, pool[i], name=structure.name) for i in kept]
-    energy, rho = score(model, conformers)
     scale = 1.5 * structure.n_atoms * KB_HARTREE * settings.temperature
     return [
-        Candidate(c, float(r), float(e), {
+        Candidate(Structure(structure.numbers, pool[i], name=structure.name), float("nan"), float("nan"), {
             "sampler": "dnms", "source": structure.name, "seed": int(seed), "draw": i,
             "temperature_k": settings.temperature, "harmonic_energy_ha": float(s[i] * scale),
             "hessian": hessian_source,
         })
-        for c, e, r, i in zip(conformers, energy, rho, kept) if r > rho_hat
+        for i in kept
     ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from contextlib import nullcontext
 from typing import Any, Iterator, Sequence
 
-from ..distributed import as_completed_with_progress, dask_client, progress_bar
+from ..distributed import as_completed_with_progress, dask_client
 from ..models import load_model
 from .candidates import molecule_seed
 from .dimers import sample_dimers
@@ -27,8 +28,14 @@ def _search(model, payload, rho_hat, seed, settings=None):
     return configurational_search(model, molecules, rho_hat, seed, structures, source)
 
 
+def _dnms(model, payload, rho_hat, seed, settings=None):
+    """DNMS of a Structure, or of a ``(structure, hessian)`` pair (normal modes of that Hessian)."""
+    structure, hessian = payload if isinstance(payload, tuple) else (payload, None)
+    return sample_dnms(model, structure, rho_hat, seed, *(() if settings is None else (settings,)), hessian=hessian)
+
+
 #: sampler name -> fn(model, payload, rho_hat, seed, settings)
-SAMPLERS = {"rts": sample_rts, "dnms": sample_dnms, "dimers": sample_dimers, "search": _search}
+SAMPLERS = {"rts": sample_rts, "dnms": _dnms, "dimers": sample_dimers, "search": _search}
 
 
 @functools.lru_cache(maxsize=2)
@@ -43,6 +50,21 @@ def run_item(item, sampler: str, model: str, rho_hat: float, settings) -> Any:
     return SAMPLERS[sampler](cached_model(model), payload, rho_hat, seed, *extra)
 
 
+def sampler_items(client, sampler: str, model: str, payloads: Sequence, rho_hat: float, seed: int, settings=None,
+                  indices: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, result or exception)`` as each payload's sampler run finishes.
+
+    Payload ``i`` runs with the seed ``molecule_seed(seed, indices[i])`` (default: its position)
+    and is yielded under that index, so a subset of a batch (e.g. what a killed run left) gets
+    the seeds it would have had in the whole batch. ``client=None`` runs in this process.
+    """
+    indices = list(range(len(payloads))) if indices is None else list(indices)
+    items = [(molecule_seed(seed, k), p) for k, p in zip(indices, payloads)]
+    kwargs = dict(sampler=sampler, model=model, rho_hat=rho_hat, settings=settings)
+    for i, result in as_completed_with_progress(client, run_item, items, f"sample {sampler}", **kwargs):
+        yield indices[i], result
+
+
 def run_sampler(sampler: str, model: str, payloads: Sequence, rho_hat: float, seed: int, settings=None,
                 workers: int | None = None, scheduler: str | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, result)`` as each payload's sampler run finishes; failures are logged and skipped.
@@ -50,28 +72,9 @@ def run_sampler(sampler: str, model: str, payloads: Sequence, rho_hat: float, se
     ``workers=0`` runs in this process (no Dask); otherwise a LocalCluster of ``workers``
     processes (default: one per core) or the cluster at ``scheduler``.
     """
-    items = [(molecule_seed(seed, i), p) for i, p in enumerate(payloads)]
-    kwargs = dict(sampler=sampler, model=model, rho_hat=rho_hat, settings=settings)
-    if workers == 0:
-        yield from _serial(items, kwargs, f"sample {sampler}")
-        return
-    with dask_client(workers=workers, scheduler=scheduler, task_threads=1) as client:
-        for index, result in as_completed_with_progress(client, run_item, items, f"sample {sampler}", **kwargs):
+    with (nullcontext() if workers == 0 else dask_client(workers=workers, scheduler=scheduler, task_threads=1)) as client:
+        for index, result in sampler_items(client, sampler, model, payloads, rho_hat, seed, settings):
             if isinstance(result, Exception):
                 log.warning("%s item %d failed: %s", sampler, index, result)
                 continue
             yield index, result
-
-
-def _serial(items, kwargs, description):
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=len(items))
-        for index, item in enumerate(items):
-            try:
-                result = run_item(item, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - one bad molecule never stops the batch
-                log.warning("%s item %d failed: %s", kwargs["sampler"], index, exc)
-                result = None
-            progress.advance(task)
-            if result is not None:
-                yield index, result

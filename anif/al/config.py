@@ -1,0 +1,381 @@
+"""A campaign's TOML configuration: sections, defaults (defined once, here or in the settings
+dataclasses of the pieces they configure), validation, and what a resumed run may change.
+
+Sections (``[campaign]`` and at least one ``[test_sets.NAME]`` are required)::
+
+    [campaign]      seed, oracle ("pyscf" | "model:ani1x" | "model:PATH")
+    [oracle]        PySCF level and optimisation (OracleSettings)
+    [bootstrap]     dataset reduction from a labelled set, or random DNMS of small molecules
+    [search]        configurational search sources, staged by size
+    [conformational] samplers run in each cycle and when to switch to a configurational cycle
+    [dnms] [rts] [dimers]   sampler settings (fields of DNMSSettings, RTSSettings, DimerSettings)
+    [qbc]           rho_hat, recalibration, selection rule
+    [training]      fields of anif.training.TrainSettings, plus warm_start and jobs
+    [stop]          stop rules (the only section a resumed campaign may change)
+    [test_sets.NAME]  file = "labelled.h5"  or  smiles = [...] (conformers labelled by the oracle)
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..sampling.dimers import DimerSettings
+from ..sampling.dnms import DNMSSettings
+from ..sampling.rts import RTSSettings
+from ..training import TrainSettings
+
+#: Conformational samplers a campaign can run.
+SAMPLERS = ("dnms", "rts", "dimers")
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    seed: int = 0
+    oracle: str = "pyscf"  # "pyscf", or a teacher ensemble: "model:ani1x", "model:PATH"
+
+
+@dataclass(frozen=True)
+class OracleSettings:
+    """PySCF reference level (anif.labeling.Level) and optimisation; ignored by teacher oracles
+    except ``hessian``."""
+
+    method: str = "wb97x"
+    basis: str = "6-31g*"
+    density_fit: bool = False
+    max_scf_cycles: int = 100
+    threads: int = 0  # PySCF threads per task; 0: cores / workers
+    convergence: str = "GAU_TIGHT"  # geomeTRIC criteria of the optimisations
+    max_steps: int = 200
+    hessian: bool = True  # DNMS modes from the oracle's Hessian (False: the current ensemble's)
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """Cycle 0. With ``dataset``: the paper's dataset reduction (Fig. 2a) of that labelled set.
+    Without: random DNMS of ``molecules`` small molecules (1..max_heavy_atoms C, N, O atoms)."""
+
+    dataset: str = ""
+    start_fraction: float = 0.02
+    add_fraction: float = 0.02
+    fail_threshold: float = 0.04  # kcal/mol per sqrt(atom)
+    stop_fraction: float = 0.05
+    max_rounds: int = 50
+    molecules: int = 8
+    max_heavy_atoms: int = 5
+    smiles: tuple[str, ...] = ()  # explicit bootstrap molecules (default: drawn from the GDB-11-like set)
+    conformers: int = 16  # DNMS conformers per molecule
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Configurational search sources; the k-th configurational cycle draws molecules with at most
+    ``size_stages[k]`` heavy atoms (the last stage repeats)."""
+
+    gdb11: bool = True
+    smiles_files: tuple[str, ...] = ()
+    smiles: tuple[str, ...] = ()
+    dipeptides: bool = False
+    random_dimers: int = 0  # random dimers of sampling-set molecules searched per cycle
+    molecules_per_cycle: int = 32
+    size_stages: tuple[int, ...] = (4, 6, 8)
+    chunk: int = 16  # molecules per pool task
+
+
+@dataclass(frozen=True)
+class ConformationalSettings:
+    samplers: tuple[str, ...] = ("dnms", "rts")
+    dimer_boxes: int = 1  # periodic boxes per cycle when "dimers" is among the samplers
+    molecules_per_cycle: int = 0  # sampling-set molecules per conformational cycle (0: all)
+    patience: int = 1  # conformational cycles without test improvement before a configurational one
+
+
+@dataclass(frozen=True)
+class QBCSettings:
+    rho_hat: float = 0.23  # kcal/mol
+    recalibrate: bool = False  # recalibrate rho_hat on the first test set after each cycle
+    error_bound: float = 1.5  # kcal/mol per sqrt(atom), for recalibration
+    capture: float = 0.98
+    upper_bound: float = math.inf  # trust bound: candidates with rho above it are not labelled
+    min_rmsd: float = 0.05  # near-duplicates (A, after superposition) are labelled once
+    max_per_cycle: int = 200
+    select: str = "rho"  # "rho": rho > rho_hat, highest first; "random": uniform over all candidates
+    prefilter: bool = True  # samplers keep only rho > rho_hat (False: all, the selection filters)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """TrainSettings (anif.training) with the campaign's warm start and parallel members."""
+
+    train: TrainSettings = field(default_factory=TrainSettings)
+    warm_start: bool = True  # start each cycle from the previous cycle's members
+    jobs: int = 0  # members trained at once (0: min(members, cores))
+
+
+@dataclass(frozen=True)
+class StopSettings:
+    max_cycles: int = 10  # cycles after the bootstrap
+    label_budget: int = 0  # labels in the training set (0: no limit)
+    wall_time_h: float = 0.0  # (0: no limit)
+    patience: int = 3  # cycles without improvement of the best test error
+    min_improvement: float = 0.01  # relative decrease of the mean test RMSE that counts
+
+
+@dataclass(frozen=True)
+class TestSet:
+    name: str = ""
+    file: str = ""  # a labelled ANI HDF5 file
+    smiles: tuple[str, ...] = ()  # or molecules whose DNMS conformers the oracle labels
+    conformers: int = 16
+    temperature: float = 600.0  # K, DNMS temperature of generated test conformers
+
+
+@dataclass(frozen=True)
+class Config:
+    campaign: CampaignSettings
+    oracle: OracleSettings
+    bootstrap: BootstrapSettings
+    search: SearchSettings
+    conformational: ConformationalSettings
+    dnms: DNMSSettings
+    rts: RTSSettings
+    dimers: DimerSettings
+    qbc: QBCSettings
+    training: TrainingSettings
+    stop: StopSettings
+    test_sets: tuple[TestSet, ...]
+    path: str = ""  # the file it was read from
+
+    def as_dict(self) -> dict:
+        """Plain, JSON-able values of every setting (the campaign's record of its config)."""
+        out = {}
+        for f in fields(self):
+            if f.name == "path":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = [asdict(t) for t in value] if f.name == "test_sets" else asdict(value)
+        return _jsonable(out)
+
+
+#: section -> (settings class, keys a user may not set)
+_SECTIONS = {
+    "campaign": (CampaignSettings, ()),
+    "oracle": (OracleSettings, ()),
+    "bootstrap": (BootstrapSettings, ()),
+    "search": (SearchSettings, ()),
+    "conformational": (ConformationalSettings, ()),
+    "dnms": (DNMSSettings, ("fd_step", "min_force_constant", "optimise", "hessian")),
+    "rts": (RTSSettings, ("backend",)),
+    "dimers": (DimerSettings, ("backend",)),
+    "qbc": (QBCSettings, ()),
+    "stop": (StopSettings, ()),
+}
+_REQUIRED = ("campaign", "test_sets")
+#: Sections a resumed campaign may change (they decide when to stop, not what was done).
+MUTABLE_SECTIONS = ("stop",)
+_TRAINING_FIXED = ("init", "seed")  # set by the campaign (warm start, campaign seed)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return value
+
+
+def _build(cls, section: str, values: dict, forbidden=()):
+    allowed = [f.name for f in fields(cls) if f.name not in forbidden]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise InputError(f"[{section}]: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    kwargs = {}
+    defaults = cls()
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        kwargs[key] = _coerce(value, default, f"[{section}] {key}")
+    return replace(defaults, **kwargs)
+
+
+def _coerce(value, default, label: str):
+    """Check a TOML value against the default's type (ints are fine for floats; lists for tuples)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list)
+        if ok and default:
+            ok = all(isinstance(v, type(default[0])) and not isinstance(v, bool) for v in value)
+        value = tuple(value) if ok else value
+    elif default is None:
+        ok = True
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise InputError(f"{label}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _resolve(base: Path, path: str) -> str:
+    return str((base / path).resolve()) if path else ""
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a campaign config; raises InputError naming the first problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(raw, path.resolve().parent, str(path))
+
+
+def parse_config(raw: dict, base: Path, label: str = "config") -> Config:
+    """A Config from parsed TOML (``base``: folder that relative paths start from)."""
+    known = set(_SECTIONS) | {"training", "test_sets"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"{label}: unknown section(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    missing = [s for s in _REQUIRED if s not in raw]
+    if missing:
+        raise InputError(f"{label}: missing section(s) {', '.join(f'[{s}]' for s in missing)}")
+    for name, value in raw.items():
+        if not isinstance(value, dict):
+            raise InputError(f"{label}: {name} must be a [section], not a value")
+    parts = {name: _build(cls, name, raw.get(name, {}), forbidden) for name, (cls, forbidden) in _SECTIONS.items()}
+    parts["training"] = _training(raw.get("training", {}))
+    parts["test_sets"] = _test_sets(raw["test_sets"], base)
+    config = Config(**parts, path=label)
+    config = replace(
+        config,
+        bootstrap=replace(config.bootstrap, dataset=_resolve(base, config.bootstrap.dataset)),
+        search=replace(config.search, smiles_files=tuple(_resolve(base, p) for p in config.search.smiles_files)),
+    )
+    validate(config)
+    return config
+
+
+def _training(values: dict) -> TrainingSettings:
+    own = [f.name for f in fields(TrainingSettings) if f.name != "train"]
+    allowed = own + [f.name for f in fields(TrainSettings) if f.name not in _TRAINING_FIXED]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise InputError(f"[training]: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    train = _build(TrainSettings, "training", {k: v for k, v in values.items() if k not in own}, _TRAINING_FIXED)
+    base = _build(TrainingSettings, "training", {k: v for k, v in values.items() if k in own}, ("train",))
+    return replace(base, train=train)
+
+
+def _test_sets(values: dict, base: Path) -> tuple[TestSet, ...]:
+    if not values:
+        raise InputError("[test_sets]: define at least one test set, e.g. [test_sets.small] smiles = [\"CCO\"]")
+    out = []
+    for name, body in values.items():
+        if not isinstance(body, dict):
+            raise InputError(f"[test_sets.{name}] must be a table (file = ... or smiles = [...])")
+        t = replace(_build(TestSet, f"test_sets.{name}", body, ("name",)), name=name)
+        if bool(t.file) == bool(t.smiles):
+            raise InputError(f"[test_sets.{name}]: give either file = \"labelled.h5\" or smiles = [...]")
+        if t.file:
+            t = replace(t, file=_resolve(base, t.file))
+            if not Path(t.file).is_file():
+                raise InputError(f"[test_sets.{name}]: no such file {t.file}")
+        out.append(t)
+    return tuple(out)
+
+
+def validate(config: Config) -> None:
+    """Range and consistency checks (raise InputError)."""
+    c = config
+    oracle = c.campaign.oracle
+    if oracle != "pyscf" and not oracle.startswith("model:"):
+        raise InputError(f"[campaign] oracle must be 'pyscf', 'model:ani1x' or 'model:PATH', got {oracle!r}")
+    if oracle.startswith("model:") and oracle != "model:ani1x" and not Path(oracle[6:]).is_dir():
+        raise InputError(f"[campaign] oracle {oracle!r}: no such model directory")
+    b = c.bootstrap
+    if b.dataset and not Path(b.dataset).is_file():
+        raise InputError(f"[bootstrap] dataset: no such file {b.dataset}")
+    for key in ("start_fraction", "add_fraction", "stop_fraction"):
+        if not 0.0 < getattr(b, key) <= 1.0:
+            raise InputError(f"[bootstrap] {key} must be in (0, 1], got {getattr(b, key)}")
+    if not b.dataset and (b.molecules < 1 and not b.smiles or b.conformers < 1 or b.max_heavy_atoms < 1):
+        raise InputError("[bootstrap] molecules, conformers and max_heavy_atoms must be >= 1")
+    for p in c.search.smiles_files:
+        if not Path(p).is_file():
+            raise InputError(f"[search] smiles_files: no such file {p}")
+    if not c.search.size_stages or min(c.search.size_stages) < 1 or c.search.molecules_per_cycle < 1 or c.search.chunk < 1:
+        raise InputError("[search] size_stages, molecules_per_cycle and chunk must be >= 1")
+    bad = sorted(set(c.conformational.samplers) - set(SAMPLERS))
+    if bad or not c.conformational.samplers:
+        raise InputError(f"[conformational] samplers must be some of {', '.join(SAMPLERS)}, got {list(c.conformational.samplers)}")
+    if c.qbc.select not in ("rho", "random"):
+        raise InputError(f"[qbc] select must be 'rho' or 'random', got {c.qbc.select!r}")
+    if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
+        raise InputError("[qbc] max_per_cycle must be >= 1 and upper_bound above rho_hat")
+    t = c.training.train
+    if t.members < 2:
+        raise InputError("[training] members must be >= 2 (QBC needs a committee)")
+    if c.stop.max_cycles < 0 or c.stop.patience < 1 or c.stop.label_budget < 0 or c.stop.wall_time_h < 0:
+        raise InputError("[stop] max_cycles, label_budget and wall_time_h must be >= 0, patience >= 1")
+    names = [s.name for s in c.test_sets]
+    if len(set(names)) != len(names):
+        raise InputError("[test_sets]: names must be unique")
+    from ..sampling.search import screen_smiles
+
+    for label, smiles in [("[bootstrap] smiles", b.smiles), *((f"[test_sets.{t.name}] smiles", t.smiles) for t in c.test_sets)]:
+        for smi in smiles:
+            reason = screen_smiles(smi, {1, 6, 7, 8})
+            if reason:
+                raise InputError(f"{label}: {smi!r}: {reason}")
+
+
+def file_digests(config: Config) -> dict[str, str]:
+    """SHA-256 of every input file the config names (a changed file changes what was done)."""
+    paths = [config.bootstrap.dataset, *config.search.smiles_files, *(t.file for t in config.test_sets)]
+    out = {}
+    for p in filter(None, paths):
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[p] = h.hexdigest()
+    return out
+
+
+def record(config: Config) -> dict[str, Any]:
+    """What a campaign stores of its config: the settings and its input files' digests."""
+    return {"settings": config.as_dict(), "files": file_digests(config)}
+
+
+def changes(previous: dict, current: dict) -> list[str]:
+    """Settings (``section.key``) and files that differ, except in :data:`MUTABLE_SECTIONS`."""
+    out = []
+    before, after = previous["settings"], current["settings"]
+    for section in sorted(set(before) | set(after)):
+        if section in MUTABLE_SECTIONS:
+            continue
+        a, b = before.get(section), after.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(section)
+    out += [f"file {p}" for p in sorted(set(previous["files"]) | set(current["files"]))
+            if previous["files"].get(p) != current["files"].get(p)]
+    return out

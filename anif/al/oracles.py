@@ -1,0 +1,147 @@
+"""Oracles: the reference method of a campaign behind one interface.
+
+An oracle labels structures (energy in Hartree, forces in Hartree/Angstrom), optimises
+molecules and gives Hessians (Ha/A^2) for normal modes:
+
+- :class:`PySCFOracle`: wB97X/6-31G(d) (or any :class:`anif.labeling.Level`) with PySCF,
+  geomeTRIC optimisations with tight criteria, analytic Hessians;
+- :class:`TeacherOracle`: any ensemble (``model:ani1x``, ``model:PATH``) as the reference, in
+  float64, for cheap experiments and tests: L-BFGS minimum and finite-difference Hessian of the
+  teacher's energy.
+
+Oracles are small picklable objects: :func:`label_task` and :func:`prepare_task` run them on
+the Dask pool (or in this process). Neither raises for a structure the oracle cannot handle;
+they return ``{"ok": False, "reason": ...}`` so that the failure is recorded and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import AnifError
+from ..labeling import Level, check_level, hessian, label_structure, optimize
+from ..structures import Structure
+from .config import Config
+
+
+class Oracle:
+    """Interface: ``label``, ``optimize`` and ``hessian`` of one structure; ``method`` names the level."""
+
+    method: str = ""
+
+    def label(self, structure: Structure) -> dict:
+        """``{"ok", "energy", "forces", "reason", "wall_time_s", "host"}`` (see labeling.label_structure)."""
+        raise NotImplementedError
+
+    def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
+        """(minimum, its energy in Hartree, converged); raises AnifError when the oracle cannot."""
+        raise NotImplementedError
+
+    def hessian(self, structure: Structure) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PySCFOracle(Oracle):
+    level: Level = Level()
+    threads: Optional[int] = None
+    convergence: str = "GAU_TIGHT"
+    max_steps: int = 200
+
+    @property
+    def method(self) -> str:
+        return self.level.name
+
+    def label(self, structure: Structure) -> dict:
+        return label_structure(structure, self.level, self.threads)
+
+    def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
+        result = optimize(structure, self.level, self.convergence, self.max_steps, self.threads)
+        return result.structure, result.energy, result.converged
+
+    def hessian(self, structure: Structure) -> np.ndarray:
+        return hessian(structure, self.level, threads=self.threads)
+
+
+@functools.lru_cache(maxsize=2)
+def _teacher(spec: str):
+    from ..models import load_model
+
+    return load_model(spec).double()
+
+
+@dataclass(frozen=True)
+class TeacherOracle(Oracle):
+    spec: str = "ani1x"  # a load_model spec
+
+    @property
+    def method(self) -> str:
+        return f"teacher:{self.spec}"
+
+    def label(self, structure: Structure) -> dict:
+        from ..labeling import structure_key
+        from ..models import evaluate
+
+        start = time.perf_counter()
+        record = {"key": structure_key(structure), "name": structure.name, "host": f"{socket.gethostname()}:{os.getpid()}"}
+        try:
+            r = evaluate(_teacher(self.spec), structure.numbers, structure.coordinates)
+        except AnifError as exc:
+            return {**record, "ok": False, "reason": str(exc), "wall_time_s": time.perf_counter() - start}
+        return {**record, "ok": True, "energy": float(r.energy[0]), "forces": r.forces[0],
+                "wall_time_s": time.perf_counter() - start}
+
+    def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
+        from ..models import evaluate
+        from ..sampling.dnms import optimise
+
+        model = _teacher(self.spec)
+        minimum = optimise(model, structure)
+        r = evaluate(model, minimum.numbers, minimum.coordinates)
+        minimum.name = structure.name
+        return minimum, float(r.energy[0]), bool(np.abs(r.forces).max() < 1e-3)
+
+    def hessian(self, structure: Structure) -> np.ndarray:
+        from ..sampling.dnms import ensemble_hessian
+
+        return ensemble_hessian(_teacher(self.spec), structure)
+
+
+def make_oracle(config: Config, threads: Optional[int] = None) -> Oracle:
+    """The oracle a config names (``[campaign] oracle``), its PySCF level from ``[oracle]``."""
+    spec = config.campaign.oracle
+    if spec.startswith("model:"):
+        return TeacherOracle(spec[len("model:"):])
+    o = config.oracle
+    level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit, max_cycle=o.max_scf_cycles))
+    return PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps)
+
+
+def label_task(structure: Structure, oracle: Oracle) -> dict:
+    """One label on a worker; oracle trouble becomes ``ok: False`` with the reason."""
+    try:
+        result = oracle.label(structure)
+    except AnifError as exc:
+        return {"ok": False, "reason": str(exc), "wall_time_s": float("nan"), "host": ""}
+    if result["ok"] and not (np.isfinite(result["energy"]) and np.isfinite(result["forces"]).all()):
+        return {**result, "ok": False, "reason": "oracle returned a non-finite energy or forces"}
+    return result
+
+
+def prepare_task(structure: Structure, oracle: Oracle, with_hessian: bool) -> dict:
+    """Optimise a molecule (and its Hessian at the minimum) for the conformer sampling set."""
+    start = time.perf_counter()
+    try:
+        minimum, energy, converged = oracle.optimize(structure)
+        h = oracle.hessian(minimum) if with_hessian else None
+    except (AnifError, np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
+        return {"ok": False, "reason": f"{type(exc).__name__}: {exc}", "wall_time_s": time.perf_counter() - start}
+    return {"ok": True, "coordinates": minimum.coordinates, "energy": energy, "converged": converged,
+            "hessian": h, "wall_time_s": time.perf_counter() - start}

@@ -1,0 +1,249 @@
+"""Where a campaign stands (``anif al status``) and its figures (``anif al report``).
+
+:func:`status` returns the object ``anif al status --json`` prints: ``finished``,
+``labels_total`` and one row per cycle (``cycle``, ``kind``, ``stage``, ``n_candidates``,
+``n_selected``, ``n_labelled``, ``n_failed``, ``dataset_size``, ``test_rmse_kcal_mol`` keyed by
+test set, ``wall_s``). ``history.json`` adds, per cycle, rho_hat, labels by sampler, the
+search's counts, the model folder and notes. :func:`write_report` draws (PNG, with the numbers
+in ``plots/report.json``): test error against labels (the paper's Fig. 4), errors per cycle on
+each test set (Fig. 5), rho of the candidates per cycle, labels by sampler per cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .ledger import Ledger
+
+HISTORY = "history.json"
+PLOTS = "plots"
+
+
+def _cycle_row(ledger: Ledger, c) -> dict:
+    cycle = c["cycle"]
+    count = lambda sql: int(ledger.value(sql, (cycle,), 0))  # noqa: E731
+    n_candidates = count("SELECT COUNT(*) FROM candidates WHERE cycle = ? AND role = 'train'")
+    n_selected = count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train'")
+    if c["kind"] == "bootstrap" and ledger.value("SELECT COUNT(*) FROM reduction"):
+        n_candidates += int(ledger.value("SELECT n_included + n_rest FROM reduction WHERE round = 0", default=0))
+    metrics = ledger.rows("SELECT test_set, e_rmse FROM metrics WHERE cycle = ? ORDER BY test_set", (cycle,))
+    return {
+        "cycle": cycle,
+        "kind": c["kind"],
+        "stage": c["stage"],
+        "n_candidates": n_candidates,
+        "n_selected": n_selected,
+        "n_labelled": count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'ok'"),
+        "n_failed": count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'failed'"),
+        "dataset_size": int(c["dataset_size"]),
+        "test_rmse_kcal_mol": {m["test_set"]: m["e_rmse"] for m in metrics},
+        "wall_s": float(c["wall_s"]),
+    }
+
+
+def status(folder: str | Path, ledger: Optional[Ledger] = None) -> dict:
+    """The campaign's state: ``finished``, ``labels_total``, ``cycles`` (see the module docstring)."""
+    own = ledger is None
+    ledger = ledger or Ledger(folder, create=False)
+    try:
+        cycles = ledger.rows("SELECT * FROM cycles ORDER BY cycle")
+        finished = bool(ledger.get("stop_reason")) and bool(cycles) and cycles[-1]["stage"] == "done"
+        return {
+            "finished": finished,
+            "labels_total": ledger.labels_total(),
+            "cycles": [_cycle_row(ledger, c) for c in cycles],
+        }
+    finally:
+        if own:
+            ledger.close()
+
+
+def history(folder: str | Path, ledger: Ledger) -> dict:
+    """Status plus, per cycle, rho_hat, labels by sampler, search counts, model, notes; and the stop reason."""
+    out = status(folder, ledger)
+    out["stop_reason"] = ledger.get("stop_reason")
+    out["oracle"] = ledger.get("oracle")
+    for row in out["cycles"]:
+        cycle = row["cycle"]
+        c = ledger.cycle(cycle)
+        row["rho_hat"] = c["rho_hat"]
+        row["labels_by_sampler"] = dict(ledger.rows(
+            "SELECT sampler, COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'ok' GROUP BY sampler",
+            (cycle,)))
+        row["search"] = dict(ledger.rows("SELECT status, COUNT(*) FROM search WHERE cycle = ? GROUP BY status", (cycle,)))
+        row["molecules_added"] = int(ledger.value(
+            "SELECT COUNT(*) FROM molecules WHERE cycle = ? AND role = 'train' AND status = 'ok'", (cycle,), 0))
+        model = ledger.rows("SELECT path, note FROM models WHERE cycle = ?", (cycle,))
+        row["model"] = model[0]["path"] if model else None
+        row["note"] = model[0]["note"] if model else ""
+        row["test_metrics"] = {m["test_set"]: {k: m[k] for k in ("e_rmse", "e_mae", "f_rmse", "f_mae", "n")}
+                               for m in ledger.rows("SELECT * FROM metrics WHERE cycle = ?", (cycle,))}
+    return out
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_plain))
+    os.replace(tmp, path)
+
+
+def _plain(x):
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def write_history(folder: str | Path, ledger: Ledger) -> Path:
+    path = Path(folder) / HISTORY
+    _write_json(path, history(folder, ledger))
+    return path
+
+
+# ---- figures -------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, ax, path: Path, cycles, ylabel: str, title: str) -> Path:
+    """Label a per-cycle plot and save it."""
+    ax.set_xticks(cycles)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
+def report_data(ledger: Ledger) -> dict:
+    """The numbers behind the figures."""
+    cycles = ledger.rows("SELECT cycle, kind, rho_hat, dataset_size FROM cycles ORDER BY cycle")
+    metrics = ledger.rows("SELECT * FROM metrics ORDER BY cycle")
+    sets = sorted({m["test_set"] for m in metrics})
+    sizes = {c["cycle"]: c["dataset_size"] for c in cycles}
+    return {
+        "cycles": [{"cycle": c["cycle"], "kind": c["kind"], "rho_hat": c["rho_hat"], "labels": c["dataset_size"]}
+                   for c in cycles],
+        "test_error_vs_labels": {
+            s: [{"cycle": m["cycle"], "labels": sizes[m["cycle"]], "e_rmse": m["e_rmse"], "e_mae": m["e_mae"],
+                 "f_rmse": m["f_rmse"]} for m in metrics if m["test_set"] == s]
+            for s in sets
+        },
+        "rho_candidates": {
+            int(c): [r[0] for r in ledger.rows("SELECT rho FROM candidates WHERE cycle = ? AND role = 'train' "
+                                                "AND rho IS NOT NULL", (c,))]
+            for (c,) in ledger.rows("SELECT DISTINCT cycle FROM candidates ORDER BY cycle")
+        },
+        "labels_by_sampler": {
+            int(c): dict(ledger.rows("SELECT sampler, COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' "
+                                     "AND status = 'ok' GROUP BY sampler", (c,)))
+            for c in sizes
+        },
+    }
+
+
+def write_report(folder: str | Path) -> list[Path]:
+    """Draw the campaign's figures into ``plots/``; returns the files written."""
+    folder = Path(folder)
+    ledger = Ledger(folder, create=False)
+    try:
+        data = report_data(ledger)
+        write_history(folder, ledger)
+    finally:
+        ledger.close()
+    out = folder / PLOTS
+    out.mkdir(exist_ok=True)
+    paths = [_plot_error_vs_labels(data, out / "error_vs_labels.png"), _plot_error_per_cycle(data, out / "error_per_cycle.png"),
+             _plot_rho(data, out / "rho_per_cycle.png"), _plot_samplers(data, out / "labels_per_sampler.png")]
+    _write_json(out / "report.json", data)
+    return [p for p in paths if p is not None] + [out / "report.json"]
+
+
+def _plot_error_vs_labels(data: dict, path: Path) -> Optional[Path]:
+    series = data["test_error_vs_labels"]
+    if not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=150)
+    for name, points in series.items():
+        x = [p["labels"] for p in points]
+        ax.plot(x, [p["e_rmse"] for p in points], "o-", label=name)
+        for p in points:
+            ax.annotate(str(p["cycle"]), (p["labels"], p["e_rmse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("labelled structures in the training set")
+    ax.set_ylabel("test energy RMSE (kcal/mol)")
+    ax.set_title("Test error against labels (cycle numbers marked)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+_KIND_COLOR = {"bootstrap": "0.5", "configurational": "tab:orange", "conformational": "tab:blue"}
+
+
+def _plot_error_per_cycle(data: dict, path: Path) -> Optional[Path]:
+    series = data["test_error_vs_labels"]
+    if not series:
+        return None
+    plt = _plt()
+    kinds = {c["cycle"]: c["kind"] for c in data["cycles"]}
+    fig, axes = plt.subplots(len(series), 1, figsize=(6, 2.4 * len(series) + 0.6), dpi=150, squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], series.items()):
+        cycles = [p["cycle"] for p in points]
+        ax.bar(cycles, [p["e_rmse"] for p in points], color=[_KIND_COLOR[kinds[c]] for c in cycles])
+        if any(p["f_rmse"] is not None for p in points):
+            ax2 = ax.twinx()
+            ax2.plot(cycles, [p["f_rmse"] if p["f_rmse"] is not None else math.nan for p in points], "k.--", lw=0.8)
+            ax2.set_ylabel("F RMSE (kcal/mol/Å)", fontsize=7)
+        ax.set_ylabel("E RMSE (kcal/mol)", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(cycles)
+    axes[-1, 0].set_xlabel("cycle (grey: bootstrap, orange: configurational, blue: conformational)")
+    return _save(fig, path)
+
+
+def _plot_rho(data: dict, path: Path) -> Optional[Path]:
+    rho = {c: np.asarray(v) for c, v in data["rho_candidates"].items() if len(v)}
+    if not rho:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=150)
+    cycles = sorted(rho)
+    ax.violinplot([np.log10(np.clip(rho[c], 1e-4, None)) for c in cycles], positions=cycles, showmedians=True)
+    rho_hat = {c["cycle"]: c["rho_hat"] for c in data["cycles"]}
+    ax.plot(cycles, [math.log10(max(rho_hat[c], 1e-4)) for c in cycles], "r_", ms=20, mew=2, label="ρ̂")
+    return _finish(fig, ax, path, cycles, "log10 ρ of candidates (kcal/mol)", "QBC ρ of the sampled candidates per cycle")
+
+
+def _plot_samplers(data: dict, path: Path) -> Optional[Path]:
+    counts = data["labels_by_sampler"]
+    samplers = sorted({s for c in counts.values() for s in c})
+    if not samplers:
+        return None
+    plt = _plt()
+    cycles = sorted(counts)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=150)
+    bottom = np.zeros(len(cycles))
+    for s in samplers:
+        values = np.array([counts[c].get(s, 0) for c in cycles], dtype=float)
+        ax.bar(cycles, values, bottom=bottom, label=s)
+        bottom += values
+    return _finish(fig, ax, path, cycles, "labels added", "Labels contributed by each sampler")

@@ -1,0 +1,99 @@
+"""Which structures get labelled: QBC selection of candidates, and the paper's dataset reduction.
+
+QBC selection (:func:`select`): a candidate is worth a label when rho > rho_hat (kcal/mol);
+above an optional upper trust bound it is more likely broken than informative and is left
+out; near-duplicates (Kabsch RMSD below ``min_rmsd`` to a structure of the same molecule
+already selected, or identical to one already labelled) are labelled once; at most ``cap``
+per cycle, highest rho first (``priority="rho"``) or uniformly at random (``"random"``, the
+baseline of scripts/al_vs_random.py, which ignores rho altogether).
+
+Dataset reduction (Smith et al. 2018, Fig. 2a; :func:`reduction_start`, :func:`reduction_step`):
+train on a random ``start_fraction`` of a labelled set; evaluate the rest; a "fail case" has
+|E_model - E_ref| / sqrt(N) > ``fail_threshold`` kcal/mol; add a random ``add_fraction`` of
+the fail cases (at least one) and repeat, until fewer than ``stop_fraction`` of the rest fail,
+then add that rest (the remaining fail cases) and stop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..sampling.dnms import kabsch_rmsd
+
+
+@dataclass
+class Selection:
+    """Indices selected, and for every other candidate why not."""
+
+    selected: list[int]
+    reasons: dict[int, str]
+
+
+def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray], rho_hat: float,
+           cap: int, upper_bound: float = math.inf, min_rmsd: float = 0.0, labelled: Sequence[bool] = (),
+           priority: str = "rho", rng: Optional[np.random.Generator] = None) -> Selection:
+    """QBC selection over candidates given in a fixed order (ties keep that order).
+
+    ``rho`` kcal/mol (NaN: not scored, never selected under ``priority="rho"``); ``numbers``
+    (N,) and ``coordinates`` (N, 3) A per candidate; ``labelled[i]``: already labelled.
+    """
+    rho = np.asarray(rho, dtype=float)
+    n = len(rho)
+    labelled = np.asarray(labelled, dtype=bool) if len(labelled) else np.zeros(n, dtype=bool)
+    reasons: dict[int, str] = {}
+    if priority == "random":
+        order = (rng or np.random.default_rng(0)).permutation(n)
+    elif priority == "rho":
+        order = np.lexsort((np.arange(n), -np.nan_to_num(rho, nan=-np.inf)))
+    else:
+        raise ValueError(f"priority must be 'rho' or 'random', not {priority!r}")
+    kept: dict[bytes, list[np.ndarray]] = {}
+    selected: list[int] = []
+    for i in map(int, order):
+        if priority == "rho" and not rho[i] > rho_hat:
+            reasons[i] = "rho <= rho_hat"
+        elif priority == "rho" and rho[i] > upper_bound:
+            reasons[i] = "rho above the trust bound"
+        elif labelled[i]:
+            reasons[i] = "already labelled"
+        elif len(selected) >= cap:
+            reasons[i] = "over the cap"
+        else:
+            species = np.asarray(numbers[i], dtype=np.int64).tobytes()
+            same = kept.setdefault(species, [])
+            if same and min_rmsd > 0 and kabsch_rmsd(coordinates[i], np.stack(same)).min() < min_rmsd:
+                reasons[i] = "near-duplicate"
+                continue
+            same.append(np.asarray(coordinates[i]))
+            selected.append(i)
+    return Selection(selected, reasons)
+
+
+# ---- dataset reduction ------------------------------------------------------------------
+def fail_cases(error_kcal_mol: np.ndarray, n_atoms: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask of |E_model - E_ref| / sqrt(N) > threshold (kcal/mol per sqrt(atom))."""
+    return np.abs(np.asarray(error_kcal_mol)) / np.sqrt(np.asarray(n_atoms)) > threshold
+
+
+def reduction_start(n_total: int, start_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The random initial subset (at least one conformer), sorted indices."""
+    k = max(1, int(math.ceil(start_fraction * n_total)))
+    return np.sort(rng.choice(n_total, size=min(k, n_total), replace=False))
+
+
+def reduction_step(rest: np.ndarray, failing: np.ndarray, add_fraction: float, stop_fraction: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """One round: (indices to add, finished). ``rest``: indices not yet included; ``failing``: their mask.
+
+    Finished when fewer than ``stop_fraction`` of the rest fail: then every remaining fail case
+    is added. Otherwise a random ``add_fraction`` of the fail cases (at least one).
+    """
+    fails = np.asarray(rest)[np.asarray(failing, dtype=bool)]
+    if len(rest) == 0 or len(fails) < stop_fraction * len(rest):
+        return np.sort(fails), True
+    k = max(1, int(math.ceil(add_fraction * len(fails))))
+    return np.sort(rng.choice(fails, size=k, replace=False)), False

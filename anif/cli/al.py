@@ -1,0 +1,79 @@
+"""``anif al run|status|report``: the active-learning campaign."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+al_app = typer.Typer(help="Active-learning campaigns: run (or resume), status, report.", no_args_is_help=True)
+
+
+@al_app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="campaign config (TOML; see data/al_quickstart.toml)"),
+    out: Path = typer.Option(..., "--out", help="campaign folder (created, or resumed)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="local Dask worker processes (default: one per core; 0: no Dask)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+) -> None:
+    """Start the campaign in OUT, or resume it where it stopped (same config; only the stop section may change)."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from ..al import load_config, run_campaign
+    from ..al.report import write_report
+
+    handler = RichHandler(console=Console(stderr=True), show_path=False, show_level=False, markup=False)
+    logging.getLogger("anif.al").addHandler(handler)
+    logging.getLogger("anif.al").setLevel(logging.INFO)
+    result = run_campaign(load_config(config), out, workers=workers, scheduler=scheduler)
+    write_report(out)
+    _print_table(result, out)
+
+
+@al_app.command("status")
+def status_command(
+    folder: Path = typer.Argument(..., help="campaign folder"),
+    json_out: bool = typer.Option(False, "--json", help="print the status as one JSON object"),
+) -> None:
+    """One row per cycle: stage, candidates, selected, labelled, failed, training-set size, test errors, wall time."""
+    from ..al import status
+
+    result = status(folder)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_table(result, folder)
+
+
+@al_app.command("report")
+def report_command(folder: Path = typer.Argument(..., help="campaign folder")) -> None:
+    """Figures (PNG) and their numbers (JSON) in FOLDER/plots."""
+    from ..al import write_report
+
+    for path in write_report(folder):
+        print(path)
+
+
+def _print_table(result: dict, folder: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    sets = sorted({k for c in result["cycles"] for k in c["test_rmse_kcal_mol"]})
+    table = Table(title=f"{folder}: {'finished' if result['finished'] else 'not finished'}, "
+                        f"{result['labels_total']} labels (cand.: candidates, sel.: selected, lab.: labelled, "
+                        "data: training-set size; RMSE in kcal/mol)")
+    for head in ("cycle", "kind", "stage", "cand.", "sel.", "lab.", "fail", "data"):
+        table.add_column(head, justify="left" if head in ("kind", "stage") else "right")
+    for s in sets:
+        table.add_column(f"{s} E RMSE", justify="right")
+    table.add_column("wall s", justify="right")
+    for c in result["cycles"]:
+        errors = [c["test_rmse_kcal_mol"].get(s) for s in sets]
+        table.add_row(str(c["cycle"]), c["kind"], c["stage"], str(c["n_candidates"]), str(c["n_selected"]),
+                      str(c["n_labelled"]), str(c["n_failed"]), str(c["dataset_size"]),
+                      *["-" if e is None else f"{e:.2f}" for e in errors], f"{c['wall_s']:.0f}")
+    Console().print(table)

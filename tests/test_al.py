@@ -1,0 +1,449 @@
+"""The active-learning campaign with the ANI-1x teacher as the oracle, on tiny configs.
+
+Runs are subprocesses of ``anif al run`` (one torch thread, no Dask: ``--workers 0``) so that a
+straight-through run and a run killed with SIGKILL at several points, then resumed, compute
+the same things the same way; the Dask path is compared with the serial one on the bootstrap.
+Labels are checked against ANI-1x evaluated with plain torchani.
+"""
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anif.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+[campaign]
+seed = 5
+oracle = "model:ani1x"
+
+[bootstrap]
+smiles = ["C", "N", "O", "CO", "CN", "C=O", "CCO", "CC=O"]
+conformers = 2
+
+[search]
+size_stages = [2, 3]
+molecules_per_cycle = 3
+
+[conformational]
+samplers = ["dnms", "rts"]
+
+[dnms]
+pool = 48
+keep = 6
+
+[rts]
+ramp_ps = 0.05
+repeats = 1
+
+[dimers]
+molecules = 6
+density = 0.3
+time_ps = 0.05
+interval = 25
+
+[qbc]
+rho_hat = 0.25
+max_per_cycle = 30
+
+[training]
+members = 2
+folds = 4
+arch = "small"
+max_epochs = 30
+jobs = 1
+
+[stop]
+max_cycles = 2
+patience = 5
+
+[test_sets.held_out]
+smiles = ["CCO", "CC=O"]
+conformers = 8
+"""
+
+
+def _env(**extra):
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CI=os.environ.get("CI", ""), **extra)
+
+
+def _run(config: Path, out: Path, *args, kill_at: str = "", timeout: float = 600) -> subprocess.CompletedProcess:
+    env = _env(ANIF_AL_KILL_AT=kill_at) if kill_at else _env()
+    return subprocess.run([sys.executable, "-m", "anif", "al", "run", str(config), "--out", str(out), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _write(tmp: Path, text: str = TINY, name: str = "tiny.toml") -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def _ledger(folder: Path, sql: str, params=()):
+    with sqlite3.connect(folder / "ledger.sqlite") as db:
+        return db.execute(sql, params).fetchall()
+
+
+def _outcome(folder: Path) -> dict:
+    """What must not depend on kills: selections per cycle and every label (key, status, energy)."""
+    return {
+        "selected": _ledger(folder, "SELECT cycle, sampler, item, k, key FROM candidates WHERE selected = 1 "
+                                    "ORDER BY cycle, sampler, item, k"),
+        "labels": _ledger(folder, "SELECT key, cycle, role, status, energy FROM labels ORDER BY seq"),
+        "molecules": _ledger(folder, "SELECT cycle, role, name, status FROM molecules ORDER BY cycle, name"),
+        "cycles": _ledger(folder, "SELECT cycle, kind, stage, dataset_size FROM cycles ORDER BY cycle"),
+    }
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, ani1x):
+    """The tiny campaign run straight through."""
+    tmp = tmp_path_factory.mktemp("al")
+    config = _write(tmp)
+    run = _run(config, tmp / "straight", "--workers", "0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return config, tmp / "straight"
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
+    from anif.datasets import DatasetStore
+    from anif.models import load_model
+
+    config, folder = straight
+    status = json.loads(subprocess.run([sys.executable, "-m", "anif", "al", "status", str(folder), "--json"],
+                                       cwd=ROOT, env=_env(), capture_output=True, text=True, check=True).stdout)
+    assert set(status) == {"finished", "labels_total", "cycles"} and status["finished"]
+    assert [c["kind"] for c in status["cycles"]][0] == "bootstrap" and len(status["cycles"]) == 3
+    keys = {"cycle", "kind", "stage", "n_candidates", "n_selected", "n_labelled", "n_failed", "dataset_size",
+            "test_rmse_kcal_mol", "wall_s"}
+    for c in status["cycles"]:
+        assert set(c) == keys and c["stage"] == "done" and c["n_labelled"] + c["n_failed"] == c["n_selected"]
+        assert c["n_selected"] <= c["n_candidates"] and set(c["test_rmse_kcal_mol"]) == {"held_out"}
+    assert [c["kind"] for c in status["cycles"]] == ["bootstrap", "configurational", "conformational"]
+    assert all(c["n_selected"] > 0 for c in status["cycles"])
+    assert status["labels_total"] == status["cycles"][-1]["dataset_size"]
+
+    # the training set: every label once, with provenance, equal to ANI-1x's energies and forces
+    labels = _ledger(folder, "SELECT key, cycle, sampler, energy FROM labels WHERE role = 'train' AND status = 'ok'")
+    assert len(labels) == status["labels_total"] == len({k for k, *_ in labels})
+    store = DatasetStore(folder / "dataset.h5", "r")
+    assert store.num_conformers() == len(labels)
+    by_key = {k: (c, s, e) for k, c, s, e in labels}
+    samplers = set()
+    for _, data in store:
+        species = torch.tensor(data["species"][None].repeat(len(data["energies"]), 0))
+        coords = torch.tensor(data["coordinates"], dtype=torch.float64, requires_grad=True)
+        model = ani1x_torchani.double()
+        energy = model((species, coords)).energies
+        forces = -torch.autograd.grad(energy.sum(), coords)[0]
+        np.testing.assert_allclose(data["energies"], energy.detach().numpy(), atol=2e-6)
+        np.testing.assert_allclose(data["forces"], forces.numpy(), atol=1e-5)
+        for k, cycle, sampler, e in zip(data["structure_key"], data["al_cycle"], data["sampler"], data["energies"]):
+            assert by_key[k][:2] == (cycle, sampler) and by_key[k][2] == e
+        samplers.update(data["sampler"])
+        assert set(data["method"]) == {"teacher:ani1x"}
+    assert {"dnms"} <= samplers
+
+    # one model per cycle, usable as --model
+    for c in range(3):
+        model = load_model(str(folder / "models" / f"cycle_{c:03d}"))
+        assert len(model.atomic_numbers) == 4
+    history = json.loads((folder / "history.json").read_text())
+    assert history["stop_reason"].startswith("max_cycles")
+    assert sorted(p.name for p in (folder / "plots").iterdir()) == [
+        "error_per_cycle.png", "error_vs_labels.png", "labels_per_sampler.png", "report.json", "rho_per_cycle.png"]
+    # QBC: every selected candidate of cycles 1, 2 had rho > rho_hat (bootstrap has no ensemble)
+    rho = _ledger(folder, "SELECT rho FROM candidates WHERE selected = 1 AND cycle > 0")
+    assert rho and min(r for (r,) in rho) > 0.25
+
+
+def test_samplers_read_the_conformer_sampling_set(straight, tmp_path, ani1x_torchani):
+    """The hand-off: `anif sample dnms --input sampling_set.h5` samples every molecule of the set."""
+    from anif.datasets import DatasetStore
+
+    _, folder = straight
+    sampling_set = DatasetStore(folder / "sampling_set.h5", "r")
+    out = tmp_path / "dnms.h5"
+    run = subprocess.run([sys.executable, "-m", "anif", "sample", "dnms", "--input", str(folder / "sampling_set.h5"),
+                          "--model", "ani1x", "--rho-hat", "0", "--seed", "1", "--pool", "16", "--keep", "2",
+                          "--min-rmsd", "0.01", "--out", str(out), "--workers", "0"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sources = set()
+    for _, data in DatasetStore(out, "r"):
+        sources.update(json.loads(p)["source"] for p in data["provenance"])
+    assert sources == {f"{g}/{k}" for g in sampling_set.groups() for k in range(sampling_set.index[g][0])}
+
+
+@pytest.mark.xfail(not hasattr(__import__("anif.training").training.TrainSettings(), "split"), strict=False,
+                   reason="with the split by molecule (before issue 12) each member is blind on a quarter of the "
+                          "molecules and the test error of a tiny campaign is noise")
+def test_test_error_falls_over_two_cycles(straight):
+    _, folder = straight
+    errors = [r[0] for r in _ledger(folder, "SELECT e_rmse FROM metrics ORDER BY cycle")]
+    assert len(errors) == 3 and errors[-1] < errors[0], errors
+
+
+def test_kill_at_several_points_then_resume_gives_the_straight_through_result(straight, tmp_path):
+    config, reference = straight
+    folder = tmp_path / "killed"
+    # bootstrap labelling, between stages of cycle 1, sampling with the ensemble in cycle 2
+    for point in ("label:10", "stage:select:1", "sample:4"):
+        run = _run(config, folder, "--workers", "0", kill_at=point)
+        assert run.returncode == -signal.SIGKILL, (point, run.stderr[-2000:])
+        if point == "label:10":
+            assert _ledger(folder, "SELECT COUNT(*) FROM labels WHERE status != 'pending'")[0][0] == 10
+            pending = _ledger(folder, "SELECT COUNT(*) FROM labels WHERE status = 'pending'")[0][0]
+        else:  # the run after the labelling kill computed only the labels still missing
+            assert point != "stage:select:1" or f"label: {pending} structures to label (10 of this cycle" in \
+                " ".join(run.stderr.split())
+    # during cycle 2's training: SIGKILL as soon as a member's first checkpoint appears
+    env = _env()
+    proc = subprocess.Popen([sys.executable, "-m", "anif", "al", "run", str(config), "--out", str(folder), "--workers", "0"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = folder / "models" / "cycle_002" / "checkpoints" / "member_0.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (folder / "models" / "cycle_002" / "model.json").exists()
+    final = _run(config, folder, "--workers", "0")
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert _outcome(folder) == _outcome(reference)
+    keys = _ledger(folder, "SELECT key FROM labels")
+    assert len(keys) == len(set(keys))
+
+
+def test_dask_pool_gives_the_serial_bootstrap(straight, tmp_path):
+    config, reference = straight
+    bootstrap = _write(tmp_path, config.read_text().replace("max_cycles = 2", "max_cycles = 0"))
+    run = _run(bootstrap, tmp_path / "dask", "--workers", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = _ledger(tmp_path / "dask", "SELECT key, role, energy FROM labels WHERE cycle = 0 ORDER BY seq")
+    want = _ledger(reference, "SELECT key, role, energy FROM labels WHERE cycle = 0 ORDER BY seq")
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=0, atol=1e-9)
+
+
+def test_changed_config_is_refused_and_stop_rules_may_change(straight, tmp_path):
+    import shutil
+
+    config, reference = straight
+    folder = tmp_path / "copy"
+    shutil.copytree(reference, folder)
+    changed = _write(tmp_path, config.read_text().replace("rho_hat = 0.25", "rho_hat = 0.3"), "changed.toml")
+    run = _run(changed, folder, "--workers", "0")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {folder} was started with a different config "
+                                                          "(qbc.rho_hat changed")
+    stop_only = _write(tmp_path, config.read_text().replace("patience = 5", "patience = 4"), "stop.toml")
+    run = _run(stop_only, folder, "--workers", "0")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "max_cycles (2) reached" in json.loads((folder / "history.json").read_text())["stop_reason"]
+    assert not re.search(r"cycle \d+ \(", run.stderr)  # finished: no stage runs again
+
+
+# ---- selection --------------------------------------------------------------------------------
+def test_qbc_selection_threshold_trust_bound_duplicates_and_cap():
+    from anif.al.selection import select
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(5, 3)) * 1.5
+    numbers = [np.array([6, 1, 1, 1, 1])] * 6 + [np.array([8, 1, 1])]
+    coords = [base, base + 0.001, base + 0.5 * rng.normal(size=(5, 3)), base + 0.5 * rng.normal(size=(5, 3)),
+              base, base + 0.3 * rng.normal(size=(5, 3)), rng.normal(size=(3, 3))]
+    rho = [0.5, 0.6, 0.1, 9.0, 0.4, 0.3, 0.7]
+    s = select(rho, numbers, coords, rho_hat=0.2, cap=3, upper_bound=5.0, min_rmsd=0.05,
+               labelled=[False, False, False, False, True, False, False])
+    # by rho: 9.0 (over the bound), 0.7 (water), 0.6, 0.5 (its near-duplicate), 0.4 (labelled), 0.3, 0.1 (below)
+    assert s.selected == [6, 1, 5]
+    assert s.reasons == {3: "rho above the trust bound", 0: "near-duplicate", 4: "already labelled",
+                         2: "rho <= rho_hat"}
+    capped = select(rho, numbers, coords, rho_hat=0.2, cap=1)
+    assert capped.selected == [3] and capped.reasons[6] == "over the cap"
+    uniform = select(rho, numbers, coords, rho_hat=0.2, cap=7, priority="random", rng=np.random.default_rng(1))
+    assert sorted(uniform.selected) == list(range(7))  # random ignores rho altogether
+
+
+def test_dataset_reduction_selects_the_fail_cases():
+    """A synthetic set whose model errors are known: each round adds only fail cases, ceil(2%) of them,
+    and the reduction ends by adding every fail case left once fewer than 5% of the rest fail."""
+    from anif.al.selection import fail_cases, reduction_start, reduction_step
+
+    n = 1000
+    n_atoms = np.full(n, 9)
+    rng = np.random.default_rng(3)
+    error = np.where(np.arange(n) % 4 == 0, 1.5, 0.03)  # kcal/mol; per sqrt(atom): 0.5 fails, 0.01 passes
+    included = reduction_start(n, 0.02, rng)
+    assert len(included) == 20 and len(set(included)) == 20
+    rounds = 0
+    while True:
+        rest = np.setdiff1d(np.arange(n), included)
+        truth = np.abs(error[rest]) / 3.0 > 0.04
+        failing = fail_cases(error[rest], n_atoms[rest], 0.04)
+        np.testing.assert_array_equal(failing, truth)
+        added, finished = reduction_step(rest, failing, 0.02, 0.05, rng)
+        assert set(added) <= set(rest[truth]), "only fail cases are added"
+        if finished:
+            break
+        assert len(added) == int(np.ceil(0.02 * truth.sum()))
+        included = np.union1d(included, added)
+        # a model that learns from what it was given: the added structures' neighbours stop failing
+        error[np.clip(np.concatenate([added - 4, added, added + 4]), 0, n - 1)] = 0.0
+        rounds += 1
+    assert rounds > 3
+    assert 0 < truth.sum() < 0.05 * len(rest)
+    np.testing.assert_array_equal(added, rest[truth])  # the last round adds every remaining fail case
+
+
+def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
+    """Reduction of a teacher-labelled set inside the campaign: the training set is the start subset plus
+    fail cases, drawn from the given file with its labels; the sampling set is its molecules' minima."""
+    from anif.al.selection import fail_cases
+    from anif.datasets import DatasetStore
+    from anif.models import evaluate
+    from anif.sampling.dnms import DNMSSettings, sample_dnms
+    from anif.structures import from_smiles
+
+    labelled = tmp_path / "labelled.h5"
+    store = DatasetStore(labelled, "a")
+    for k, smi in enumerate(["C", "CO", "CN", "O=CO"]):
+        mol = from_smiles(smi, seed=k, name=smi)
+        conformers = sample_dnms(ani1x, mol, -1.0, seed=k, settings=DNMSSettings(pool=64, keep=15, temperature=800))
+        x = np.stack([c.structure.coordinates for c in conformers])
+        r = evaluate(ani1x, np.tile(mol.numbers, (len(x), 1)), x)
+        store.append(store.group_for(mol.numbers), mol.numbers, x, r.energy, r.forces, source="synthetic")
+    total = store.num_conformers()
+    text = TINY.replace("[bootstrap]\n", f"[bootstrap]\ndataset = \"{labelled}\"\nstart_fraction = 0.2\n"
+                        "add_fraction = 0.5\nfail_threshold = 1.0\nmax_rounds = 3\n").replace("max_cycles = 2", "max_cycles = 0")
+    run = _run(_write(tmp_path, text), tmp_path / "run", "--workers", "0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rounds = _ledger(tmp_path / "run", "SELECT round, n_included, n_rest, n_fail, finished FROM reduction ORDER BY round")
+    assert rounds[0][1] == int(np.ceil(0.2 * total)) and rounds[-1][-1] == 1 and len(rounds) <= 4
+    for (r, included, rest, n_fail, _), nxt in zip(rounds, rounds[1:]):
+        assert included + rest == total
+        if not nxt[-1]:
+            assert nxt[1] - included == int(np.ceil(0.5 * nxt[3]))
+    train = DatasetStore(tmp_path / "run" / "dataset.h5", "r")
+    assert train.num_conformers() == rounds[-1][1] < total
+    assert set(train.read(train.groups()[0])["sampler"]) == {"reduction"}
+    # the conformers added in round 1 were fail cases of the model trained on round 0's subset
+    from anif.comp6 import read_comp6_file
+    from anif.models import load_model
+    from anif.units import HARTREE_TO_KCAL_MOL
+
+    flat = [(m, c) for m in read_comp6_file(labelled) for c in range(m.n_conformers)]
+    added = np.frombuffer(_ledger(tmp_path / "run", "SELECT added FROM reduction WHERE round = 1")[0][0], dtype=np.int64)
+    assert len(added) > 0
+    model = load_model(str(tmp_path / "run" / "models" / "reduction" / "round_00")).double()
+    for i in added:
+        m, c = flat[i]
+        e = evaluate(model, m.species, m.coordinates[c], forces=False).energy[0]
+        assert fail_cases((e - m.energies[c]) * HARTREE_TO_KCAL_MOL, m.species.shape[0], 1.0)
+    molecules = _ledger(tmp_path / "run", "SELECT name, status FROM molecules WHERE role = 'train'")
+    assert sorted(m[0] for m in molecules) == sorted(DatasetStore(labelled, "r").groups())
+
+
+# ---- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t + "\n[surprise]\nx = 1\n", "unknown section(s) surprise"),
+    (lambda t: t.replace("[qbc]\n", "[qbc]\nrho_hatt = 0.1\n"), "[qbc]: unknown key(s) rho_hatt"),
+    (lambda t: t.replace("[campaign]\nseed = 5\n", "[campain]\nseed = 5\n"), "unknown section(s) campain"),
+    (lambda t: t.split("[test_sets.held_out]")[0], "missing section(s) [test_sets]"),
+    (lambda t: t.replace("max_epochs = 30", "max_epochs = \"many\""), "[training] max_epochs: expected int"),
+    (lambda t: t.replace("[training]\n", "[training]\nlearning_rate = 1\n"), "[training]: unknown key(s) learning_rate"),
+    (lambda t: t.replace('oracle = "model:ani1x"', 'oracle = "gaussian"'), "oracle must be 'pyscf'"),
+    (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["md"]'), "[conformational] samplers"),
+    (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
+    (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, edit, message):
+    from anif.al import load_config
+
+    with pytest.raises(InputError) as info:
+        load_config(_write(tmp_path, edit(TINY)))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_config_through_the_cli_is_one_line_and_creates_nothing(tmp_path):
+    run = _run(_write(tmp_path, TINY.replace("[qbc]\n", "[qbc]\nrho_hatt = 0.1\n")), tmp_path / "run")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "error: [qbc]: unknown key(s) rho_hatt (allowed: rho_hat, recalibrate, error_bound, capture, upper_bound, "
+        "min_rmsd, max_per_cycle, select, prefilter)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_invalid_smiles_in_a_source_file_are_skipped_with_reasons(tmp_path):
+    smi = tmp_path / "mine.smi"
+    smi.write_text("CC ethane\nC1CC( broken\nC[Cl] chloromethane\nC=C ethene\n[NH4+] ammonium\n")
+    text = TINY.replace("[search]\n", f"[search]\ngdb11 = false\nsmiles_files = [\"{smi}\"]\n").replace(
+        "max_cycles = 2", "max_cycles = 1").replace('samplers = ["dnms", "rts"]', 'samplers = ["dnms", "dimers"]')
+    text = text.replace('"C", "N", "O", "CO", "CN", "C=O", "CCO", "CC=O"', '"C", "N", "O", "CCO", "CC=O"')
+    folder = tmp_path / "run"
+    cfg = _write(tmp_path, text)
+    run = _run(cfg, folder, "--workers", "0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    skipped = dict(_ledger(folder, "SELECT name, reason FROM search WHERE status = 'skipped'"))
+    assert skipped == {"broken": "invalid SMILES",
+                       "chloromethane": "element(s) Cl not supported by the model (supports H, C, N, O)",
+                       "ammonium": "charged molecule (net charge +1)"}
+    history = json.loads((folder / "history.json").read_text())
+    assert sum(c["search"].get("skipped", 0) for c in history["cycles"]) == 3
+    searched = _ledger(folder, "SELECT name FROM search WHERE status != 'skipped' ORDER BY name")
+    assert searched == [("ethane",), ("ethene",)]
+    # the failing ones were optimised by the oracle and sampled, dimer boxes included
+    assert _ledger(folder, "SELECT COUNT(*) FROM items WHERE cycle = 1 AND sampler = 'dimers' AND status = 'done'")[0][0] == 1
+
+
+def test_oracle_failing_every_label_is_a_clear_error_and_keeps_earlier_labels(straight, tmp_path):
+    import shutil
+
+    from anif.al import load_config, run_campaign
+    from anif.al.oracles import TeacherOracle
+
+    class Failing(TeacherOracle):
+        """Every label fails (this tests the loop's failure handling, not an oracle)."""
+
+        def label(self, structure):
+            return {"ok": False, "reason": "SCF failed: simulated", "wall_time_s": 0.0, "host": "test"}
+
+    config, reference = straight
+    folder = tmp_path / "copy"
+    shutil.copytree(reference, folder)
+    cfg = load_config(_write(tmp_path, config.read_text().replace("max_cycles = 2", "max_cycles = 3")))
+    before = _ledger(folder, "SELECT key, energy FROM labels WHERE status = 'ok' ORDER BY seq")
+    with pytest.raises(Exception) as info:
+        run_campaign(cfg, folder, workers=0, oracle=Failing("ani1x"), progress=False)
+    assert "the oracle failed all" in str(info.value) and "SCF failed: simulated" in str(info.value)
+    assert _ledger(folder, "SELECT key, energy FROM labels WHERE status = 'ok' ORDER BY seq") == before
+    failed = _ledger(folder, "SELECT COUNT(*) FROM labels WHERE cycle = 3 AND status = 'failed'")[0][0]
+    assert failed > 0 and _ledger(folder, "SELECT COUNT(*) FROM labels WHERE status = 'pending'")[0][0] == 0
+    with pytest.raises(Exception, match="the oracle failed all"):  # not retried, same clear error
+        run_campaign(cfg, folder, workers=0, oracle=Failing("ani1x"), progress=False)
+
+
+def test_config_defaults_are_the_pieces_own():
+    from anif.al.config import parse_config
+    from anif.sampling.rts import RTSSettings
+    from anif.training import TrainSettings
+
+    config = parse_config({"campaign": {}, "test_sets": {"t": {"smiles": ["CCO"]}}}, ROOT)
+    assert config.rts == RTSSettings() and config.training.train == TrainSettings()
+    assert config.campaign.oracle == "pyscf" and config.qbc.rho_hat == 0.23
+    with pytest.raises(InputError, match="either file"):
+        parse_config({"campaign": {}, "test_sets": {"t": {}}}, ROOT)
