@@ -62,7 +62,7 @@ max_per_cycle = 30
 members = 2
 folds = 4
 arch = "small"
-max_epochs = 30
+max_epochs = 150
 jobs = 1
 
 [stop]
@@ -188,9 +188,6 @@ def test_samplers_read_the_conformer_sampling_set(straight, tmp_path, ani1x_torc
     assert sources == {f"{g}/{k}" for g in sampling_set.groups() for k in range(sampling_set.index[g][0])}
 
 
-@pytest.mark.xfail(not hasattr(__import__("anif.training").training.TrainSettings(), "split"), strict=False,
-                   reason="with the split by molecule (before issue 12) each member is blind on a quarter of the "
-                          "molecules and the test error of a tiny campaign is noise")
 def test_test_error_falls_over_two_cycles(straight):
     _, folder = straight
     errors = [r[0] for r in _ledger(folder, "SELECT e_rmse FROM metrics ORDER BY cycle")]
@@ -364,7 +361,7 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     (lambda t: t.replace("[qbc]\n", "[qbc]\nrho_hatt = 0.1\n"), "[qbc]: unknown key(s) rho_hatt"),
     (lambda t: t.replace("[campaign]\nseed = 5\n", "[campain]\nseed = 5\n"), "unknown section(s) campain"),
     (lambda t: t.split("[test_sets.held_out]")[0], "missing section(s) [test_sets]"),
-    (lambda t: t.replace("max_epochs = 30", "max_epochs = \"many\""), "[training] max_epochs: expected int"),
+    (lambda t: t.replace("max_epochs = 150", "max_epochs = \"many\""), "[training] max_epochs: expected int"),
     (lambda t: t.replace("[training]\n", "[training]\nlearning_rate = 1\n"), "[training]: unknown key(s) learning_rate"),
     (lambda t: t.replace('oracle = "model:ani1x"', 'oracle = "gaussian"'), "oracle must be 'pyscf'"),
     (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["md"]'), "[conformational] samplers"),
