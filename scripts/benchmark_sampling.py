@@ -31,7 +31,9 @@ DIMER_SET = [("O", "water"), ("C", "methane"), ("CO", "methanol"), ("N", "ammoni
 def measure(sampler, payloads, rho_hat, seed, settings, workers):
     start = time.perf_counter()
     n = 0
-    for _, result in run_sampler(sampler, "ani1x", payloads, rho_hat, seed, settings, workers):
+    for index, result in run_sampler(sampler, "ani1x", payloads, rho_hat, seed, settings, workers):
+        if isinstance(result, Exception):
+            raise SystemExit(f"{sampler} item {index} failed: {result}")
         n += len(result.candidates if sampler == "search" else result)
     wall = time.perf_counter() - start
     return {"sampler": sampler, "items": len(payloads), "candidates": n, "wall_s": round(wall, 1),

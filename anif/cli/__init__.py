@@ -23,7 +23,7 @@ from .data import data_app  # noqa: E402
 from .label import label_command  # noqa: E402
 from .md import analyze_command, energy_command, md_command  # noqa: E402
 from .qbc import qbc_app  # noqa: E402
-from ..sampling.cli import sample_app  # noqa: E402
+from .sample import sample_app  # noqa: E402
 from .train import train_command  # noqa: E402
 
 app.command("energy")(energy_command)

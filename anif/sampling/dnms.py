@@ -186,9 +186,17 @@ def sample_dnms(model, structure: Structure, rho_hat: float, seed: int,
 
 def dnms_conformers(structure: Structure, hessian: np.ndarray, settings: DNMSSettings, rng: np.random.Generator,
                     hessian_source: str = "given", seed: int = -1) -> list[Candidate]:
-    """The diversity-selected normal-mode conformers of ``structure`` (no QBC test: rho and energy NaN)."""
+    """The diversity-selected normal-mode conformers of ``structure`` (no QBC test: rho and energy NaN).
+
+    Draws that break or form a covalent bond against ``structure`` (too hot a temperature, a soft
+    mode) are dropped before the selection: fragments are never candidates."""
+    from ..openmm_plugin.guard import bond_changes, bond_graph
+
     pool, s = nms_pool(structure, hessian, settings, rng)
-    order = np.argsort(s)
+    bonds = bond_graph(structure.numbers, structure.coordinates)
+    intact = np.array([bond_changes(structure.numbers, bonds, x) is None for x in pool], dtype=bool)
+    s = np.where(intact, s, np.inf)  # sorted last, then cut below
+    order = np.argsort(s)[: int(intact.sum())]
     kept = [int(order[i]) for i in diversity_select(pool[order], settings.min_rmsd, settings.keep,
                                                     known=structure.coordinates[None])]
     scale = 1.5 * structure.n_atoms * KB_HARTREE * settings.temperature

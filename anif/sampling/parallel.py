@@ -8,7 +8,6 @@ workers or the order in which items finish. Workers load the model once per proc
 from __future__ import annotations
 
 import functools
-import logging
 from contextlib import nullcontext
 from typing import Any, Iterator, Sequence
 
@@ -20,7 +19,6 @@ from .dnms import sample_dnms
 from .rts import sample_rts
 from .search import configurational_search
 
-log = logging.getLogger("anif.sampling")
 
 
 def _search(model, payload, rho_hat, seed, settings=None):
@@ -67,14 +65,10 @@ def sampler_items(client, sampler: str, model: str, payloads: Sequence, rho_hat:
 
 def run_sampler(sampler: str, model: str, payloads: Sequence, rho_hat: float, seed: int, settings=None,
                 workers: int | None = None, scheduler: str | None = None) -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, result)`` as each payload's sampler run finishes; failures are logged and skipped.
+    """Yield ``(index, result or exception)`` as each payload's sampler run finishes.
 
     ``workers=0`` runs in this process (no Dask); otherwise a LocalCluster of ``workers``
     processes (default: one per core) or the cluster at ``scheduler``.
     """
     with (nullcontext() if workers == 0 else dask_client(workers=workers, scheduler=scheduler, task_threads=1)) as client:
-        for index, result in sampler_items(client, sampler, model, payloads, rho_hat, seed, settings):
-            if isinstance(result, Exception):
-                log.warning("%s item %d failed: %s", sampler, index, result)
-                continue
-            yield index, result
+        yield from sampler_items(client, sampler, model, payloads, rho_hat, seed, settings)

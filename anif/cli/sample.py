@@ -16,20 +16,27 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError
+from ..errors import AnifError, InputError
 from ..qbc_calibration import RHO_HAT
+from .common import non_negative, positive
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
-_RHO = typer.Option(RHO_HAT, "--rho-hat", help="QBC threshold rho_hat (kcal/mol)")
+_RHO = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative, help="QBC threshold rho_hat (kcal/mol)")
 _SEED = typer.Option(0, "--seed", help="master seed (per-molecule seeds derive from it)")
 _OUT = typer.Option(..., "--out", help="output HDF5 (appended to)")
-_WORKERS = typer.Option(None, "--workers", help="Dask worker processes (default: one per core; 0: no Dask)")
+_WORKERS = typer.Option(None, "--workers", min=0, help="Dask worker processes (default: one per core; 0: no Dask)")
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
 _SMILES = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)")
 _INPUT = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF, PDB or ANI-format HDF5 (.h5) file")
+
+
+def _density(value: float) -> float:
+    if not 0 < value <= 2:
+        raise typer.BadParameter(f"must be > 0 and at most 2 g/cm^3 (got {value}); denser boxes cannot be packed")
+    return value
 
 
 def _say(message: str) -> None:
@@ -43,7 +50,7 @@ def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
     gives every conformer it holds as a ready structure."""
     from ..labeling import read_input
     from ..structures import read_structures
-    from .search import read_smiles_file
+    from ..sampling.search import read_smiles_file
 
     molecules, structures = [], []
     for item in inputs:
@@ -63,7 +70,7 @@ def _load(model, inputs: list[str], seed: int) -> list:
     """Embed / read the inputs, skipping (with the reason) what the model cannot sample."""
     from ..errors import AnifError
     from ..models import supported_numbers
-    from .search import embed
+    from ..sampling.search import embed
 
     molecules, ready = _molecule_list(inputs)
     supported = supported_numbers(model)
@@ -97,13 +104,15 @@ def _check_out(out: Path) -> None:
 def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings, out: Path,
          workers: Optional[int], scheduler: Optional[str]) -> None:
     from ..datasets import DatasetStore
-    from .candidates import write_candidates
-    from .parallel import run_sampler
+    from ..sampling.candidates import write_candidates
+    from ..sampling.parallel import run_sampler
 
-    if rho_hat < 0:
-        raise InputError(f"--rho-hat must be >= 0, got {rho_hat}")
     found = written = 0
+    failures: list[str] = []
     for _, result in run_sampler(sampler, model, payloads, rho_hat, seed, settings, workers, scheduler):
+        if isinstance(result, Exception):
+            failures.append(str(result) if isinstance(result, AnifError) else f"{type(result).__name__}: {result}")
+            continue
         if sampler == "search":
             for name, reason in result.skipped:
                 _say(f"skipped {name}: {reason}")
@@ -111,6 +120,10 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
         if result:
             found += len(result)
             written += write_candidates(out, result)
+    for reason in failures:
+        _say(f"warning: a {sampler} run failed: {reason}")
+    if failures and len(failures) == len(payloads):
+        raise AnifError(f"every {sampler} run failed ({failures[0]}); {out} was left as it was")
     if not found:
         write_candidates(out, [])  # an empty store, so that the next step reads "no structures"
         held = DatasetStore(out, "r").num_conformers()
@@ -124,17 +137,17 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
 def rts_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    repeats: int = typer.Option(4, "--repeats", help="trajectories per molecule (K)"),
-    t_start: float = typer.Option(300.0, "--t-start", help="initial temperature (K)"),
-    t_end: float = typer.Option(1000.0, "--t-end", help="final thermostat temperature (K)"),
-    ramp_ps: float = typer.Option(4.0, "--ramp-ps", help="heating time = trajectory length (ps)"),
-    timestep: float = typer.Option(0.5, "--timestep", help="fs"),
-    friction: float = typer.Option(1.0, "--friction", help="ps^-1"),
+    repeats: int = typer.Option(4, "--repeats", min=1, help="trajectories per molecule (K)"),
+    t_start: float = typer.Option(300.0, "--t-start", callback=positive, help="initial temperature (K)"),
+    t_end: float = typer.Option(1000.0, "--t-end", callback=positive, help="final thermostat temperature (K)"),
+    ramp_ps: float = typer.Option(4.0, "--ramp-ps", callback=positive, help="heating time = trajectory length (ps)"),
+    timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
+    friction: float = typer.Option(1.0, "--friction", callback=non_negative, help="ps^-1"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
     from ..models import load_model
-    from .rts import RTSSettings
+    from ..sampling.rts import RTSSettings
 
     _check_out(out)
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
@@ -146,17 +159,18 @@ def rts_command(
 def dnms_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    temperature: float = typer.Option(300.0, "--temperature", help="K"),
-    pool: int = typer.Option(256, "--pool", help="normal-mode draws per molecule"),
-    keep: int = typer.Option(32, "--keep", help="most diverse conformers QBC-tested per molecule"),
-    min_rmsd: float = typer.Option(0.05, "--min-rmsd", help="near-duplicate RMSD (A, after superposition)"),
-    bias: float = typer.Option(2.0, "--bias", help="near-equilibrium bias exponent (1 = none)"),
+    temperature: float = typer.Option(300.0, "--temperature", callback=positive, help="K"),
+    pool: int = typer.Option(256, "--pool", min=1, help="normal-mode draws per molecule"),
+    keep: int = typer.Option(32, "--keep", min=1, help="most diverse conformers QBC-tested per molecule"),
+    min_rmsd: float = typer.Option(0.05, "--min-rmsd", callback=non_negative,
+                                   help="near-duplicate RMSD (A, after superposition)"),
+    bias: float = typer.Option(2.0, "--bias", callback=positive, help="near-equilibrium bias exponent (1 = none)"),
     hessian: str = typer.Option("ensemble", "--hessian", help="'ensemble' (cheap) or 'reference' (PySCF)"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Diverse normal-mode sampling around the optimised geometry."""
     from ..models import load_model
-    from .dnms import DNMSSettings
+    from ..sampling.dnms import DNMSSettings
 
     if hessian not in ("ensemble", "reference"):
         raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
@@ -170,22 +184,20 @@ def dnms_command(
 def dimers_command(
     inputs: list[str] = typer.Argument(..., help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files"),
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    boxes: int = typer.Option(1, "--boxes", help="independent boxes (run in parallel)"),
-    molecules: int = typer.Option(24, "--molecules", help="molecules per box"),
-    density: float = typer.Option(0.6, "--density", help="g/cm^3"),
-    time_ps: float = typer.Option(5.0, "--time-ps", help="MD length (ps)"),
-    interval: int = typer.Option(50, "--interval", help="steps between box cuts"),
-    cutoff: float = typer.Option(4.0, "--cutoff", help="closest contact of a dimer pair (A)"),
-    temperature: float = typer.Option(300.0, "--temperature", help="K"),
-    timestep: float = typer.Option(0.5, "--timestep", help="fs"),
+    boxes: int = typer.Option(1, "--boxes", min=1, help="independent boxes (run in parallel)"),
+    molecules: int = typer.Option(24, "--molecules", min=2, help="molecules per box"),
+    density: float = typer.Option(0.6, "--density", callback=_density, help="g/cm^3 (at most 2)"),
+    time_ps: float = typer.Option(5.0, "--time-ps", callback=positive, help="MD length (ps)"),
+    interval: int = typer.Option(50, "--interval", min=1, help="steps between box cuts"),
+    cutoff: float = typer.Option(4.0, "--cutoff", callback=positive, help="closest contact of a dimer pair (A)"),
+    temperature: float = typer.Option(300.0, "--temperature", callback=positive, help="K"),
+    timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Dimer sampling: periodic box MD cut into dimer pairs, QBC-tested in batches."""
     from ..models import load_model
-    from .dimers import DimerSettings
+    from ..sampling.dimers import DimerSettings
 
-    if min(boxes, molecules, interval) < 1 or min(density, time_ps, cutoff, timestep) <= 0:
-        raise InputError("--boxes, --molecules, --interval, --density, --time-ps, --cutoff, --timestep must be > 0")
     _check_out(out)
     conformers = _load(load_model(model), inputs, seed)
     settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
@@ -197,17 +209,18 @@ def dimers_command(
 def search_command(
     inputs: Optional[list[str]] = typer.Argument(None, help="SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files"),
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    gdb11: int = typer.Option(0, "--gdb11", help="molecules drawn from the shipped GDB-11-like set"),
-    dipeptides: int = typer.Option(0, "--dipeptides", help="dipeptides drawn from all amino-acid pairs"),
-    random_dimers: int = typer.Option(0, "--random-dimers", help="random dimers of the other sources' molecules"),
-    chunk: int = typer.Option(32, "--chunk", help="molecules per parallel task"),
+    gdb11: int = typer.Option(0, "--gdb11", min=0, help="molecules drawn from the shipped GDB-11-like set"),
+    dipeptides: int = typer.Option(0, "--dipeptides", min=0, help="dipeptides drawn from all amino-acid pairs"),
+    random_dimers: int = typer.Option(0, "--random-dimers", min=0,
+                                      help="random dimers of the other sources' molecules"),
+    chunk: int = typer.Option(32, "--chunk", min=1, help="molecules per parallel task"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Configurational search: embed (RDKit + UFF), score rho in batches, keep rho > rho_hat."""
     import numpy as np
 
     from ..models import load_model, supported_numbers
-    from . import search
+    from ..sampling import search
 
     _check_out(out)
     sources: list[tuple[str, list, list]] = []
@@ -227,8 +240,6 @@ def search_command(
         sources.append(("random-dimers", [], dimers))
     if not sources:
         raise InputError("nothing to search: give SMILES/files or --gdb11/--dipeptides/--random-dimers")
-    if chunk < 1:
-        raise InputError(f"--chunk must be >= 1, got {chunk}")
     payloads = [
         (name, mols[k : k + chunk], structs[k : k + chunk])
         for name, mols, structs in sources
