@@ -107,7 +107,8 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
     from ..sampling.candidates import write_candidates
     from ..sampling.parallel import run_sampler
 
-    found = written = 0
+    found = written = scored = 0
+    skipped: list[str] = []
     failures: list[str] = []
     for _, result in run_sampler(sampler, model, payloads, rho_hat, seed, settings, workers, scheduler):
         if isinstance(result, Exception):
@@ -116,6 +117,8 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
         if sampler == "search":
             for name, reason in result.skipped:
                 _say(f"skipped {name}: {reason}")
+                skipped.append(f"{name}: {reason}")
+            scored += len(result.scored)
             result = result.candidates
         if result:
             found += len(result)
@@ -124,6 +127,8 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
         _say(f"warning: a {sampler} run failed: {reason}")
     if failures and len(failures) == len(payloads):
         raise AnifError(f"every {sampler} run failed ({failures[0]}); {out} was left as it was")
+    if sampler == "search" and not scored and skipped:
+        raise InputError(f"no usable molecule in the input ({len(skipped)} skipped, e.g. {skipped[0]})")
     if not found:
         write_candidates(out, [])  # an empty store, so that the next step reads "no structures"
         held = DatasetStore(out, "r").num_conformers()
