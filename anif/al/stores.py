@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 
 from ..datasets import DatasetStore
@@ -23,12 +22,9 @@ def stored_keys(path: Path) -> set[str]:
     """The ``structure_key`` values of an ANI-format store (empty if it does not exist)."""
     if not path.exists():
         return set()
-    store = DatasetStore(path, "r")
     keys: set[str] = set()
-    with h5py.File(path, "r") as f:
-        for group in store.groups():
-            if "structure_key" in f[group]:
-                keys.update(k.decode() if isinstance(k, bytes) else str(k) for k in f[group]["structure_key"][()])
+    for _, data in DatasetStore(path, "r"):
+        keys.update(str(k) for k in data.get("structure_key", ()))
     return keys
 
 
