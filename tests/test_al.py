@@ -327,6 +327,7 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     total = store.num_conformers()
     text = TINY.replace("[bootstrap]\n", f"[bootstrap]\ndataset = \"{labelled}\"\nstart_fraction = 0.2\n"
                         "add_fraction = 0.5\nfail_threshold = 1.0\nmax_rounds = 3\n").replace("max_cycles = 2", "max_cycles = 0")
+    text = text.replace("[qbc]\n", "[qbc]\nrecalibrate = true\nerror_bound = 0.05\ncapture = 0.5\n")
     run = _run(_write(tmp_path, text), tmp_path / "run", "--workers", "0")
     assert run.returncode == 0, run.stderr[-3000:]
     rounds = _ledger(tmp_path / "run", "SELECT round, n_included, n_rest, n_fail, finished FROM reduction ORDER BY round")
@@ -353,6 +354,18 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
         assert fail_cases((e - m.energies[c]) * HARTREE_TO_KCAL_MOL, m.species.shape[0], 1.0)
     molecules = _ledger(tmp_path / "run", "SELECT name, status FROM molecules WHERE role = 'train'")
     assert sorted(m[0] for m in molecules) == sorted(DatasetStore(labelled, "r").groups())
+
+    # rho_hat recalibrated on the test set after the cycle (paper Fig. 1 logic) for the next cycle
+    from anif.benchmark import predict
+    from anif.qbc_calibration import calibrate
+
+    model = load_model(str(tmp_path / "run" / "models" / "cycle_000")).double()
+    p = predict(model, read_comp6_file(tmp_path / "run" / "test_sets" / "held_out.h5"), forces=False, progress=False)
+    want = calibrate(np.concatenate([x.rho_kcal_mol for x in p]),
+                     np.concatenate([x.worst_member_error_per_sqrt_atom for x in p]),
+                     np.concatenate([x.energy_error_kcal for x in p]), 0.05, 0.5).rho_hat
+    got = json.loads(_ledger(tmp_path / "run", "SELECT value FROM meta WHERE key = 'rho_hat_after_0'")[0][0])
+    assert got == pytest.approx(want, rel=1e-6)
 
 
 # ---- bad input --------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ after each reduction round).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -62,7 +63,7 @@ from ..sampling.dnms import dnms_conformers
 from ..structures import Structure, from_smiles
 from . import selection, stores
 from .config import Config, changes, record
-from .ledger import Ledger, numbers_of, pack, square_of, xyz_of
+from .ledger import LEDGER, Ledger, numbers_of, pack, square_of, xyz_of
 from .oracles import Oracle, label_task, make_oracle, prepare_task
 from .training import train_cycle_model
 
@@ -133,6 +134,7 @@ class Campaign:
             self.threads = max(1, available_cores() // (workers or available_cores()))
         self.oracle = oracle or make_oracle(config, self.threads)
         self.ledger: Optional[Ledger] = None
+        self._lock = None  # the open lock file while this process runs the campaign
         self._pool: Optional[ExitStack] = None
         self._client = None
 
@@ -141,8 +143,8 @@ class Campaign:
         """Start or resume; returns the campaign's status (anif.al.report.status)."""
         from .report import status, write_history
 
-        self._open()
         try:
+            self._open()
             while True:
                 row = self.ledger.last_cycle()
                 if row["stage"] == DONE:
@@ -150,22 +152,30 @@ class Campaign:
                         break
                     continue
                 self._run_stage(row)
+            return status(self.folder, self.ledger)
         finally:
             self._close_pool()
-            if self.ledger is not None:
+            if self._lock is not None:
                 write_history(self.folder, self.ledger)
-        result = status(self.folder, self.ledger)
-        self.ledger.close()
-        return result
+                self._lock.close()
+            if self.ledger is not None:
+                self.ledger.close()
 
     def _open(self) -> None:
         folder = self.folder
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder}: exists and is not a folder")
-        fresh = not (folder / "ledger.sqlite").exists()
+        fresh = not (folder / LEDGER).exists()
         if fresh and folder.exists() and any(folder.iterdir()):
             raise InputError(f"{folder}: exists, is not empty and holds no campaign; choose a new --out")
         self.ledger = Ledger(folder)
+        lock = open(folder / ".lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise InputError(f"{folder}: another `anif al run` is working on this campaign") from None
+        self._lock = lock
         current = record(self.config)
         previous = self.ledger.get("config")
         if previous is None:
@@ -238,17 +248,26 @@ class Campaign:
 
     def _sync_stores(self) -> int:
         """Bring dataset.h5, test_sets/*.h5 and sampling_set.h5 up to the ledger; returns the dataset size."""
-        labels = self.ledger.rows("SELECT * FROM labels WHERE status = 'ok' ORDER BY seq")
-        train = [r for r in labels if r["role"] == "train"]
-        stores.sync(self.folder / DATASET, [stores.label_record(r) for r in train])
+        self._sync_labels(self.folder / DATASET, "train")
         for t in self.config.test_sets:
-            rows = [r for r in labels if r["role"] == f"test:{t.name}"]
-            if rows:
-                stores.sync(self.folder / TEST_DIR / f"{t.name}.h5", [stores.label_record(r) for r in rows])
+            if t.smiles:
+                self._sync_labels(self.folder / TEST_DIR / f"{t.name}.h5", f"test:{t.name}")
+        have = stores.stored_keys(self.folder / SAMPLING_SET)
         molecules = self._molecules("role = 'train' AND status = 'ok'")
-        if molecules:
-            stores.sync(self.folder / SAMPLING_SET, [stores.molecule_record(m, self.oracle.method) for m in molecules])
-        return len(train)
+        stores.append(self.folder / SAMPLING_SET, [stores.molecule_record(m, self.oracle.method) for m in molecules
+                                                   if f"molecule:{m['id']}" not in have])
+        return self.ledger.labels_total()
+
+    def _sync_labels(self, path: Path, role: str) -> None:
+        """Append the ok labels of ``role`` that the store at ``path`` lacks (reading only those from the ledger)."""
+        have = stores.stored_keys(path)
+        keys = [k for (k,) in self.ledger.rows("SELECT key FROM labels WHERE role = ? AND status = 'ok' ORDER BY seq",
+                                               (role,)) if k not in have]
+        rows = []
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            rows += self.ledger.rows(f"SELECT * FROM labels WHERE key IN ({','.join('?' * len(part))}) ORDER BY seq", part)
+        stores.append(path, [stores.label_record(r) for r in rows])
 
     # ---- reduce (bootstrap from a labelled set) ----------------------------------------------
     def _stage_reduce(self, row) -> None:

@@ -364,18 +364,22 @@ def record(config: Config) -> dict[str, Any]:
     return {"settings": config.as_dict(), "files": file_digests(config)}
 
 
+def _flat(value, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: value}
+
+
 def changes(previous: dict, current: dict) -> list[str]:
     """Settings (``section.key``) and files that differ, except in :data:`MUTABLE_SECTIONS`."""
-    out = []
     before, after = previous["settings"], current["settings"]
-    for section in sorted(set(before) | set(after)):
-        if section in MUTABLE_SECTIONS:
-            continue
-        a, b = before.get(section), after.get(section)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            out.append(section)
+    keep = [s for s in sorted(set(before) | set(after)) if s not in MUTABLE_SECTIONS]
+    a = {k: v for s in keep for k, v in _flat(before.get(s), s).items()}
+    b = {k: v for s in keep for k, v in _flat(after.get(s), s).items()}
+    out = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     out += [f"file {p}" for p in sorted(set(previous["files"]) | set(current["files"]))
             if previous["files"].get(p) != current["files"].get(p)]
     return out

@@ -2,8 +2,9 @@
 
 ``dataset.h5`` (training labels), ``test_sets/NAME.h5`` and ``sampling_set.h5`` are ANI-format
 stores (:class:`anif.datasets.DatasetStore`) whose conformers carry a ``structure_key``. The
-ledger is the record; :func:`sync` appends, in one atomic commit, the records a store does not
-hold yet, so it can run again after a kill at any point without writing anything twice.
+ledger is the record; the campaign appends (:func:`append`, one atomic commit) the records whose
+key a store does not hold yet (:func:`stored_keys`), so a kill at any point never writes anything
+twice.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 
 from ..datasets import DatasetStore
@@ -22,23 +22,18 @@ def stored_keys(path: Path) -> set[str]:
     """The ``structure_key`` values of an ANI-format store (empty if it does not exist)."""
     if not path.exists():
         return set()
-    store = DatasetStore(path, "r")
     keys: set[str] = set()
-    with h5py.File(path, "r") as f:
-        for group in store.groups():
-            if "structure_key" in f[group]:
-                keys.update(k.decode() if isinstance(k, bytes) else str(k) for k in f[group]["structure_key"][()])
+    for _, data in DatasetStore(path, "r"):
+        keys.update(str(k) for k in data.get("structure_key", ()))
     return keys
 
 
-def sync(path: Path, records: Sequence[dict]) -> int:
-    """Append the records whose ``key`` the store lacks (grouped by molecule, in order); returns how many."""
-    have = stored_keys(path)
-    missing = [r for r in records if r["key"] not in have]
-    if not missing:
-        return 0
+def append(path: Path, records: Sequence[dict]) -> None:
+    """Append records (grouped by molecule, in order) in one atomic commit."""
+    if not records:
+        return
     groups: dict[bytes, list[dict]] = {}
-    for r in missing:
+    for r in records:
         groups.setdefault(np.asarray(r["numbers"], dtype=np.int64).tobytes(), []).append(r)
     path.parent.mkdir(parents=True, exist_ok=True)
     store = DatasetStore(path, "a")
@@ -51,7 +46,6 @@ def sync(path: Path, records: Sequence[dict]) -> int:
             store.append(store.group_for(numbers), numbers, np.stack([r["coordinates"] for r in rows]),
                          np.array([r["energy"] for r in rows]), None if np.isnan(forces).all() else forces,
                          structure_key=np.array([r["key"] for r in rows]), **properties)
-    return len(missing)
 
 
 def label_record(row) -> dict:
