@@ -54,7 +54,7 @@ import numpy as np
 
 from .errors import InputError
 from .plausibility import label_problems
-from .structures import atomic_number, hill_formula, symbol
+from .structures import Structure, atomic_number, hill_formula, read_structures, symbol
 
 #: Per-conformer provenance columns every written file carries, with their "unknown" values.
 PROVENANCE = {
@@ -843,3 +843,26 @@ def summary(path: str | Path) -> dict:
         "provenance": {k: v for k, v in provenance.items() if v},
         "warnings": warnings,
     }
+
+
+#: File suffixes read as ANI-format HDF5 stores.
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def read_any(path: str | Path, carried: Sequence[str] = ()) -> list[tuple[Structure, dict]]:
+    """Every structure of an XYZ, SDF, PDB file or an ANI-format HDF5 store (each conformer, named
+    ``group/index``), with the per-conformer columns named in ``carried`` (HDF5 only)."""
+    path = Path(path)
+    if path.suffix.lower() not in HDF5_SUFFIXES:
+        return [(s, {}) for s in read_structures(path)]
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    out = []
+    for group, data in DatasetStore(path, "r"):
+        coords = data["coordinates"]
+        for c in range(coords.shape[0]):
+            extra = {k: data[k][c] for k in carried if k in data and data[k].shape[:1] == coords.shape[:1]}
+            out.append((Structure(data["species"], coords[c], name=f"{group}/{c}"), extra))
+    if not out:
+        raise InputError(f"{path}: contains no structures")
+    return out

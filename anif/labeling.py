@@ -41,12 +41,11 @@ from .datasets import PROVENANCE, DatasetStore, open_output, structure_keys
 from .distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
 from .errors import AnifError, InputError, UnsupportedElementError
 from .plausibility import coordinate_problem
-from .structures import Structure, read_structures, symbol
+from .structures import Structure, symbol
 
 BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
 SCF_LADDER = ("diis", "level_shift", "newton")
-_HDF5_SUFFIXES = (".h5", ".hdf5")
 #: Per-conformer columns of an HDF5 input carried through to the labels.
 _CARRIED = tuple(k for k in PROVENANCE if k != "method")
 
@@ -307,18 +306,9 @@ def read_failures(out: str | Path) -> list[dict]:
 
 def read_input(path: str | Path) -> list[tuple[Structure, dict]]:
     """Structures (and carried per-conformer provenance) from XYZ, SDF, PDB or ANI-format HDF5."""
-    path = Path(path)
-    if path.suffix.lower() not in _HDF5_SUFFIXES:
-        return [(s, {}) for s in read_structures(path)]
-    out = []
-    for group, data in DatasetStore(path, "r"):
-        coords = data["coordinates"]
-        for c in range(coords.shape[0]):
-            carried = {k: data[k][c] for k in _CARRIED if k in data and data[k].shape[:1] == coords.shape[:1]}
-            out.append((Structure(data["species"], coords[c], name=f"{group}/{c}"), carried))
-    if not out:
-        raise InputError(f"{path}: contains no structures")
-    return out
+    from .datasets import read_any
+
+    return read_any(path, carried=_CARRIED)
 
 
 class _LabelWriter:

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import InputError
 from .qbc_calibration import RHO_HAT
 from .openmm_plugin.simulation import get_platform, to_topology
-from .structures import Structure, from_smiles, read_structures
+from .structures import Structure, from_smiles
 from .units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
 #: The run's summary in an MD output folder.
@@ -29,12 +29,18 @@ __all__ = ["EnsembleCalculator", "MD_JSON", "analyze", "load_inputs", "make_whol
 
 
 def load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: int = 0) -> list[Structure]:
-    """Structures from exactly one of a SMILES string or a file, checked for the model."""
+    """Structures from exactly one of a SMILES string or a file (XYZ, SDF, PDB or ANI-format HDF5),
+    checked for the model."""
     from .models import supported_numbers
 
     if (smiles is None) == (input_file is None):
         raise InputError("give exactly one of --smiles or --input")
-    structures = [from_smiles(smiles, seed=seed)] if smiles is not None else read_structures(input_file)
+    if smiles is not None:
+        structures = [from_smiles(smiles, seed=seed)]
+    else:
+        from .datasets import read_any
+
+        structures = [s for s, _ in read_any(input_file)]
     for s in structures:
         s.validate(supported_numbers(model)).require_neutral_closed_shell()
     return structures

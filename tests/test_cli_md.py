@@ -133,3 +133,24 @@ def test_bad_input_one_line_error(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_energy_and_md_read_the_store_format(tmp_path, s66x8_path):
+    """`anif energy` and `anif md` take the ANI-format HDF5 every other command writes."""
+    from anif.datasets import DatasetStore
+    from anif.models import evaluate, load_model
+
+    source = DatasetStore(s66x8_path, "r")
+    group = source.groups()[0]
+    data = source.read(group)
+    store = DatasetStore(tmp_path / "two.h5", "a", kind="labels")
+    store.append(None, data["species"], data["coordinates"][:2], data["energies"][:2], method="wb97x/6-31g*")
+    result = anif("energy", "--input", tmp_path / "two.h5", "--json")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    model = load_model("ani1x")
+    expected = evaluate(model, np.stack([data["species"]] * 2), data["coordinates"][:2], forces=False).energy
+    np.testing.assert_allclose([r["energy_hartree"] for r in records], expected, atol=float32_atol(expected))
+    md = anif("md", "--input", tmp_path / "two.h5", "--steps", 20, "--out", tmp_path / "md")
+    assert md.returncode == 0, md.stderr
+    assert json.loads((tmp_path / "md" / "md.json").read_text())["steps"] == 20

@@ -15,7 +15,7 @@ from .common import non_negative, positive
 
 
 def energy_command(
-    input: Path = typer.Option(..., "--input", help="XYZ (multi-frame), SDF or PDB file"),
+    input: Path = typer.Option(..., "--input", help="XYZ (multi-frame), SDF, PDB or ANI-format HDF5 file"),
     model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
     json_output: bool = typer.Option(False, "--json", help="print a JSON list, one object per structure"),
     platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
@@ -48,7 +48,7 @@ def md_command(
     steps: int = typer.Option(..., "--steps", min=1, help="number of MD steps"),
     out: Path = typer.Option(..., "--out", help="output folder"),
     smiles: Optional[str] = typer.Option(None, "--smiles", help="molecule as SMILES (RDKit + UFF embedding)"),
-    input: Optional[Path] = typer.Option(None, "--input", help="XYZ, SDF or PDB file (first structure is used)"),
+    input: Optional[Path] = typer.Option(None, "--input", help="XYZ, SDF, PDB or ANI-format HDF5 file (first structure is used)"),
     prmtop: Optional[Path] = typer.Option(None, "--prmtop", help="Amber topology of a prepared system (ML/MM)"),
     inpcrd: Optional[Path] = typer.Option(None, "--inpcrd", help="Amber coordinates (and box) for --prmtop"),
     system_xml: Optional[Path] = typer.Option(None, "--system-xml", help="OpenMM System XML of a prepared system"),
