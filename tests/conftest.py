@@ -18,6 +18,16 @@ def float32_atol(values, floor: float = 2e-5) -> float:
     return max(floor, 4 * float(np.spacing(np.float32(np.abs(values).max()))))
 
 
+def float32_qbc_atol(energy_hartree, n_atoms: int = 1) -> float:
+    """Tolerance (kcal/mol) for sigma (n_atoms=1) or rho = sigma/sqrt(N) computed from float32 member
+    energies of magnitude ``energy_hartree``: one float32 ulp there (each member is rounded by up to half
+    an ulp, so their standard deviation moves by about that much); 0.0096 kcal/mol at 155 Ha."""
+    import numpy as np
+
+    ulp = float(np.spacing(np.float32(abs(float(energy_hartree)))))
+    return ulp * 627.5094740631 / float(np.sqrt(n_atoms))
+
+
 def require_shared(relative: str) -> Path:
     """Path to a file under ../shared; fail under CI, skip elsewhere, when it is missing."""
     path = SHARED / relative
