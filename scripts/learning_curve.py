@@ -140,7 +140,9 @@ def plot(points: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = sorted({p["set"] for p in points})
+    from matplotlib.ticker import NullFormatter
+
+    sets = list(dict.fromkeys(p["set"] for p in points))
     fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
     for ax, name in zip(axes[0], sets):
         pts = [p for p in points if p["set"] == name]
@@ -148,6 +150,8 @@ def plot(points: list[dict], path: Path) -> None:
         ax.loglog(n, [p["test_rmse_kcal_mol"] for p in pts], "o-", label="anif train (ensemble mean)")
         ax.loglog(n, [p["self_energy_fit_test_rmse_kcal_mol"] for p in pts], "s--", color="grey",
                   label="self-energy fit")
+        ax.set_xticks(n, [str(x) for x in n])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training conformers")
         ax.set_ylabel("held-out energy RMSE (kcal/mol)")
         ax.set_title(f"{name}: test {pts[0]['test_conformers']} conformers")
