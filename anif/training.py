@@ -2,9 +2,10 @@
 
 Smith et al., J. Chem. Phys. 148, 241733 (2018): L members trained on a k-fold
 cross-validation split of the training set, member i validating on fold i, so every conformer
-is held out from exactly one member. The default split is by conformer, as the paper's
-(:func:`anif.training_data.assign_folds`); ``split="molecule"`` holds out whole molecules to
-measure transfer instead.
+is held out from exactly one member. The default split is by conformer, as the paper's, with
+folds that stay put as the data grow (:func:`anif.training_data.assign_folds`), so a member
+warm-started from the previous cycle's member i never validates on what that member trained on;
+``split="molecule"`` holds out whole molecules to measure transfer instead.
 
 Per member:
 
