@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the rate runs")
+    parser.add_argument("--skip-rates", action="store_true", help="skip the conformers/s comparison")
     parser.add_argument("--skip-wall", action="store_true", help="skip the 2-member wall-time runs")
     parser.add_argument("--skip-warm", action="store_true", help="skip the warm-start measurement")
     parser.add_argument("--warm-lr", type=float, help="learning rate of the warm start (default: anif's)")
@@ -192,7 +193,7 @@ def main() -> None:
         write_teacher_data(data_file, args.conformers, seed=0, molecules=MOLECULES)
     cores = os.cpu_count()
     print(f"data {data_file}, arch {args.arch}, batch {args.batch_size}, {cores} cores, load {os.getloadavg()[0]:.1f}")
-    for threads in args.threads:
+    for threads in [] if args.skip_rates else args.threads:
         torch.set_num_threads(threads)
         for forces in (0.0, 0.1):
             a, b, n = rates(data_file, args.arch, args.epochs, forces, args.batch_size)

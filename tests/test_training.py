@@ -282,6 +282,7 @@ def test_warm_start_from_an_anif_ensemble_reproduces_it(tmp_path, molecule_data)
         expected = rmse_kcal(members[member % 2, idx], data.energies[idx])  # member 2 starts from prior member 0
         assert history(tmp_path / "next", member)[0]["valid_rmse_kcal_mol"] == pytest.approx(expected, abs=2e-3)
     assert result.lr == INITIAL_LR["model"]  # the warm-start learning rate
+    assert any("trained with another folds, seed" in w for w in result.warnings)  # its folds differ
 
     with pytest.raises(InputError, match="does not match the shapes"):
         train_ensemble([path], tmp_path / "x", TrainSettings(members=2, folds=2, init=str(prior), arch="ani1x"),
