@@ -2,9 +2,10 @@
 
 Smith et al., J. Chem. Phys. 148, 241733 (2018): L members trained on a k-fold
 cross-validation split of the training set, member i validating on fold i, so every conformer
-is held out from exactly one member. The default split is by conformer, as the paper's
-(:func:`anif.training_data.assign_folds`); ``split="molecule"`` holds out whole molecules to
-measure transfer instead.
+is held out from exactly one member. The default split is by conformer, as the paper's, with
+folds that stay put as the data grow (:func:`anif.training_data.assign_folds`), so a member
+warm-started from the previous cycle's member i never validates on what that member trained on;
+``split="molecule"`` holds out whole molecules to measure transfer instead.
 
 Per member:
 
@@ -171,6 +172,7 @@ class Start:
     self_energies: Optional[np.ndarray]
     member_states: Optional[list[dict]]
     fingerprint: str
+    spec: Optional[dict] = None
 
 
 def resolve_start(settings: TrainSettings) -> Start:
@@ -199,7 +201,7 @@ def resolve_start(settings: TrainSettings) -> Start:
     states = [m.state_dict() for m in ani.neural_networks.members]
     sae = ani.energy_shifter.self_energies.double().numpy()
     fingerprint = hashlib.sha1((directory / MODEL_WEIGHTS).read_bytes()).hexdigest()
-    return Start("model", named[0] if named else "custom", dims, sae, states, fingerprint)
+    return Start("model", named[0] if named else "custom", dims, sae, states, fingerprint, spec)
 
 
 # ----------------------------------------------------------------------------- one member
@@ -539,7 +541,8 @@ class TrainResult:
 
     ``members`` per member (history included, weights not); ``self_energy_rmse_kcal_mol`` the
     self-energy fit's RMSE on all conformers; ``warnings`` one line each: members that did not
-    improve on their start or are worse than the self-energy fit on their validation fold.
+    improve on their start or are worse than the self-energy fit on their validation fold, and
+    warm starts whose split differs from the starting ensemble's (validation then not clean).
     """
 
     model: AniEnsemble
@@ -553,6 +556,22 @@ class TrainResult:
     @property
     def valid_rmse_kcal_mol(self) -> list[float]:
         return [m.best_valid_rmse_kcal_mol for m in self.members]
+
+
+def _split_warning(settings: TrainSettings, start: Start) -> list[str]:
+    """Warm starts validate cleanly only on the previous run's split (same folds, seed, split) and
+    with at most its number of members: member i then starts from a member that never trained
+    on fold i."""
+    if start.spec is None:
+        return []
+    changed = [k for k in ("folds", "seed", "split") if start.spec.get(k) != getattr(settings, k)]
+    if changed:
+        return [f"--init {settings.init} was trained with another {', '.join(changed)}: the members' validation "
+                "folds include conformers their starting networks trained on"]
+    if settings.members > start.spec["members"]:
+        return [f"members {start.spec['members']}-{settings.members - 1} start from members of --init that trained "
+                "on their validation folds"]
+    return []
 
 
 def _warnings(results: list[MemberResult], fold_baseline: list[float], start: str) -> list[str]:
@@ -634,7 +653,7 @@ def train_ensemble(
     residual = data.energies - element_counts(data.species) @ fitted
     fold_baseline = [float(np.sqrt(np.mean(residual[fold == r.fold] ** 2))) * HARTREE_TO_KCAL_MOL for r in results]
     baseline = float(np.sqrt(np.mean(residual**2))) * HARTREE_TO_KCAL_MOL
-    warnings = _warnings(results, fold_baseline, start.kind)
+    warnings = _split_warning(settings, start) + _warnings(results, fold_baseline, start.kind)
     ensemble = build_ani(SYMBOLS, start.layer_dims, list(map(float, self_energies)), settings.members)
     for r in results:
         ensemble.neural_networks.members[r.index].load_state_dict(r.state)

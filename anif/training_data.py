@@ -18,6 +18,7 @@ compiler) forces go through autograd of torchani's AEV computer.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -153,12 +154,27 @@ def fit_self_energies(species: np.ndarray, energies: np.ndarray, symbols: Sequen
     return np.linalg.lstsq(counts, energies, rcond=None)[0]
 
 
+def conformer_keys(data: ConformerSet, seed: int) -> np.ndarray:
+    """A 64-bit hash per conformer of its atoms and coordinates (and ``seed``): the same
+    structure gets the same key in any file, order or data set."""
+    keys = np.empty(len(data), dtype=np.uint64)
+    salt = int(seed).to_bytes(8, "little", signed=True)
+    for c, n in enumerate(data.n_atoms):
+        h = hashlib.blake2b(salt, digest_size=8)
+        h.update(data.species[c, :n].astype(np.int64).tobytes())
+        h.update(np.ascontiguousarray(data.coordinates[c, :n], dtype=np.float64).tobytes())
+        keys[c] = int.from_bytes(h.digest(), "little")
+    return keys
+
+
 def assign_folds(data: ConformerSet, folds: int, seed: int, split: str = "conformer") -> np.ndarray:
     """Fold of every conformer (C,).
 
-    ``split="conformer"`` (the paper's k-fold cross-validation): each molecule's conformers are
-    shuffled and dealt to the folds in turn, continuing from one molecule to the next, so folds
-    differ in size by at most one and every molecule is spread evenly over them.
+    ``split="conformer"`` (the paper's k-fold cross-validation): a conformer's fold is its
+    :func:`conformer_keys` hash modulo ``folds``, so folds are of nearly equal size and a
+    conformer keeps its fold when the data grow (same ``folds`` and ``seed``): member i of an
+    active-learning cycle, warm-started from member i of the previous one, validates on
+    conformers that member never trained on.
     ``split="molecule"``: whole molecules (groups) go to one fold, balanced by conformer count,
     so a member's validation measures transfer to molecules it never saw.
     """
@@ -166,21 +182,17 @@ def assign_folds(data: ConformerSet, folds: int, seed: int, split: str = "confor
         raise InputError(f"unknown split {split!r} (use {' or '.join(SPLITS)})")
     if folds < 2:
         raise InputError(f"--folds must be at least 2 (got {folds})")
-    rng = np.random.default_rng(seed)
     if split == "conformer":
         if folds > len(data):
             raise InputError(f"--folds {folds} is larger than the number of conformers ({len(data)})")
-        order = np.lexsort((rng.permutation(len(data)), data.group))  # by molecule, shuffled within
-        fold = np.empty(len(data), dtype=np.int64)
-        fold[order] = rng.permutation(folds)[np.arange(len(data)) % folds]
-        return fold
+        return (conformer_keys(data, seed) % np.uint64(folds)).astype(np.int64)
     n_groups = len(data.group_names)
     if folds > n_groups:
         raise InputError(
             f"--folds {folds} is larger than the number of molecules ({n_groups}); the split is by molecule"
         )
     sizes = np.bincount(data.group, minlength=n_groups)
-    order = rng.permutation(n_groups)
+    order = np.random.default_rng(seed).permutation(n_groups)
     order = order[np.argsort(-sizes[order], kind="stable")]
     fold_of_group = np.zeros(n_groups, dtype=np.int64)
     load = np.zeros(folds)

@@ -5,7 +5,7 @@ One run measures, on ANI-1x-labelled displaced conformers of 14 small molecules 
 or on --data FILE:
 
 1. conformers/s of one member's fastest epoch (training pass + validation pass; the fastest,
-   as the machine is shared), side by side:
+   as the machine is shared), the two loops alternating epoch by epoch:
    anif (AEVs cached; forces through the compiled AEV Jacobian products) vs a plain torchani
    loop (the full ANI model forward, AEVs recomputed every batch, forces by double backward
    through torchani, as in torchani's nnp_training example), energies only and with forces;
@@ -18,7 +18,7 @@ or on --data FILE:
    member's time to the cold start's best validation RMSE (the warm members trained at cycle 0
    on some conformers of their cycle-1 validation folds, as they do in the loop).
 
-Usage: python scripts/benchmark_training.py [--data FILE] [--epochs 5] [--arch ani1x] [--skip-warm]
+Usage: python scripts/benchmark_training.py [--data FILE] [--epochs 6] [--arch ani1x] [--skip-warm]
 Needs TORCHANI_DATA_DIR pointing at the ANI-1x networks when it builds its own data.
 """
 
@@ -46,22 +46,9 @@ from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 MOLECULES = {**SMALL_MOLECULES, "acetaldehyde": "CC=O", "formamide": "NC=O"}
 
 
-def anif_rate(data_file: Path, arch: str, epochs: int, forces: float, batch: int) -> tuple[float, int]:
-    """Conformers (train + validation) per second per epoch of one anif member."""
-    out = Path(tempfile.mkdtemp())
-    try:
-        settings = TrainSettings(members=1, folds=5, arch=arch, forces=forces, max_epochs=epochs, batch_size=batch,
-                                 patience=1000)
-        result = train_ensemble([data_file], out, settings, progress=False)
-        history = result.members[0].history[1:]
-        n = json.loads((out / "model.json").read_text())["conformers"]
-    finally:
-        shutil.rmtree(out)
-    return n / min(h["seconds"] for h in history), n
-
-
-def torchani_rate(data_file: Path, arch: str, epochs: int, forces: float, batch: int) -> float:
-    """Conformers per second per epoch of a plain torchani loop (nnp_training style)."""
+def torchani_epochs(data_file: Path, arch: str, forces: float, batch: int):
+    """One epoch (training + validation pass) of a plain torchani loop (nnp_training style) per
+    ``next()``; yields its seconds."""
     data = read_conformers([data_file])
     sae = fit_self_energies(data.species, data.energies)
     model = build_ani(SYMBOLS, ARCHITECTURES[arch], sae.tolist(), 1)
@@ -73,8 +60,7 @@ def torchani_rate(data_file: Path, arch: str, epochs: int, forces: float, batch:
     fold = np.random.default_rng(0).permutation(len(data)) % 5
     train, valid = torch.as_tensor(np.flatnonzero(fold != 0)), torch.as_tensor(np.flatnonzero(fold == 0))
     opt = torch.optim.AdamW(model.neural_networks.parameters(), lr=1e-3)
-    times = []
-    for _ in range(epochs):
+    while True:
         t0 = time.perf_counter()
         for idx in train[torch.randperm(len(train))].split(batch):
             x = coords[idx].requires_grad_(forces > 0)
@@ -92,8 +78,29 @@ def torchani_rate(data_file: Path, arch: str, epochs: int, forces: float, batch:
                 pred = model((species[idx], x)).energies
                 if forces > 0:
                     torch.autograd.grad(pred.sum(), x)
-        times.append(time.perf_counter() - t0)
-    return len(data) / min(times[1:] if len(times) > 1 else times)
+        yield time.perf_counter() - t0
+
+
+def rates(data_file: Path, arch: str, epochs: int, forces: float, batch: int) -> tuple[float, float, int]:
+    """Conformers (train + validation) per second of the fastest epoch: (anif, plain torchani, conformers).
+
+    The two alternate epoch by epoch (anif's run continues with a larger --max-epochs each time;
+    its epoch seconds come from the member history), so both see the same machine load.
+    """
+    out = Path(tempfile.mkdtemp())
+    plain = torchani_epochs(data_file, arch, forces, batch)
+    anif_times, plain_times = [], []
+    try:
+        for epoch in range(1, epochs + 1):
+            settings = TrainSettings(members=1, folds=5, arch=arch, forces=forces, max_epochs=epoch, batch_size=batch,
+                                     patience=1000)
+            result = train_ensemble([data_file], out, settings, progress=False)
+            anif_times.append(result.members[0].history[-1]["seconds"])
+            plain_times.append(next(plain))
+        n = json.loads((out / "model.json").read_text())["conformers"]
+    finally:
+        shutil.rmtree(out)
+    return n / min(anif_times), n / min(plain_times[1:] or plain_times), n
 
 
 def ensemble_wall(data_file: Path, arch: str, epochs: int, jobs: int, threads: int, batch: int) -> float:
@@ -171,9 +178,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="ANI-format HDF5 (default: build 14 molecules x --conformers)")
     parser.add_argument("--conformers", type=int, default=100, help="conformers per molecule when building data")
     parser.add_argument("--arch", default="ani1x", choices=sorted(ARCHITECTURES))
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads for the rate runs")
+    parser.add_argument("--skip-rates", action="store_true", help="skip the conformers/s comparison")
     parser.add_argument("--skip-wall", action="store_true", help="skip the 2-member wall-time runs")
     parser.add_argument("--skip-warm", action="store_true", help="skip the warm-start measurement")
     parser.add_argument("--warm-lr", type=float, help="learning rate of the warm start (default: anif's)")
@@ -185,11 +193,10 @@ def main() -> None:
         write_teacher_data(data_file, args.conformers, seed=0, molecules=MOLECULES)
     cores = os.cpu_count()
     print(f"data {data_file}, arch {args.arch}, batch {args.batch_size}, {cores} cores, load {os.getloadavg()[0]:.1f}")
-    for threads in args.threads:
+    for threads in [] if args.skip_rates else args.threads:
         torch.set_num_threads(threads)
         for forces in (0.0, 0.1):
-            a, n = anif_rate(data_file, args.arch, args.epochs, forces, args.batch_size)
-            b = torchani_rate(data_file, args.arch, args.epochs, forces, args.batch_size)
+            a, b, n = rates(data_file, args.arch, args.epochs, forces, args.batch_size)
             label = "energies + forces" if forces else "energies only"
             print(f"{threads} thread(s), {label:17s}: anif {a:8.0f} conf/s, plain torchani {b:8.0f} conf/s, "
                   f"x{a / b:.1f} ({n} conformers)", flush=True)

@@ -12,7 +12,9 @@ The random-sampling baseline the active-learning loop is measured against. Two d
 
 Every point: a --members ensemble (--arch small, default settings: split by conformer, forces
 in the loss) with max epochs = clip(--budget / training conformers, 30, 300), so small sets
-train long and large ones still finish; its ensemble-mean RMSE on the test set, beside the
+train long and large ones still finish, and --lr-patience scaled with it (epochs / 30, 2 to 10
+epochs) so that the learning rate still anneals within the shorter runs; its ensemble-mean
+RMSE on the test set, beside the
 self-energy fit (least squares on the same training set). Writes learning_curve.json and
 learning_curve.png to --out.
 
@@ -82,7 +84,9 @@ def curve(label: str, pool: list[dict], test_file: Path, sizes: list[int], args,
         write_subset(pool, order[:n], offsets, train_file)
         train = read_conformers([train_file])
         epochs = int(np.clip(round(args.budget / (n * (1 - 1 / 5))), 30, 300))
-        settings = TrainSettings(members=args.members, arch=args.arch, max_epochs=epochs, seed=args.seed)
+        lr_patience = int(np.clip(round(epochs / 30), 2, TrainSettings.lr_patience))
+        settings = TrainSettings(members=args.members, arch=args.arch, max_epochs=epochs, lr_patience=lr_patience,
+                                 seed=args.seed)
         t0 = time.perf_counter()
         result = train_ensemble([train_file], out, settings, jobs=0, progress=False)
         seconds = time.perf_counter() - t0
@@ -93,6 +97,7 @@ def curve(label: str, pool: list[dict], test_file: Path, sizes: list[int], args,
             "train_conformers": n,
             "train_molecules": len(train.group_names),
             "max_epochs": epochs,
+            "lr_patience": lr_patience,
             "epochs": [m.epochs for m in result.members],
             "seconds": seconds,
             "test_conformers": len(test),
@@ -105,7 +110,7 @@ def curve(label: str, pool: list[dict], test_file: Path, sizes: list[int], args,
         print(f"{label:7s} {n:5d} conformers: test RMSE {point['test_rmse_kcal_mol']:7.3f} kcal/mol "
               f"(MAE {point['test_mae_kcal_mol']:.3f}; self-energy fit {point['self_energy_fit_test_rmse_kcal_mol']:.3f}), "
               f"validation {', '.join(f'{v:.3f}' for v in point['member_valid_rmse_kcal_mol'])}, "
-              f"{point['epochs']} epochs, {seconds:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+              f"{point['epochs']} epochs (lr patience {lr_patience}), {seconds:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
         shutil.rmtree(out)
     return points
 
@@ -135,7 +140,9 @@ def plot(points: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = sorted({p["set"] for p in points})
+    from matplotlib.ticker import NullFormatter
+
+    sets = list(dict.fromkeys(p["set"] for p in points))
     fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
     for ax, name in zip(axes[0], sets):
         pts = [p for p in points if p["set"] == name]
@@ -143,6 +150,8 @@ def plot(points: list[dict], path: Path) -> None:
         ax.loglog(n, [p["test_rmse_kcal_mol"] for p in pts], "o-", label="anif train (ensemble mean)")
         ax.loglog(n, [p["self_energy_fit_test_rmse_kcal_mol"] for p in pts], "s--", color="grey",
                   label="self-energy fit")
+        ax.set_xticks(n, [str(x) for x in n])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training conformers")
         ax.set_ylabel("held-out energy RMSE (kcal/mol)")
         ax.set_title(f"{name}: test {pts[0]['test_conformers']} conformers")
