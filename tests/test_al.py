@@ -457,3 +457,30 @@ def test_config_defaults_are_the_pieces_own():
     assert config.campaign.oracle == "pyscf" and config.qbc.rho_hat == 0.23
     with pytest.raises(InputError, match="either file"):
         parse_config({"campaign": {}, "test_sets": {"t": {}}}, ROOT)
+
+
+def test_schedule_stop_rules_and_the_kind_of_the_next_cycle():
+    from anif.al.config import ConformationalSettings, StopSettings
+    from anif.al.schedule import CycleRecord, next_cycle
+
+    def cycles(*spec):  # (kind, rmse, selected) per cycle
+        return [CycleRecord(i, k, e, n, 100.0) for i, (k, e, n) in enumerate(spec)]
+
+    stop, conf = StopSettings(max_cycles=10, patience=3, min_improvement=0.01), ConformationalSettings(patience=2)
+    go = lambda c, **kw: next_cycle(c, kw.get("labels", 10), kw.get("exhausted", False), True,  # noqa: E731
+                                    kw.get("stop", stop), conf)
+    assert go(cycles(("bootstrap", 5.0, 10))) == ("", "configurational")
+    assert go(cycles(("bootstrap", 5.0, 10), ("configurational", 4.0, 10))) == ("", "conformational")
+    run = cycles(("bootstrap", 5.0, 10), ("configurational", 4.0, 10), ("conformational", 3.0, 10))
+    assert go(run) == ("", "conformational")  # still improving
+    run = cycles(("bootstrap", 5.0, 10), ("configurational", 4.0, 10), ("conformational", 3.0, 10),
+                 ("conformational", 2.995, 10), ("conformational", 3.5, 10))
+    assert go(run) == ("", "configurational")  # two conformational cycles without a 1% gain
+    assert go(run[:4] + [CycleRecord(4, "conformational", 2.0, 0, 1.0)]) == ("", "configurational")  # none selected
+    assert go(run, exhausted=True) == ("", "conformational")  # no new molecules: keep sampling conformations
+    flat = run + [CycleRecord(5, "configurational", 3.1, 10, 1.0)]
+    assert go(flat)[0] == "no improvement of the test error for 3 cycles"
+    assert go(run, labels=500, stop=StopSettings(label_budget=500))[0] == "label budget (500) reached"
+    assert go(run, stop=StopSettings(max_cycles=4))[0] == "max_cycles (4) reached"
+    assert go(run, stop=StopSettings(wall_time_h=500 / 3600))[0] == "wall time (0.1388888888888889 h) reached"
+    assert next_cycle(run[:1], 10, True, False, stop, conf)[0].startswith("nothing to sample")

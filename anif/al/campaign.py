@@ -65,6 +65,8 @@ from . import selection, stores
 from .config import Config, changes, record
 from .ledger import LEDGER, Ledger, numbers_of, pack, square_of, xyz_of
 from .oracles import Oracle, label_task, make_oracle, prepare_task
+from .schedule import CycleRecord, next_cycle
+from .sources import canonical, covering, heavy_atoms, unsearched
 from .training import train_cycle_model
 
 log = logging.getLogger("anif.al")
@@ -357,7 +359,7 @@ class Campaign:
             held_out = set()
             for t in self.config.test_sets:
                 for k, smiles in enumerate(t.smiles):
-                    held_out.add(_canonical(smiles))
+                    held_out.add(canonical(smiles))
                     s = from_smiles(smiles, seed=seed_of(seed, "test", t.name, k), name=f"{t.name}:{smiles}")
                     self._insert_molecule(cycle, f"test:{t.name}", s, smiles, f"test:{t.name}")
             if self.config.bootstrap.dataset:
@@ -369,9 +371,9 @@ class Campaign:
                 chosen = [(s, s) for s in b.smiles]
             else:
                 pool = [(s, n) for s, n in gdb11_like()
-                        if _heavy_atoms(s) <= b.max_heavy_atoms and _canonical(s) not in held_out]
+                        if heavy_atoms(s) <= b.max_heavy_atoms and canonical(s) not in held_out]
                 order = np.random.default_rng(seed_of(seed, "bootstrap")).permutation(len(pool))
-                chosen = _covering([pool[i] for i in order], b.molecules)
+                chosen = covering([pool[i] for i in order], b.molecules)
             for k, (smiles, name) in enumerate(chosen):
                 s = from_smiles(smiles, seed=seed_of(seed, "bootstrap", k), name=name)
                 self._insert_molecule(cycle, "train", s, smiles, "bootstrap")
@@ -441,32 +443,12 @@ class Campaign:
             kill_point("search")
 
     def _source_molecules(self, cycle: int):
-        """Unsearched source molecules (source, name, smiles, heavy atoms) and the unusable ones with reasons."""
-        from ..sampling.search import dipeptides, gdb11_like, read_smiles_file, screen_smiles
-
-        s = self.config.search
-        entries = []
-        if s.gdb11:
-            entries += [("gdb11", name, smi) for smi, name in gdb11_like()]
-        for path in s.smiles_files:
-            entries += [(Path(path).stem, name, smi) for smi, name in read_smiles_file(path)]
-        entries += [("smiles", smi, smi) for smi in s.smiles]
-        if s.dipeptides:
-            entries += [("dipeptides", name, smi) for smi, name in dipeptides()]
+        """Source molecules not searched before ``cycle`` (nor held out), and the unusable ones with reasons."""
         searched = {(r["source"], r["name"], r["smiles"]) for r in
                     self.ledger.rows("SELECT source, name, smiles FROM search WHERE cycle < ?", (cycle,))}
-        held_out = {_canonical(smi) for t in self.config.test_sets for smi in t.smiles}
-        held_out |= {_canonical(m["smiles"]) for m in self._molecules("smiles != '' AND cycle < ?", (cycle,))}
-        pool, skipped = [], []
-        for source, name, smiles in entries:
-            if (source, name, smiles) in searched:
-                continue
-            reason = screen_smiles(smiles, {1, 6, 7, 8})
-            if reason:
-                skipped.append((source, name, smiles, reason))
-            elif _canonical(smiles) not in held_out:
-                pool.append((source, name, smiles, _heavy_atoms(smiles)))
-        return pool, skipped
+        held_out = {canonical(smi) for t in self.config.test_sets for smi in t.smiles}
+        held_out |= {canonical(m["smiles"]) for m in self._molecules("smiles != '' AND cycle < ?", (cycle,))}
+        return unsearched(self.config.search, searched, held_out)
 
     # ---- optimize ---------------------------------------------------------------------------
     def _stage_optimize(self, row) -> None:
@@ -762,64 +744,16 @@ class Campaign:
             log.info("campaign finished: %s", reason)
         return not reason
 
-    def test_errors(self) -> dict[int, float]:
-        """Mean E RMSE over the test sets (kcal/mol), by finished cycle."""
-        rows = self.ledger.rows("SELECT m.cycle, AVG(m.e_rmse) FROM metrics m JOIN cycles c ON c.cycle = m.cycle "
-                                "WHERE c.stage = 'done' GROUP BY m.cycle ORDER BY m.cycle")
-        return {int(c): float(e) for c, e in rows}
-
     def decide(self) -> tuple[str, str]:
-        """(stop reason or '', kind of the next cycle) from the finished cycles and the stop settings."""
-        s, c = self.config.stop, self.config
-        cycles = self.ledger.rows("SELECT * FROM cycles ORDER BY cycle")
-        last = cycles[-1]
-        errors = self.test_errors()
-        improved = _improvements(errors, s.min_improvement)  # cycle -> bool
-        if last["cycle"] >= s.max_cycles:
-            return f"max_cycles ({s.max_cycles}) reached", ""
-        if s.label_budget and self.ledger.labels_total() >= s.label_budget:
-            return f"label budget ({s.label_budget}) reached", ""
-        wall = sum(r["wall_s"] for r in cycles)
-        if s.wall_time_h and wall >= s.wall_time_h * 3600:
-            return f"wall time ({s.wall_time_h} h) reached", ""
-        recent = [improved.get(r["cycle"], False) for r in cycles[1:]][-s.patience:]
-        if len(recent) == s.patience and not any(recent):
-            return f"no improvement of the test error for {s.patience} cycles", ""
-        kind = last["kind"]
-        exhausted = not self._source_molecules(last["cycle"] + 1)[0]
+        """(stop reason or '', kind of the next cycle): :func:`anif.al.schedule.next_cycle` on the finished cycles."""
+        errors = dict(self.ledger.rows("SELECT cycle, AVG(e_rmse) FROM metrics GROUP BY cycle"))
+        selected = dict(self.ledger.rows("SELECT cycle, COUNT(*) FROM labels WHERE role = 'train' GROUP BY cycle"))
+        cycles = [CycleRecord(r["cycle"], r["kind"], errors.get(r["cycle"], math.inf), selected.get(r["cycle"], 0),
+                              r["wall_s"]) for r in self.ledger.rows("SELECT * FROM cycles ORDER BY cycle")]
+        exhausted = not self._source_molecules(cycles[-1].cycle + 1)[0]
         has_molecules = bool(self._molecules("role = 'train' AND status = 'ok'"))
-        if exhausted and not has_molecules:
-            return "nothing to sample: no molecules and the search sources are exhausted", ""
-        if exhausted:
-            if kind == "conformational" and not self._selected(last["cycle"]) and not improved.get(last["cycle"]):
-                return "nothing left to sample: search sources exhausted, no candidates selected", ""
-            return "", "conformational"
-        if kind == "bootstrap" or not has_molecules:
-            return "", "configurational"
-        if kind == "configurational":
-            return "", "conformational"
-        streak = []  # newest first: did each conformational cycle since the last configurational one help?
-        for r in reversed(cycles):
-            if r["kind"] != "conformational":
-                break
-            streak.append(improved.get(r["cycle"], False) and self._selected(r["cycle"]) > 0)
-        p = c.conformational.patience
-        if not self._selected(last["cycle"]) or (len(streak) >= p and not any(streak[:p])):
-            return "", "configurational"
-        return "", "conformational"
-
-    def _selected(self, cycle: int) -> int:
-        return int(self.ledger.value("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train'", (cycle,), 0))
-
-
-def _improvements(errors: dict[int, float], min_improvement: float) -> dict[int, bool]:
-    """Whether each cycle's mean test RMSE beat the best before it by the relative margin."""
-    out, best = {}, math.inf
-    for cycle in sorted(errors):
-        e = errors[cycle]
-        out[cycle] = e < best * (1.0 - min_improvement)
-        best = min(best, e)
-    return out
+        return next_cycle(cycles, self.ledger.labels_total(), exhausted, has_molecules, self.config.stop,
+                          self.config.conformational)
 
 
 def _sampler_name(sampler: str) -> str:
@@ -829,36 +763,6 @@ def _sampler_name(sampler: str) -> str:
 
 def _finite(x) -> Optional[float]:
     return float(x) if x is not None and np.isfinite(x) else None
-
-
-def _canonical(smiles: str) -> str:
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    return Chem.MolToSmiles(mol) if mol is not None else smiles
-
-
-def _covering(molecules: list[tuple[str, str]], count: int) -> list[tuple[str, str]]:
-    """``count`` molecules taken in the given (random) order, first one containing each of C, N, O
-    (the self energies of an element the training set lacks are undetermined)."""
-    from rdkit import Chem
-
-    def elements(smiles):
-        return {a.GetSymbol() for a in Chem.MolFromSmiles(smiles).GetAtoms()}
-
-    chosen = []
-    for element in ("C", "N", "O"):
-        if not any(element in elements(s) for s, _ in chosen):
-            chosen += [m for m in molecules if element in elements(m[0]) and m not in chosen][:1]
-    chosen += [m for m in molecules if m not in chosen][: max(0, count - len(chosen))]
-    return chosen[:max(count, 1)]
-
-
-def _heavy_atoms(smiles: str) -> int:
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    return mol.GetNumHeavyAtoms() if mol is not None else 0
 
 
 def run_campaign(config: Config, folder: str | Path, workers: Optional[int] = None, scheduler: Optional[str] = None,

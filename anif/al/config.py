@@ -67,7 +67,7 @@ class BootstrapSettings:
     add_fraction: float = 0.02
     fail_threshold: float = 0.04  # kcal/mol per sqrt(atom)
     stop_fraction: float = 0.05
-    max_rounds: int = 50
+    max_rounds: int = 50  # reduction rounds at most (the last adds nothing more)
     molecules: int = 8
     max_heavy_atoms: int = 5
     smiles: tuple[str, ...] = ()  # explicit bootstrap molecules (default: drawn from the GDB-11-like set)
