@@ -309,3 +309,6 @@ def test_write_candidates_keeps_each_atom_order_in_its_own_group(tmp_path):
     np.testing.assert_allclose(first["rho_kcal_mol"], [0.3, 0.5])
     np.testing.assert_allclose(second["coordinates"][0], oc.coordinates)
     assert [str(x) for x in first["sampler"]] == ["dnms", "rts"] and json.loads(second["provenance"][0])["step"] == 9
+    from anif.datasets import CANDIDATE_METHOD  # the energies are placeholders, not labels
+
+    assert [str(x) for x in first["method"]] == [CANDIDATE_METHOD] * 2
