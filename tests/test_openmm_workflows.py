@@ -20,7 +20,7 @@ from anif.openmm_plugin import (
 )
 from anif.structures import from_smiles
 from anif.units import HARTREE_TO_KCAL_MOL, HARTREE_TO_KJ_MOL
-from conftest import float32_qbc_atol
+from conftest import float32_atol, float32_qbc_atol
 
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer
 KJ = unit.kilojoule_per_mole
@@ -133,7 +133,7 @@ def test_openmmml_route_reports_sigma_every_step(tmp_path, ani1x_torchani, ethan
         assert row["sigma_kcal_mol"] == pytest.approx(sigma, abs=float32_qbc_atol(energy))
         assert row["rho_kcal_mol"] == pytest.approx(sigma / np.sqrt(ethanol.n_atoms),
                                                     abs=float32_qbc_atol(energy, ethanol.n_atoms))
-        assert row["potential_kj_mol"] == pytest.approx(energy * HARTREE_TO_KJ_MOL, abs=0.1)
+        assert row["potential_kj_mol"] == pytest.approx(energy * HARTREE_TO_KJ_MOL, abs=float32_atol(energy) * HARTREE_TO_KJ_MOL)
 
 
 @pytest.mark.parametrize("platform", [openmm.Platform.getPlatform(i).getName()
@@ -146,7 +146,7 @@ def test_simulate_molecule_on_every_platform(ani1x_torchani, ethanol, platform):
     system = MLPotential("ani1x").createSystem(to_topology(ethanol))
     energy, forces, sigma, _ = evaluate_system(system, ethanol.coordinates / 10, platform)
     expected, expected_sigma = torchani_qbc(ani1x_torchani, ethanol.numbers, ethanol.coordinates)
-    assert energy == pytest.approx(expected * HARTREE_TO_KJ_MOL, abs=0.1)
+    assert energy == pytest.approx(expected * HARTREE_TO_KJ_MOL, abs=float32_atol(expected) * HARTREE_TO_KJ_MOL)
     assert sigma == pytest.approx(expected_sigma, abs=float32_qbc_atol(expected))
     integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.0005)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
