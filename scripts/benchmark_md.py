@@ -87,9 +87,12 @@ def periodic_table(model, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--periodic-only", action="store_true", help="only the periodic vs isolated table")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
     model, ani = load_model("ani1x"), load_ani("ani1x")
+    if args.periodic_only:
+        return periodic_table(model, args.steps)
     print(f"{'molecule':16s} {'atoms':>5s} {'TorchForce':>11s} {'PythonForce':>12s} {'baseline':>9s} "
           f"{'Torch/base':>10s}")
     for name, smiles in MOLECULES.items():
