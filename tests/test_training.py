@@ -21,7 +21,7 @@ from anif.datasets import DatasetStore
 from anif.errors import InputError
 from anif.models import build_ani, evaluate, load_model
 from anif.structures import from_smiles
-from anif.teacher import SMALL_MOLECULES, write_teacher_data
+from anif.teacher import write_teacher_data
 from anif.training import ARCHITECTURES, INITIAL_LR, TrainSettings, load_checkpoint, train_ensemble
 from anif.training_data import (
     SYMBOLS,
