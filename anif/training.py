@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .outputs import atomic_write
 from .models import MODEL_JSON, MODEL_WEIGHTS, AniEnsemble, build_ani, check_supported, load_ani, save_model
 from .training_data import (
     SPLITS,
@@ -231,18 +232,8 @@ def _optimizer(networks, lr: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """``write(file)`` to a temporary file beside ``path``, fsync'ed, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode()))
 
 
 def load_checkpoint(path: Path) -> Optional[dict]:
@@ -388,7 +379,7 @@ def train_member(
             "best": best,
             "schedule": schedule,
         }
-        _atomic_write(plan.checkpoint, lambda fh: torch.save(state, fh))
+        atomic_write(plan.checkpoint, lambda fh: torch.save(state, fh))
 
     saved = time.perf_counter()
     while not (reason := _stop_reason(history, best, schedule, settings)):
@@ -448,7 +439,7 @@ def _plot_learning_curve(result: MemberResult, baseline: float, path: Path) -> N
     ax.set_title(f"member {result.index}")
     ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     plt.close(fig)
 
 

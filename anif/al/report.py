@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from ..outputs import atomic_write_text
 from .ledger import Ledger
 
 HISTORY = "history.json"
@@ -88,9 +88,7 @@ def history(folder: str | Path, ledger: Ledger) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_plain))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=_plain))
 
 
 def _plain(x):
