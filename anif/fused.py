@@ -133,7 +133,8 @@ class FusedAniEnsemble(torch.nn.Module):
         table = torch.full((max(int(z) for z in ani.atomic_numbers) + 2,), -1, dtype=torch.long)
         table[ani.atomic_numbers] = torch.arange(self.num_species)
         self.register_buffer("element_index", table, persistent=False)
-        sae = ani.energy_shifter.self_energies.detach()
+        # float64 whatever the model's precision (see _apply): totals of hundreds of atoms keep their digits
+        sae = ani.energy_shifter.self_energies.detach().double()
         self.register_buffer("self_energies", torch.cat([sae, sae.new_zeros(1)]))
         members = list(nnp.neural_networks.members)
         self.num_members = len(members)
@@ -178,8 +179,11 @@ class FusedAniEnsemble(torch.nn.Module):
         self.kernel_biases = [getattr(self, f"kernel_b_{n}") for n in names]
 
     def _apply(self, fn, *args, **kwargs):
-        # .to() / .double() replace the buffers; the lists handed to the kernels must follow
+        # .to() / .double() replace the buffers; the lists handed to the kernels must follow, and
+        # the self energies move with the device but stay float64
+        self_energies = self.self_energies
         result = super()._apply(fn, *args, **kwargs)
+        self.self_energies = self_energies.to(self.element_index.device)
         if self.use_kernels:
             self._collect_kernel_buffers()
         return result
@@ -258,6 +262,24 @@ class FusedAniEnsemble(torch.nn.Module):
         cell: Optional[Tensor] = None,
         pbc: Optional[Tensor] = None,
     ) -> Tensor:
+        energies = self.interaction_energies(species, coordinates, cell, pbc)
+        return energies + self.self_energy(species).to(energies.dtype)
+
+    @torch.jit.export
+    def self_energy(self, species: Tensor) -> Tensor:
+        """Sum of the atoms' self energies (B,), Hartree, always float64 (padding adds 0)."""
+        return self.self_energies[self.element_index[species.clamp(-1, self.element_index.shape[0] - 1)]].sum(1)
+
+    @torch.jit.export
+    def interaction_energies(
+        self,
+        species: Tensor,
+        coordinates: Tensor,
+        cell: Optional[Tensor] = None,
+        pbc: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Member energies (M, B) without the self energies, in the model's precision: add
+        :meth:`self_energy` in float64 for totals that do not round at their magnitude."""
         # -1 pads (and numbers beyond the table) land on the table's last entry, -1
         elem = self.element_index[species.clamp(-1, self.element_index.shape[0] - 1)]
         if bool(((elem < 0) & (species >= 0)).any()):
@@ -286,8 +308,7 @@ class FusedAniEnsemble(torch.nn.Module):
             )
         else:
             energies = self._member_energies(aev, elem)
-        # padded self energies: index -1 (padding) reads the trailing 0
-        return energies + self.self_energies[elem].sum(1).to(energies.dtype)
+        return energies
 
     def _minimum_image_box(self, cell: Optional[Tensor], pbc: Optional[Tensor]) -> bool:
         """Whether the kernels' minimum-image neighbours are exact for this cell: periodic in all three

@@ -169,25 +169,29 @@ def load_ani(spec: str = "ani1x"):
 
 
 #: Evaluation paths of :func:`load_model`; the first is the default.
-IMPLEMENTATIONS = ("fused", "torchscript", "stock")
+IMPLEMENTATIONS = ("kernels", "torchscript", "stock")
+#: Older names still accepted: 'fused' was the compiled kernels' name.
+_IMPLEMENTATION_ALIASES = {"fused": "kernels"}
 
 
-def load_model(spec: str = "ani1x", implementation: str = "fused") -> torch.nn.Module:
-    """Load an ensemble (``'ani1x'`` or an anif model directory) with the AniEnsemble contract.
+def load_model(spec: str = "ani1x", implementation: str = "kernels") -> torch.nn.Module:
+    """Load an ensemble (``'ani1x'`` or an anif model directory) meeting the :class:`Ensemble` contract.
 
-    ``implementation`` selects the evaluation path: ``'fused'`` (default) is
+    ``implementation`` selects the evaluation path: ``'kernels'`` (default) is
     :class:`anif.fused.FusedAniEnsemble`, the members evaluated together, on the compiled CPU
-    kernels of :mod:`anif.kernels` where they load (TorchScript operations otherwise, and on a
-    GPU); ``'torchscript'`` is the same without the compiled kernels; ``'stock'`` is torchani's
-    own forward pass (:class:`AniEnsemble`). All give the same numbers.
+    kernels of :mod:`anif.kernels` where they load (its TorchScript operations otherwise, and on a
+    GPU); ``'torchscript'`` is the same ensemble without the compiled kernels; ``'stock'`` is
+    torchani's own forward pass (:class:`AniEnsemble`). All give the same numbers. ``'fused'`` is
+    the old name of ``'kernels'``.
     """
+    implementation = _IMPLEMENTATION_ALIASES.get(implementation, implementation)
     if implementation not in IMPLEMENTATIONS:
         raise AnifError(f"unknown implementation {implementation!r} (use {' or '.join(IMPLEMENTATIONS)})")
     ani = load_ani(spec)
-    if implementation in ("fused", "torchscript"):
+    if implementation in ("kernels", "torchscript"):
         from .fused import FusedAniEnsemble
 
-        model = FusedAniEnsemble(ani, kernels=implementation == "fused")
+        model = FusedAniEnsemble(ani, kernels=implementation == "kernels")
     else:
         model = AniEnsemble(ani)
     model.spec = spec
@@ -263,14 +267,20 @@ def evaluate(
     pbc_t = None if pbc is None else torch.as_tensor(np.asarray(pbc), dtype=torch.bool, device=param.device)
     coords_t.requires_grad_(forces)
     with torch.set_grad_enabled(forces):
-        members = model(species_t, coords_t, cell_t, pbc_t)
+        if hasattr(model, "interaction_energies"):  # self energies added in float64 below
+            members = model.interaction_energies(species_t, coords_t, cell_t, pbc_t)
+            offset = model.self_energy(species_t).detach().cpu().double()
+        else:
+            members = model(species_t, coords_t, cell_t, pbc_t)
+            offset = torch.zeros(species_t.shape[0], dtype=torch.float64)
         energy = members.mean(0)
         grad = torch.autograd.grad(energy.sum(), coords_t)[0] if forces else None
+    members = members.detach().cpu().double()
     return EnsembleResult(
-        energy=energy.detach().cpu().double().numpy(),
+        energy=(members.mean(0) + offset).numpy(),
         forces=None if grad is None else (-grad).cpu().double().numpy(),
-        member_energies=members.detach().cpu().double().numpy(),
-        sigma=member_spread(members.detach()).cpu().double().numpy(),
+        member_energies=(members + offset).numpy(),
+        sigma=member_spread(members).numpy(),
         n_atoms=(species_t >= 0).sum(1).cpu().numpy(),
     )
 

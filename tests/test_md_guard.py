@@ -86,3 +86,32 @@ def test_unwritable_out_is_refused_before_work(tmp_path):
     result = run_anif("md", "--smiles", "CCO", "--steps", 10, "--out", blocker / "run")
     assert result.returncode == 1 and result.stderr.startswith("error: cannot write to")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("integrator", ["qbc", "langevin"])
+def test_rho_far_above_rho_hat_stops_with_any_integrator(ani1x, integrator):
+    """The rho check reads sigma from the QBC integrator or, with any other integrator, from the State."""
+    import openmm
+    from openmm import app, unit
+
+    from anif.openmm_plugin import QBCLangevinIntegrator, create_system, read_qbc
+    from anif.openmm_plugin.guard import DomainGuard, LeftModelDomain
+    from anif.openmm_plugin.simulation import to_topology
+
+    ethanol = from_smiles("CCO", seed=0)
+    system, _ = create_system(ethanol.numbers, ani1x)
+    args = (300 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtosecond)
+    chosen = QBCLangevinIntegrator(*args) if integrator == "qbc" else openmm.LangevinMiddleIntegrator(*args)
+    simulation = app.Simulation(to_topology(ethanol), system, chosen, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(ethanol.coordinates * 0.1)
+    rho = read_qbc(simulation.context)[1]
+    assert rho > 0.01
+    # a limit above every rho seen lets the run go on; one below stops it after `rho_patience` checks
+    simulation.reporters.append(DomainGuard(2, range(ethanol.n_atoms), ethanol.numbers, ethanol.coordinates,
+                                            rho_limit=100 * rho, rho_patience=3))
+    simulation.step(10)
+    simulation.reporters[:] = [DomainGuard(2, range(ethanol.n_atoms), ethanol.numbers, ethanol.coordinates,
+                                           rho_limit=rho / 100, rho_patience=3)]
+    with pytest.raises(LeftModelDomain, match="rho stayed above") as stopped:
+        simulation.step(20)
+    assert stopped.value.step == 16  # checks at steps 12, 14, 16

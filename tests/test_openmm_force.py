@@ -1,5 +1,7 @@
 """The ANI ensemble as an OpenMM force, checked against direct torchani and finite differences."""
 
+import copy
+
 import numpy as np
 import openmm
 import pytest
@@ -120,7 +122,7 @@ def test_openmmml_route_matches_direct(ani1x, paracetamol):
     context = context_for(system)
     context.setPositions(paracetamol.coordinates / 10)
     via_openmmml = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    direct_system, _ = create_system(paracetamol.numbers, ani1x)
+    direct_system, _ = create_system(paracetamol.numbers, load_model("ani1x"))  # the model openmmml loads
     direct = context_for(direct_system)
     direct.setPositions(paracetamol.coordinates / 10)
     expected = direct.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
@@ -138,7 +140,9 @@ def test_openmmml_anif_model_dir(tmp_path, ani1x, paracetamol):
     context = context_for(system)
     context.setPositions(paracetamol.coordinates / 10)
     energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    expected = evaluate(ani1x, paracetamol.numbers, paracetamol.coordinates).energy[0] * HARTREE_TO_KJ_MOL
+    # a float64 reference: float32 totals of the stock path round by 0.16 kJ/mol at this magnitude
+    reference = copy.deepcopy(ani1x).double()
+    expected = evaluate(reference, paracetamol.numbers, paracetamol.coordinates).energy[0] * HARTREE_TO_KJ_MOL
     assert energy == pytest.approx(expected, abs=0.05)
 
 

@@ -63,9 +63,14 @@ class _EnsembleEnergy(torch.nn.Module):
         if box is not None:
             cell = (box * self.angstrom_per_nm).to(dtype)
             pbc = self.pbc
-        members = self.model(self.species, coords.unsqueeze(0), cell, pbc)[:, 0]
+        if hasattr(self.model, "interaction_energies"):  # decided when scripted: self energies added in float64
+            members = self.model.interaction_energies(self.species, coords.unsqueeze(0), cell, pbc)[:, 0]
+            offset = self.model.self_energy(self.species)[0]
+        else:
+            members = self.model(self.species, coords.unsqueeze(0), cell, pbc)[:, 0]
+            offset = torch.zeros((), dtype=torch.float64, device=members.device)
         sigma = member_spread(members.unsqueeze(1))[0]
-        return (members.mean() + scale.to(dtype) * sigma).to(torch.float64) * self.hartree_to_kj
+        return ((members.mean() + scale.to(dtype) * sigma).to(torch.float64) + offset) * self.hartree_to_kj
 
 
 class _MoleculeModule(_EnsembleEnergy):

@@ -15,8 +15,7 @@ import numpy as np
 from openmm import unit
 from rdkit import Chem
 
-from ..units import KJ_MOL_TO_KCAL_MOL
-from .integrators import QBCLangevinIntegrator
+from .reporters import SigmaReader
 
 #: A pair is bonded below BOND_FACTOR x the sum of covalent radii; a bond counts as broken above
 #: BREAK_FACTOR x that sum and a new one as formed below FORM_FACTOR x it (hysteresis: vibrations
@@ -97,17 +96,21 @@ class DomainGuard:
         in a periodic box are made whole with the box before checking (minimum image per bond).
     rho_limit : float, optional
         rho (kcal/mol) counted as far above rho_hat; the run stops after ``rho_patience``
-        consecutive checks above it (needs a :class:`QBCLangevinIntegrator`, whose sigma it reads).
+        consecutive checks above it. sigma comes from the integrator when it is a
+        :class:`QBCLangevinIntegrator`, else from the State (one extra force evaluation per check).
+    force : openmm.Force, optional
+        Any handle of the ensemble force (default: the System's only one), for the rho check.
     """
 
     def __init__(self, reportInterval: int, atoms: Sequence[int], numbers: Sequence[int], reference_angstrom,
-                 rho_limit: Optional[float] = None, rho_patience: int = 50):
+                 rho_limit: Optional[float] = None, rho_patience: int = 50, force=None):
         self._interval = int(reportInterval)
         self._atoms = np.asarray(atoms, dtype=np.int64)
         self._numbers = np.asarray(numbers)
         self._bonds = bond_graph(self._numbers, reference_angstrom)
         self._rho_limit, self._rho_patience = rho_limit, int(rho_patience)
         self._above = 0
+        self._sigma = SigmaReader(force)
 
     @property
     def bonds(self) -> set[tuple[int, int]]:
@@ -115,7 +118,8 @@ class DomainGuard:
 
     def describeNextReport(self, simulation):
         steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": False, "include": ["positions", "energy"]}
+        rho = SigmaReader.include(simulation) if self._rho_limit is not None else []
+        return {"steps": steps, "periodic": False, "include": sorted({"positions", "energy", *rho})}
 
     def report(self, simulation, state):
         step = simulation.currentStep
@@ -133,8 +137,8 @@ class DomainGuard:
             if lonely:
                 raise LeftModelDomain(step, f"atom(s) {', '.join(map(str, lonely[:6]))} have no neighbour within "
                                             f"{NEIGHBOUR_CUTOFF} A (the molecule fell apart)")
-        if self._rho_limit is not None and isinstance(simulation.integrator, QBCLangevinIntegrator):
-            rho = simulation.integrator.sigma_kj_mol * KJ_MOL_TO_KCAL_MOL / np.sqrt(len(self._atoms))
+        if self._rho_limit is not None:
+            rho = self._sigma(simulation, state) / np.sqrt(self._sigma.n_atoms(simulation))
             self._above = self._above + 1 if rho > self._rho_limit else 0
             if self._above >= self._rho_patience:
                 raise LeftModelDomain(step, f"rho stayed above {self._rho_limit:.2f} kcal/mol for {self._above} "

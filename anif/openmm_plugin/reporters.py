@@ -34,6 +34,39 @@ def degrees_of_freedom(system: openmm.System) -> int:
     return dof
 
 
+class SigmaReader:
+    """sigma (kcal/mol) of a simulation's ensemble force at a reporter's State, read the cheapest
+    way available: from a :class:`QBCLangevinIntegrator` (no extra evaluation), from openmmml's
+    interpolating CustomCVForce's inner Context (one extra evaluation of the ML atoms), or from the
+    State's parameter derivatives (a reporter asks for them with :meth:`include`)."""
+
+    def __init__(self, force: openmm.Force | None = None):
+        self.force = force
+        self._inner: bool | None = None
+
+    @staticmethod
+    def include(simulation) -> list[str]:
+        """What the State must hold (for describeNextReport's ``include``)."""
+        return [] if isinstance(simulation.integrator, QBCLangevinIntegrator) else ["energy", "parameterDerivatives"]
+
+    def n_atoms(self, simulation) -> int:
+        self._resolve(simulation.system)
+        return ensemble_atom_count(self.force)
+
+    def _resolve(self, system: openmm.System) -> None:
+        if self._inner is None:
+            self.force = self.force or find_ensemble_force(system)
+            self._inner = sigma_needs_inner_context(system)
+
+    def __call__(self, simulation, state: openmm.State) -> float:
+        self._resolve(simulation.system)
+        if self._inner:
+            return read_qbc(simulation.context, self.force)[0]
+        if isinstance(simulation.integrator, QBCLangevinIntegrator):
+            return simulation.integrator.sigma_kj_mol * KJ_MOL_TO_KCAL_MOL
+        return sigma_from_state(state, self.force)
+
+
 class QBCReporter:
     """Log the ensemble disagreement every ``reportInterval`` steps and optionally act on it.
 
@@ -63,31 +96,25 @@ class QBCReporter:
         self._own = isinstance(file, str) or hasattr(file, "__fspath__")
         self._out = open(file, "w") if self._own else file
         self._interval = int(reportInterval)
-        self._force = force
+        self._sigma = SigmaReader(force)
         self._threshold = rho_threshold
         self._stop = stop
         self._dof = None
         self._masses = None
         self._n_atoms = None
-        self._inner = False
         self.flagged: list[tuple[int, float]] = []
         self._out.write(QBC_CSV_HEADER + "\n")
 
     def describeNextReport(self, simulation):
         steps = self._interval - simulation.currentStep % self._interval
-        if isinstance(simulation.integrator, QBCLangevinIntegrator):
-            include = ["positions", "velocities"]
-        else:
-            include = ["energy", "parameterDerivatives", "positions"]
+        qbc = isinstance(simulation.integrator, QBCLangevinIntegrator)
+        include = ["positions"] + (["velocities"] if qbc else []) + SigmaReader.include(simulation)
         return {"steps": steps, "periodic": None, "include": include}
 
     def report(self, simulation, state):
         if self._dof is None:
             system = simulation.system
-            if self._force is None:
-                self._force = find_ensemble_force(system)
-            self._n_atoms = ensemble_atom_count(self._force)
-            self._inner = sigma_needs_inner_context(system)
+            self._n_atoms = self._sigma.n_atoms(simulation)
             self._dof = degrees_of_freedom(system)
             self._masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
                                      for i in range(system.getNumParticles())])
@@ -96,13 +123,10 @@ class QBCReporter:
             velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
             kinetic = 0.5 * float((self._masses[:, None] * velocities**2).sum())
             potential = integrator.potential_kj_mol
-            sigma = integrator.sigma_kj_mol * KJ_MOL_TO_KCAL_MOL
         else:
             kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
             potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            sigma = None if self._inner else sigma_from_state(state, self._force)
-        if self._inner:
-            sigma = read_qbc(simulation.context, self._force)[0]
+        sigma = self._sigma(simulation, state)
         temperature = 2 * kinetic / (self._dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
             unit.kilojoule_per_mole / unit.kelvin)) if self._dof > 0 else 0.0
         rho = sigma / math.sqrt(self._n_atoms)
