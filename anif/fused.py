@@ -255,13 +255,8 @@ class FusedAniEnsemble(torch.nn.Module):
         radial = torch.exp(-a.eta * (mean - a.shifts.unsqueeze(1)) ** 2) * (factor[0] * factor[1])
         return (radial.unsqueeze(1) * angular.unsqueeze(0)).flatten(0, 1)  # also with no triples
 
-    def forward(
-        self,
-        species: Tensor,
-        coordinates: Tensor,
-        cell: Optional[Tensor] = None,
-        pbc: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
+                pbc: Optional[Tensor] = None) -> Tensor:
         energies = self.interaction_energies(species, coordinates, cell, pbc)
         return energies + self.self_energy(species).to(energies.dtype)
 
@@ -271,13 +266,8 @@ class FusedAniEnsemble(torch.nn.Module):
         return self.self_energies[self.element_index[species.clamp(-1, self.element_index.shape[0] - 1)]].sum(1)
 
     @torch.jit.export
-    def interaction_energies(
-        self,
-        species: Tensor,
-        coordinates: Tensor,
-        cell: Optional[Tensor] = None,
-        pbc: Optional[Tensor] = None,
-    ) -> Tensor:
+    def interaction_energies(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
+                             pbc: Optional[Tensor] = None) -> Tensor:
         """Member energies (M, B) without the self energies, in the model's precision: add
         :meth:`self_energy` in float64 for totals that do not round at their magnitude."""
         # -1 pads (and numbers beyond the table) land on the table's last entry, -1
