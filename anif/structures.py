@@ -26,6 +26,13 @@ def symbol(z: int) -> str:
     return _PT.GetElementSymbol(int(z))
 
 
+def atomic_masses(numbers) -> np.ndarray:
+    """Masses (N,) in amu of the elements ``numbers`` (OpenMM's element table)."""
+    from openmm.app import element
+
+    return np.array([element.Element.getByAtomicNumber(int(z)).mass._value for z in numbers])
+
+
 def hill_formula(numbers) -> str:
     """Hill formula: C then H first when carbon is present, the rest alphabetical (C2H6O, H2O)."""
     counts: dict[str, int] = {}
