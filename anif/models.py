@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import AnifError, InputError, UnsupportedElementError
+from .progress import step_progress
 from .structures import Structure, symbol
 from .units import HARTREE_TO_KCAL_MOL
 
@@ -294,13 +295,10 @@ def score_structures(model: torch.nn.Module, structures: Sequence[Structure], ba
     structures = list(structures)
     energy, rho = np.zeros(len(structures)), np.zeros(len(structures))
     order = np.argsort([s.n_atoms for s in structures], kind="stable")
-    starts = range(0, len(structures), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="QBC", unit="batch")
-    for start in starts:
-        chunk = order[start : start + batch_size]
-        result = evaluate(model, *pad_structures([structures[i] for i in chunk]), forces=False)
-        energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+    with step_progress("QBC", len(structures), enabled=progress, unit="structures") as advance:
+        for start in range(0, len(structures), batch_size):
+            chunk = order[start : start + batch_size]
+            result = evaluate(model, *pad_structures([structures[i] for i in chunk]), forces=False)
+            energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+            advance(start + len(chunk))
     return energy, rho
