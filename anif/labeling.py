@@ -44,7 +44,6 @@ from .plausibility import coordinate_problem
 from .structures import Structure, symbol
 from .vibrations import NormalModes, normal_modes  # noqa: F401 (re-exported: the labeller's normal modes)
 
-BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
 SCF_LADDER = ("diis", "level_shift", "newton")
 #: Per-conformer columns of an HDF5 input carried through to the labels.
@@ -246,7 +245,7 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
         **record,
         "ok": True,
         "energy": float(mf.e_tot),
-        "forces": -np.asarray(gradient) / BOHR_ANGSTROM,
+        "forces": -np.asarray(gradient) / lib.param.BOHR,  # Ha/Bohr -> Ha/A
         "scf_strategy": rung,
         "scf_iterations": int(iterations),
         "wall_time_s": time.perf_counter() - start,
@@ -539,7 +538,7 @@ def hessian(structure: Structure, level: Level = Level(), finite_difference: boo
     if not finite_difference:
         mf, _, _ = run_scf(build_molecule(structure, level), level)
         h = mf.Hessian().kernel()  # (N, N, 3, 3) Ha/Bohr^2
-        return h.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) / BOHR_ANGSTROM**2
+        return h.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) / lib.param.BOHR**2
     displaced = []
     for sign in (1.0, -1.0):
         for k in range(3 * n):

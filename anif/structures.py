@@ -15,6 +15,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import AllChem
 
 from .errors import InputError, UnsupportedElementError
+from .units import NM_TO_ANGSTROM
 
 _PT = Chem.GetPeriodicTable()
 
@@ -205,7 +206,7 @@ def _read_pdb(path: Path) -> list[Structure]:
     numbers = [a.element.atomic_number for a in atoms]
     bonds = [(b[0].index, b[1].index) for b in pdb.topology.bonds()]
     return [
-        Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * 10.0,
+        Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * NM_TO_ANGSTROM,
                   name=f"{path.stem}:{f + 1}", bonds=bonds)
         for f in range(pdb.getNumFrames())
     ]

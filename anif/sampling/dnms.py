@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from openmm import unit
 from scipy.optimize import minimize
 
 from ..errors import AnifError
@@ -34,7 +35,7 @@ from .candidates import Candidate, score
 normal_modes = mode_directions
 
 #: Boltzmann constant in Hartree per kelvin.
-KB_HARTREE = 3.166811563e-6
+KB_HARTREE = (unit.BOLTZMANN_CONSTANT_kB * unit.kelvin).value_in_unit(unit.hartree)
 
 
 @dataclass
