@@ -106,15 +106,8 @@ def check_structure(structure: Structure, level: Level) -> Structure:
     from pyscf import gto
     from pyscf.lib.exceptions import BasisNotFoundError
 
-    structure.validate()
+    structure.validate().check_charge_spin()
     label = structure.name or "structure"
-    electrons = int(structure.numbers.sum()) - int(structure.charge)
-    unpaired = int(structure.multiplicity) - 1
-    if unpaired < 0 or electrons < unpaired or (electrons - unpaired) % 2:
-        raise InputError(
-            f"{label}: {electrons} electrons (charge {structure.charge:+d}) cannot have multiplicity "
-            f"{structure.multiplicity}"
-        )
     for z in sorted(set(int(z) for z in structure.numbers)):
         try:
             with warnings.catch_warnings():

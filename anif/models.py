@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .errors import AnifError, InputError, UnsupportedElementError
 from .progress import step_progress
-from .structures import Structure, symbol
+from .structures import Structure, element_problem
 from .units import HARTREE_TO_KCAL_MOL
 
 #: File names of an anif-saved ensemble directory.
@@ -200,13 +200,11 @@ def supported_numbers(model: torch.nn.Module) -> set[int]:
 
 
 def check_supported(model: torch.nn.Module, numbers) -> None:
-    allowed = supported_numbers(model)
-    bad = sorted({int(z) for z in np.asarray(numbers).ravel() if z >= 0 and int(z) not in allowed})
-    if bad:
-        raise UnsupportedElementError(
-            f"element(s) {', '.join(symbol(z) for z in bad)} not supported by the model "
-            f"(supports {', '.join(symbol(z) for z in sorted(allowed))})"
-        )
+    """Raise UnsupportedElementError for elements (atomic numbers; -1 pads ignored) the model lacks."""
+    numbers = np.asarray(numbers).ravel()
+    problem = element_problem(numbers[numbers >= 0], supported_numbers(model))
+    if problem:
+        raise UnsupportedElementError(problem)
 
 
 @dataclass

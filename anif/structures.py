@@ -86,13 +86,9 @@ class Structure:
             raise InputError(f"{label}: no atoms")
         if not np.all(np.isfinite(self.coordinates)):
             raise InputError(f"{label}: coordinates contain NaN or infinite values")
-        if supported is not None:
-            bad = sorted({symbol(z) for z in self.numbers if int(z) not in supported})
-            if bad:
-                allowed = ", ".join(symbol(z) for z in sorted(supported))
-                raise UnsupportedElementError(
-                    f"{label}: element(s) {', '.join(bad)} not supported by the model (supports {allowed})"
-                )
+        problem = None if supported is None else element_problem(self.numbers, supported)
+        if problem:
+            raise UnsupportedElementError(f"{label}: {problem}")
         if self.n_atoms > 1:
             d = np.linalg.norm(self.coordinates[:, None] - self.coordinates[None], axis=-1)
             d[np.diag_indices(self.n_atoms)] = np.inf
@@ -104,18 +100,43 @@ class Structure:
                 )
         return self
 
+    def check_charge_spin(self, neutral_closed_shell: bool = False) -> "Structure":
+        """Raise InputError for an impossible charge and multiplicity (see :func:`charge_spin_problem`)."""
+        problem = charge_spin_problem(int(self.numbers.sum()) - int(self.charge), int(self.charge),
+                                      int(self.multiplicity), neutral_closed_shell)
+        if problem:
+            raise InputError(f"{self.name or 'structure'}: {problem}")
+        return self
+
     def require_neutral_closed_shell(self) -> "Structure":
         """ANI-1x describes neutral closed-shell molecules only."""
-        label = self.name or "structure"
-        if self.charge != 0:
-            raise InputError(f"{label}: charged molecule (charge {self.charge:+d}) is not supported")
-        electrons = int(self.numbers.sum()) - self.charge
-        if self.multiplicity != 1 or electrons % 2:
-            raise InputError(
-                f"{label}: open-shell molecule ({electrons} electrons, multiplicity "
-                f"{self.multiplicity}) is not supported"
-            )
-        return self
+        return self.check_charge_spin(neutral_closed_shell=True)
+
+
+def element_problem(numbers, supported) -> str | None:
+    """Why elements ``numbers`` (atomic numbers) fall outside a model's ``supported`` ones, or None."""
+    bad = sorted({int(z) for z in np.unique(np.asarray(numbers, dtype=np.int64))} - {int(z) for z in supported})
+    if not bad:
+        return None
+    return (f"element(s) {', '.join(symbol(z) for z in bad)} not supported by the model "
+            f"(supports {', '.join(symbol(z) for z in sorted(supported))})")
+
+
+def charge_spin_problem(electrons: int, charge: int, multiplicity: int, neutral_closed_shell: bool = False) -> str | None:
+    """Why ``electrons`` (charge included) cannot have ``multiplicity``, or None.
+
+    With ``neutral_closed_shell`` (ANI-1x's domain) any charge or unpaired electron is the problem.
+    """
+    if neutral_closed_shell:
+        if charge != 0:
+            return f"charged molecule (net charge {charge:+d})"
+        if multiplicity != 1 or electrons % 2:
+            return f"open-shell molecule (radical: {electrons} electrons, multiplicity {multiplicity})"
+        return None
+    unpaired = multiplicity - 1
+    if unpaired < 0 or electrons < unpaired or (electrons - unpaired) % 2:
+        return f"{electrons} electrons (charge {charge:+d}) cannot have multiplicity {multiplicity}"
+    return None
 
 
 def from_rdkit(mol: Chem.Mol, name: str = "", conf_id: int = -1) -> Structure:
