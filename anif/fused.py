@@ -251,13 +251,8 @@ class FusedAniEnsemble(torch.nn.Module):
         radial = torch.exp(-a.eta * (mean - a.shifts.unsqueeze(1)) ** 2) * (factor[0] * factor[1])
         return (radial.unsqueeze(1) * angular.unsqueeze(0)).flatten(0, 1)  # also with no triples
 
-    def forward(
-        self,
-        species: Tensor,
-        coordinates: Tensor,
-        cell: Optional[Tensor] = None,
-        pbc: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
+                pbc: Optional[Tensor] = None) -> Tensor:
         # -1 pads (and numbers beyond the table) land on the table's last entry, -1
         elem = self.element_index[species.clamp(-1, self.element_index.shape[0] - 1)]
         if bool(((elem < 0) & (species >= 0)).any()):

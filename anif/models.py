@@ -54,13 +54,8 @@ class AniEnsemble(torch.nn.Module):
         self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
         self.cutoff = float(ani.cutoff)
 
-    def forward(
-        self,
-        species: Tensor,
-        coordinates: Tensor,
-        cell: Optional[Tensor] = None,
-        pbc: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
+                pbc: Optional[Tensor] = None) -> Tensor:
         return self.ani((species, coordinates), cell=cell, pbc=pbc, ensemble_values=True).energies
 
 
