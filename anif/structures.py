@@ -80,7 +80,7 @@ class Structure:
         return [symbol(z) for z in self.numbers]
 
     def validate(self, supported: set[int] | None = None, min_distance: float = MIN_DISTANCE) -> "Structure":
-        """Raise InputError/UnsupportedElementError for NaNs, overlaps, open shells, bad elements."""
+        """Raise InputError/UnsupportedElementError for NaNs, overlaps and elements outside ``supported``."""
         label = self.name or "structure"
         if self.n_atoms == 0:
             raise InputError(f"{label}: no atoms")
