@@ -24,7 +24,6 @@ setup(
         "matplotlib==3.11.2",
         "typer==0.29.2",
         "rich==15.0.0",
-        "tqdm==4.70.1",
         "ninja==1.13.2",  # builds the compiled CPU kernels (anif.kernels) on first use
     ],
     extras_require={"test": ["pytest==9.2.0", "parmed==4.3.1"]},  # parmed writes Amber test inputs

@@ -25,6 +25,7 @@ import numpy as np
 from .comp6 import Comp6Molecule
 from .errors import InputError
 from .models import check_supported, evaluate
+from .progress import step_progress
 from .units import HARTREE_TO_KCAL_MOL
 
 METRIC_KEYS = ("E_mae", "E_rmse", "dE_mae", "dE_rmse", "F_mae", "F_rmse", "n_conformers")
@@ -61,17 +62,14 @@ def predict(
     progress: bool = True,
 ) -> list[MoleculePrediction]:
     """Evaluate the ensemble on every conformer, batching conformers of one molecule."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     for m in molecules:  # refuse before computing anything
         try:
             check_supported(model, m.species)
         except InputError as exc:
             raise type(exc)(f"{m.subset} {m.name}: {exc}") from None
-    out = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("evaluating conformers", total=sum(m.n_conformers for m in molecules))
+    out, done = [], 0
+    total = sum(m.n_conformers for m in molecules)
+    with step_progress("evaluating conformers", total, enabled=progress, unit="conformers") as advance:
         for m in molecules:
             n_atoms = m.species.shape[0]
             step = max(1, atoms_per_batch // n_atoms)
@@ -79,7 +77,8 @@ def predict(
             for start in range(0, m.n_conformers, step):
                 coords = m.coordinates[start : start + step]
                 parts.append(evaluate(model, np.tile(m.species, (coords.shape[0], 1)), coords, forces=forces))
-                bar.advance(task, coords.shape[0])
+                done += coords.shape[0]
+                advance(done)
             out.append(
                 MoleculePrediction(
                     molecule=m,

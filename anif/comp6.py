@@ -33,11 +33,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .datasets import DatasetStore
+from .datasets import STORED_FORCES_TO_FORCES, DatasetStore, stored_forces  # noqa: F401 (re-exported)
 from .errors import InputError
-
-#: Multiply stored COMP6 v1 "forces" (a gradient, Ha/A) by this to get forces (-dE/dx, Ha/A).
-STORED_FORCES_TO_FORCES = -1.0
 
 #: (pattern on the file name, subset name as the paper writes it)
 SUBSET_PATTERNS = (
@@ -102,7 +99,7 @@ def read_comp6_file(path: str | Path, subset: Optional[str] = None) -> list[Comp
         coords = np.asarray(data["coordinates"], dtype=np.float64)
         forces = data.get("forces")
         if forces is not None:
-            forces = (STORED_FORCES_TO_FORCES if legacy else 1.0) * np.asarray(forces, dtype=np.float64)
+            forces = stored_forces(forces, legacy)
             if forces.shape != coords.shape:
                 raise InputError(f"{path}: group {group!r} forces {forces.shape} != coordinates {coords.shape}")
         molecules.append(

@@ -74,6 +74,9 @@ SPLIT_SEED = 0
 ELEMENT_KEYS = ("species", "numbers", "atomic_numbers")
 #: Keys that hold one value per atom (second axis N) in written files.
 ATOMIC_KEYS = ("species", "coordinates", "forces")
+#: Multiply legacy-layout (COMP6 v1) stored "forces", the energy gradient in Ha/A, by this to get
+#: forces (-dE/dx, Ha/A); the physical checks of this sign are in :mod:`anif.comp6`.
+STORED_FORCES_TO_FORCES = -1.0
 #: Non-batch keys of the legacy layout (stored once per group, not per conformer).
 LEGACY_NONBATCH_KEYS = ("species", "numbers", "atomic_numbers", "smiles", "lot")
 _SKIP = ("_created", "_meta")
@@ -719,15 +722,19 @@ def _conformer_columns(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def stored_forces(forces, legacy: bool) -> np.ndarray:
+    """Forces (-dE/dx, Ha/A, float64) from a store's ``forces``: legacy-layout files hold the gradient."""
+    forces = np.asarray(forces, dtype=np.float64)
+    return STORED_FORCES_TO_FORCES * forces if legacy else forces
+
+
 def _append_read(dest: DatasetStore, name: str, data: dict[str, np.ndarray], legacy: bool = False) -> int:
     """Append a group read from another store; legacy (COMP6 v1) 'forces' are gradients and get flipped."""
-    from .comp6 import STORED_FORCES_TO_FORCES
-
     if "energies" not in data:
         raise InputError(f"group {name!r} has no 'energies'")
     forces = data.get("forces")
     if forces is not None and legacy:
-        forces = STORED_FORCES_TO_FORCES * np.asarray(forces, dtype=np.float64)
+        forces = stored_forces(forces, True)
     return dest.append(name, data["species"], data["coordinates"], data["energies"], forces,
                        **_conformer_columns(data))
 

@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from .errors import InputError
+from .progress import step_progress
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -98,19 +96,6 @@ def dask_client(
         cluster.close()
 
 
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr with count, elapsed time and ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-
-
 def as_completed_with_progress(
     client: "Client | None", fn: Callable[..., Any], items: Iterable[Any], description: str, **kwargs
 ) -> Iterator[tuple[int, Any]]:
@@ -127,11 +112,10 @@ def as_completed_with_progress(
         yield from _serial(fn, items, description, kwargs)
         return
     futures = {client.submit(fn, item, pure=False, **kwargs): i for i, item in enumerate(items)}
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=len(futures))
+    with step_progress(description, len(futures), unit="tasks", transient=False) as advance:
         pending = set(futures)
         try:
-            for future in as_completed(list(futures)):
+            for done, future in enumerate(as_completed(list(futures)), 1):
                 pending.discard(future)
                 index = futures[future]
                 try:
@@ -139,7 +123,7 @@ def as_completed_with_progress(
                 except Exception as exc:  # noqa: BLE001 - the task's own error, handed to the caller
                     result = exc
                 future.release()
-                progress.advance(task)
+                advance(done)
                 yield index, result
         finally:
             if pending:
@@ -147,12 +131,11 @@ def as_completed_with_progress(
 
 
 def _serial(fn, items: list, description: str, kwargs: dict) -> Iterator[tuple[int, Any]]:
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=len(items))
+    with step_progress(description, len(items), unit="tasks", transient=False) as advance:
         for index, item in enumerate(items):
             try:
                 result = fn(item, **kwargs)
             except Exception as exc:  # noqa: BLE001 - the item's own error, handed to the caller
                 result = exc
-            progress.advance(task)
+            advance(index + 1)
             yield index, result

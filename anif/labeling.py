@@ -42,8 +42,8 @@ from .distributed import DASHBOARD_ADDRESS, as_completed_with_progress, availabl
 from .errors import AnifError, InputError, UnsupportedElementError
 from .plausibility import coordinate_problem
 from .structures import Structure, symbol
+from .vibrations import NormalModes, normal_modes  # noqa: F401 (re-exported: the labeller's normal modes)
 
-BOHR_ANGSTROM = 0.52917721092  # pyscf.lib.param.BOHR
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
 SCF_LADDER = ("diis", "level_shift", "newton")
 #: Per-conformer columns of an HDF5 input carried through to the labels.
@@ -106,15 +106,8 @@ def check_structure(structure: Structure, level: Level) -> Structure:
     from pyscf import gto
     from pyscf.lib.exceptions import BasisNotFoundError
 
-    structure.validate()
+    structure.validate().check_charge_spin()
     label = structure.name or "structure"
-    electrons = int(structure.numbers.sum()) - int(structure.charge)
-    unpaired = int(structure.multiplicity) - 1
-    if unpaired < 0 or electrons < unpaired or (electrons - unpaired) % 2:
-        raise InputError(
-            f"{label}: {electrons} electrons (charge {structure.charge:+d}) cannot have multiplicity "
-            f"{structure.multiplicity}"
-        )
     for z in sorted(set(int(z) for z in structure.numbers)):
         try:
             with warnings.catch_warnings():
@@ -245,7 +238,7 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
         **record,
         "ok": True,
         "energy": float(mf.e_tot),
-        "forces": -np.asarray(gradient) / BOHR_ANGSTROM,
+        "forces": -np.asarray(gradient) / lib.param.BOHR,  # Ha/Bohr -> Ha/A
         "scf_strategy": rung,
         "scf_iterations": int(iterations),
         "wall_time_s": time.perf_counter() - start,
@@ -538,7 +531,7 @@ def hessian(structure: Structure, level: Level = Level(), finite_difference: boo
     if not finite_difference:
         mf, _, _ = run_scf(build_molecule(structure, level), level)
         h = mf.Hessian().kernel()  # (N, N, 3, 3) Ha/Bohr^2
-        return h.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) / BOHR_ANGSTROM**2
+        return h.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n) / lib.param.BOHR**2
     displaced = []
     for sign in (1.0, -1.0):
         for k in range(3 * n):
@@ -559,36 +552,3 @@ def hessian(structure: Structure, level: Level = Level(), finite_difference: boo
     gradients = -np.array([r["forces"].reshape(-1) for r in results])
     h = (gradients[: 3 * n] - gradients[3 * n:]) / (2 * step)
     return 0.5 * (h + h.T)
-
-
-@dataclass
-class NormalModes:
-    """Vibrations: frequencies (m,) cm^-1 (negative = imaginary), unit Cartesian directions (m, N, 3),
-    force constants along them (m,) Ha/A^2 and reduced masses (m,) amu, m = 3N - 6 (3N - 5 linear)."""
-
-    frequencies: np.ndarray
-    modes: np.ndarray
-    force_constants: np.ndarray
-    reduced_masses: np.ndarray
-
-
-#: sqrt(Ha / (A^2 amu)) in s^-1, divided by 2 pi c (cm/s): eigenvalue -> wavenumber in cm^-1.
-_WAVENUMBER = np.sqrt(4.3597447222071e-18 / (1e-20 * 1.66053906660e-27)) / (2 * np.pi * 2.99792458e10)
-
-
-def normal_modes(structure: Structure, hessian: np.ndarray) -> NormalModes:
-    """Normal modes of a Cartesian Hessian (3N, 3N) Ha/A^2 at ``structure`` (an optimised geometry).
-
-    The mass-weighted Hessian, projected free of translations and rotations, is diagonalised
-    (:func:`anif.sampling.dnms.normal_modes`); its eigenvectors e map to Cartesian directions
-    q = M^-1/2 e / |M^-1/2 e|, with reduced mass mu = sum_i m_i q_i^2 and k = q^T H q.
-    """
-    from openmm.app import element
-
-    from .sampling.dnms import normal_modes as modes_of
-
-    constants, directions = modes_of(structure.numbers, structure.coordinates, hessian)
-    masses = np.array([element.Element.getByAtomicNumber(int(z)).mass._value for z in structure.numbers])
-    reduced = np.einsum("mni,n->m", directions**2, masses)
-    eigen = constants / reduced
-    return NormalModes(np.sign(eigen) * np.sqrt(np.abs(eigen)) * _WAVENUMBER, directions, constants, reduced)

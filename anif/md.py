@@ -18,7 +18,7 @@ from .errors import InputError
 from .qbc_calibration import RHO_HAT
 from .openmm_plugin.simulation import get_platform, to_topology
 from .structures import Structure, from_smiles
-from .units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
+from .units import FS_PER_PS, HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
 #: The run's summary in an MD output folder.
 MD_JSON = "md.json"
@@ -177,7 +177,7 @@ def run_md(
         simulation.reporters.clear()  # DCDReporter closes its file when released
     return {
         "steps": simulation.currentStep,
-        "time_ps": simulation.currentStep * timestep_fs / 1000.0,
+        "time_ps": simulation.currentStep * timestep_fs / FS_PER_PS,
         "flagged_steps": [s for s, _ in qbc.flagged],
         "stopped_at_step": stopped_at,
         "outcome": outcome,

@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .structures import Structure, symbol
+from .units import KJ_PER_KCAL, NM_TO_ANGSTROM
 
 #: MM nonbonded cutoff of the solvated and prepared periodic systems (nm).
 NONBONDED_CUTOFF_NM = 0.9
@@ -134,7 +135,7 @@ def solute_nonbonded(smiles: str) -> list[tuple[float, float, float]]:
     params = []
     for i in range(mol.GetNumAtoms()):
         x_i, d_i = AllChem.GetUFFVdWParams(mol, i, i)  # r_min (A), well depth (kcal/mol)
-        params.append((props.GetMMFFPartialCharge(i), x_i / 2 ** (1 / 6) / 10, d_i * 4.184))
+        params.append((props.GetMMFFPartialCharge(i), x_i / 2 ** (1 / 6) / NM_TO_ANGSTROM, d_i * KJ_PER_KCAL))
     return params
 
 
@@ -175,14 +176,14 @@ def solvated_molecule(structure: Structure, smiles: str, box_nm: float, seed: in
 
     from .openmm_plugin.simulation import to_topology
 
-    extent = float(np.ptp(structure.coordinates, axis=0).max()) / 10
+    extent = float(np.ptp(structure.coordinates, axis=0).max()) / NM_TO_ANGSTROM
     smallest = max(2 * NONBONDED_CUTOFF_NM, extent + 2 * SOLUTE_MARGIN_NM)
     if box_nm < smallest:
         raise InputError(f"--box {box_nm} nm is too small for this molecule (at least {smallest:.2f} nm: twice the "
                          f"{NONBONDED_CUTOFF_NM} nm cutoff, and the molecule plus {SOLUTE_MARGIN_NM} nm on each side)")
     forcefield = app.ForceField("amber14/tip3p.xml")
     forcefield.loadFile(io.StringIO(_solute_template_xml(structure, solute_nonbonded(smiles))))
-    centred = structure.coordinates / 10 - structure.coordinates.mean(0) / 10 + box_nm / 2
+    centred = structure.coordinates / NM_TO_ANGSTROM - structure.coordinates.mean(0) / NM_TO_ANGSTROM + box_nm / 2
     modeller = app.Modeller(to_topology(structure), centred * unit.nanometer)
     modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer)
     system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME,

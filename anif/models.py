@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from .errors import AnifError, InputError, UnsupportedElementError
-from .structures import Structure, symbol
+from .progress import step_progress
+from .structures import Structure, element_problem
 from .units import HARTREE_TO_KCAL_MOL
 
 #: File names of an anif-saved ensemble directory.
@@ -53,13 +54,8 @@ class AniEnsemble(torch.nn.Module):
         self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
         self.cutoff = float(ani.cutoff)
 
-    def forward(
-        self,
-        species: Tensor,
-        coordinates: Tensor,
-        cell: Optional[Tensor] = None,
-        pbc: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
+                pbc: Optional[Tensor] = None) -> Tensor:
         return self.ani((species, coordinates), cell=cell, pbc=pbc, ensemble_values=True).energies
 
 
@@ -203,13 +199,11 @@ def supported_numbers(model: torch.nn.Module) -> set[int]:
 
 
 def check_supported(model: torch.nn.Module, numbers) -> None:
-    allowed = supported_numbers(model)
-    bad = sorted({int(z) for z in np.asarray(numbers).ravel() if z >= 0 and int(z) not in allowed})
-    if bad:
-        raise UnsupportedElementError(
-            f"element(s) {', '.join(symbol(z) for z in bad)} not supported by the model "
-            f"(supports {', '.join(symbol(z) for z in sorted(allowed))})"
-        )
+    """Raise UnsupportedElementError for elements (atomic numbers; -1 pads ignored) the model lacks."""
+    numbers = np.asarray(numbers).ravel()
+    problem = element_problem(numbers[numbers >= 0], supported_numbers(model))
+    if problem:
+        raise UnsupportedElementError(problem)
 
 
 @dataclass
@@ -304,13 +298,10 @@ def score_structures(model: torch.nn.Module, structures: Sequence[Structure], ba
     structures = list(structures)
     energy, rho = np.zeros(len(structures)), np.zeros(len(structures))
     order = np.argsort([s.n_atoms for s in structures], kind="stable")
-    starts = range(0, len(structures), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="QBC", unit="batch")
-    for start in starts:
-        chunk = order[start : start + batch_size]
-        result = evaluate(model, *pad_structures([structures[i] for i in chunk]), forces=False)
-        energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+    with step_progress("QBC", len(structures), enabled=progress, unit="structures") as advance:
+        for start in range(0, len(structures), batch_size):
+            chunk = order[start : start + batch_size]
+            result = evaluate(model, *pad_structures([structures[i] for i in chunk]), forces=False)
+            energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+            advance(start + len(chunk))
     return energy, rho

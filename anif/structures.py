@@ -15,6 +15,7 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import AllChem
 
 from .errors import InputError, UnsupportedElementError
+from .units import NM_TO_ANGSTROM
 
 _PT = Chem.GetPeriodicTable()
 
@@ -24,6 +25,13 @@ MIN_DISTANCE = 0.5
 
 def symbol(z: int) -> str:
     return _PT.GetElementSymbol(int(z))
+
+
+def atomic_masses(numbers) -> np.ndarray:
+    """Masses (N,) in amu of the elements ``numbers`` (OpenMM's element table)."""
+    from openmm.app import element
+
+    return np.array([element.Element.getByAtomicNumber(int(z)).mass._value for z in numbers])
 
 
 def hill_formula(numbers) -> str:
@@ -72,19 +80,15 @@ class Structure:
         return [symbol(z) for z in self.numbers]
 
     def validate(self, supported: set[int] | None = None, min_distance: float = MIN_DISTANCE) -> "Structure":
-        """Raise InputError/UnsupportedElementError for NaNs, overlaps, open shells, bad elements."""
+        """Raise InputError/UnsupportedElementError for NaNs, overlaps and elements outside ``supported``."""
         label = self.name or "structure"
         if self.n_atoms == 0:
             raise InputError(f"{label}: no atoms")
         if not np.all(np.isfinite(self.coordinates)):
             raise InputError(f"{label}: coordinates contain NaN or infinite values")
-        if supported is not None:
-            bad = sorted({symbol(z) for z in self.numbers if int(z) not in supported})
-            if bad:
-                allowed = ", ".join(symbol(z) for z in sorted(supported))
-                raise UnsupportedElementError(
-                    f"{label}: element(s) {', '.join(bad)} not supported by the model (supports {allowed})"
-                )
+        problem = None if supported is None else element_problem(self.numbers, supported)
+        if problem:
+            raise UnsupportedElementError(f"{label}: {problem}")
         if self.n_atoms > 1:
             d = np.linalg.norm(self.coordinates[:, None] - self.coordinates[None], axis=-1)
             d[np.diag_indices(self.n_atoms)] = np.inf
@@ -96,18 +100,43 @@ class Structure:
                 )
         return self
 
+    def check_charge_spin(self, neutral_closed_shell: bool = False) -> "Structure":
+        """Raise InputError for an impossible charge and multiplicity (see :func:`charge_spin_problem`)."""
+        problem = charge_spin_problem(int(self.numbers.sum()) - int(self.charge), int(self.charge),
+                                      int(self.multiplicity), neutral_closed_shell)
+        if problem:
+            raise InputError(f"{self.name or 'structure'}: {problem}")
+        return self
+
     def require_neutral_closed_shell(self) -> "Structure":
         """ANI-1x describes neutral closed-shell molecules only."""
-        label = self.name or "structure"
-        if self.charge != 0:
-            raise InputError(f"{label}: charged molecule (charge {self.charge:+d}) is not supported")
-        electrons = int(self.numbers.sum()) - self.charge
-        if self.multiplicity != 1 or electrons % 2:
-            raise InputError(
-                f"{label}: open-shell molecule ({electrons} electrons, multiplicity "
-                f"{self.multiplicity}) is not supported"
-            )
-        return self
+        return self.check_charge_spin(neutral_closed_shell=True)
+
+
+def element_problem(numbers, supported) -> str | None:
+    """Why elements ``numbers`` (atomic numbers) fall outside a model's ``supported`` ones, or None."""
+    bad = sorted({int(z) for z in np.unique(np.asarray(numbers, dtype=np.int64))} - {int(z) for z in supported})
+    if not bad:
+        return None
+    return (f"element(s) {', '.join(symbol(z) for z in bad)} not supported by the model "
+            f"(supports {', '.join(symbol(z) for z in sorted(supported))})")
+
+
+def charge_spin_problem(electrons: int, charge: int, multiplicity: int, neutral_closed_shell: bool = False) -> str | None:
+    """Why ``electrons`` (charge included) cannot have ``multiplicity``, or None.
+
+    With ``neutral_closed_shell`` (ANI-1x's domain) any charge or unpaired electron is the problem.
+    """
+    if neutral_closed_shell:
+        if charge != 0:
+            return f"charged molecule (net charge {charge:+d})"
+        if multiplicity != 1 or electrons % 2:
+            return f"open-shell molecule (radical: {electrons} electrons, multiplicity {multiplicity})"
+        return None
+    unpaired = multiplicity - 1
+    if unpaired < 0 or electrons < unpaired or (electrons - unpaired) % 2:
+        return f"{electrons} electrons (charge {charge:+d}) cannot have multiplicity {multiplicity}"
+    return None
 
 
 def from_rdkit(mol: Chem.Mol, name: str = "", conf_id: int = -1) -> Structure:
@@ -198,7 +227,7 @@ def _read_pdb(path: Path) -> list[Structure]:
     numbers = [a.element.atomic_number for a in atoms]
     bonds = [(b[0].index, b[1].index) for b in pdb.topology.bonds()]
     return [
-        Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * 10.0,
+        Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * NM_TO_ANGSTROM,
                   name=f"{path.stem}:{f + 1}", bonds=bonds)
         for f in range(pdb.getNumFrames())
     ]

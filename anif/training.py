@@ -684,32 +684,26 @@ def train_ensemble(
 
 
 def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
-    """Run ``body(on_epoch)`` with one rich progress bar per member."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Run ``body(on_epoch)`` with one progress bar per member (:func:`anif.progress.task_progress`)."""
+    from .progress import task_progress
 
     if not enabled:
         return body(lambda *a: None)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as bar:
-        tasks = {p.index: bar.add_task(f"member {p.index}", total=settings.max_epochs) for p in plans}
-        for p in plans:
-            ckpt = load_checkpoint(p.checkpoint)
-            if ckpt is not None:
-                epoch = ckpt["history"][-1]["epoch"]
-                state = f"stopped at epoch {epoch}: {ckpt['stop_reason']}" if ckpt["stop_reason"] else f"resuming after epoch {epoch}"
-                bar.console.print(f"member {p.index}: {state} ({p.checkpoint})")
+    for p in plans:
+        ckpt = load_checkpoint(p.checkpoint)
+        if ckpt is not None:
+            epoch = ckpt["history"][-1]["epoch"]
+            state = f"stopped at epoch {epoch}: {ckpt['stop_reason']}" if ckpt["stop_reason"] else f"resuming after epoch {epoch}"
+            print(f"member {p.index}: {state} ({p.checkpoint})")
+    with task_progress({p.index: f"member {p.index}" for p in plans}, settings.max_epochs, unit="epochs") as update:
 
         def on_epoch(index: int, rec: EpochRecord, best: float) -> None:
-            bar.update(
-                tasks[index],
-                completed=rec.epoch,
-                description=f"member {index} train {rec.train_rmse_kcal_mol:7.3f} "
-                f"valid {rec.valid_rmse_kcal_mol:7.3f} (best {best:.3f}) kcal/mol",
-            )
+            update(index, rec.epoch, f"member {index} train {rec.train_rmse_kcal_mol:7.3f} "
+                   f"valid {rec.valid_rmse_kcal_mol:7.3f} (best {best:.3f}) kcal/mol")
 
         results = body(on_epoch)
         for r in results:
-            bar.update(tasks[r.index], completed=settings.max_epochs)
+            update(r.index, settings.max_epochs)
         return results
 
 

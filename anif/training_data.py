@@ -81,8 +81,7 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
     Legacy-layout (COMP6 v1) files store the energy gradient under ``forces``; it is flipped
     (:mod:`anif.comp6`). Forces are returned only when every conformer has finite ones.
     """
-    from .comp6 import STORED_FORCES_TO_FORCES
-    from .datasets import DatasetStore
+    from .datasets import DatasetStore, stored_forces
 
     blocks = []
     for path in paths:
@@ -104,8 +103,7 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
                 raise InputError(f"{path}: group {name} holds NaN or infinite coordinates/energies")
             forces = record.get("forces")
             if forces is not None:
-                forces = np.asarray(forces, dtype=np.float64).reshape(coords.shape)
-                forces = forces * STORED_FORCES_TO_FORCES if legacy else forces
+                forces = stored_forces(forces, legacy).reshape(coords.shape)
             blocks.append((name, species, coords, energies, forces, _methods(record, len(energies))))
     if not blocks:
         raise InputError(f"no conformers in {', '.join(str(p) for p in paths)}")

@@ -19,7 +19,7 @@ from openmm import unit
 from anif.models import load_ani, load_model
 from anif.openmm_plugin import create_system
 from anif.structures import from_smiles
-from anif.units import HARTREE_TO_KJ_MOL
+from anif.units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
 MOLECULES = {"paracetamol": "CC(=O)Nc1ccc(O)cc1", "palmitic acid": "CCCCCCCCCCCCCCCC(=O)O"}
 
@@ -33,7 +33,7 @@ def baseline_system(numbers, ani):
                          requires_grad=True)
         energy = ani((species, x)).energies.sum()
         (grad,) = torch.autograd.grad(energy, x)
-        return energy.item() * HARTREE_TO_KJ_MOL, -grad[0].numpy() * HARTREE_TO_KJ_MOL * 10
+        return energy.item() * HARTREE_TO_KJ_MOL, -grad[0].numpy() * HARTREE_TO_KJ_MOL * NM_TO_ANGSTROM
 
     system = openmm.System()
     for z in numbers:
@@ -45,7 +45,7 @@ def baseline_system(numbers, ani):
 def steps_per_second(system, coords, steps):
     integrator = openmm.LangevinMiddleIntegrator(300, 1, 0.0005)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
-    context.setPositions(coords / 10)
+    context.setPositions(coords / NM_TO_ANGSTROM)
     context.setVelocitiesToTemperature(300, 1)
     integrator.step(20)  # warm-up (TorchScript profiling runs)
     start = time.perf_counter()
@@ -74,7 +74,7 @@ def periodic_table(model, steps):
     cases = [("64 waters, 12.4 A box", numbers, coords, edge),
              ("ethanol, 20 A box", ethanol.numbers, ethanol.coordinates - ethanol.coordinates.mean(0) + 10.0, 20.0)]
     for name, z, x, edge in cases:
-        box = np.eye(3) * edge / 10
+        box = np.eye(3) * edge / NM_TO_ANGSTROM
         systems = [create_system(z, model, box_vectors=box)[0], create_system(z, neighbour_list, box_vectors=box)[0],
                    create_system(z, model)[0]]
         # best of three rounds, interleaved, so load on a shared machine hits all three alike

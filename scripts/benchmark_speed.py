@@ -61,12 +61,13 @@ def md_seconds_per_step(model, structure, seconds: float, steps: int = 10) -> fl
     import openmm
 
     from anif.openmm_plugin import create_system
+    from anif.units import NM_TO_ANGSTROM
 
     system, _ = create_system(structure.numbers, model, backend="torch")
     integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, 0.0005)
     integrator.setRandomNumberSeed(1)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
-    context.setPositions(structure.coordinates / 10.0)
+    context.setPositions(structure.coordinates / NM_TO_ANGSTROM)
     context.setVelocitiesToTemperature(300.0, 1)
     integrator.step(steps)  # warm-up: TorchScript profiling runs
     return best_time(lambda: integrator.step(steps), seconds) / steps

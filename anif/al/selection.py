@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..sampling.dnms import kabsch_rmsd
+from ..geometry import kabsch_rmsd
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from openmm import unit
 
+from ..geometry import dimer_pairs, make_whole
 from ..models import evaluate, pad_structures
 from ..structures import Structure
 
@@ -111,8 +112,6 @@ class DimerReporter:
         return {"steps": steps, "periodic": False, "include": ["positions"]}
 
     def report(self, simulation, state):
-        from ..sampling.boxes import dimer_pairs, make_whole
-
         box = np.diag(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom))
         positions = make_whole(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), self._molecules, box)
         if self.frames is not None:

@@ -1,4 +1,4 @@
-"""Periodic boxes of molecules: random packing, whole molecules, dimer pairs under minimum image.
+"""Periodic boxes of molecules: random packing (the geometry helpers live in :mod:`anif.geometry`).
 
 Orthorhombic boxes only; lengths and coordinates in Angstrom. Molecules are index arrays
 into the box's atoms.
@@ -11,45 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..structures import Structure
+from ..geometry import dimer_pairs, make_whole, minimum_image  # noqa: F401 (re-exported)
+from ..structures import Structure, atomic_masses
 from .search import random_orientation
 
 #: Avogadro's number times 1e-24 (cm^3 per A^3): g/mol per A^3 -> g/cm^3.
 _AMU_PER_A3_TO_G_CM3 = 1.0 / 0.602214076
-
-
-def minimum_image(vectors: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Shortest periodic images of difference vectors (..., 3) in a box with lengths (3,)."""
-    return vectors - box * np.round(vectors / box)
-
-
-def make_whole(positions: np.ndarray, molecules: Sequence[np.ndarray], box: np.ndarray) -> np.ndarray:
-    """Positions with every molecule unbroken (atoms imaged next to its first atom), centroid in the box."""
-    out = positions.copy()
-    for atoms in molecules:
-        x = positions[atoms[0]] + minimum_image(positions[atoms] - positions[atoms[0]], box)
-        out[atoms] = x - box * np.floor(x.mean(0) / box)
-    return out
-
-
-def dimer_pairs(positions: np.ndarray, molecules: Sequence[np.ndarray], box: np.ndarray, cutoff: float):
-    """Pairs (i, j, coordinates) of whole molecules whose closest contact (minimum image) <= cutoff (A).
-
-    ``positions`` must hold whole molecules (:func:`make_whole`); molecule j is translated by
-    whole box vectors so that it sits at its closest image next to molecule i.
-    """
-    pairs = []
-    for i in range(len(molecules)):
-        a = positions[molecules[i]]
-        for j in range(i + 1, len(molecules)):
-            b = positions[molecules[j]]
-            raw = b[None] - a[:, None]
-            d = np.linalg.norm(minimum_image(raw, box), axis=-1)
-            k = np.unravel_index(np.argmin(d), d.shape)
-            if d[k] <= cutoff:
-                shift = raw[k] - minimum_image(raw[k], box)
-                pairs.append((i, j, np.concatenate([a, b - shift])))
-    return pairs
 
 
 def pack_box(conformers: Sequence[Structure], count: int, density: float, rng: np.random.Generator,
@@ -61,12 +28,10 @@ def pack_box(conformers: Sequence[Structure], count: int, density: float, rng: n
     (numbers (M,), positions (M, 3) A, box lengths (3,) A, molecule atom-index arrays, chosen
     conformer index per molecule).
     """
-    from openmm.app import element
-
     if not conformers:
         raise InputError("dimer sampling needs at least one conformer")
     chosen = rng.integers(len(conformers), size=count)
-    mass = sum(element.Element.getByAtomicNumber(int(z)).mass._value for k in chosen for z in conformers[k].numbers)
+    mass = sum(float(m) for k in chosen for m in atomic_masses(conformers[k].numbers))
     box = np.full(3, (mass * _AMU_PER_A3_TO_G_CM3 / density) ** (1.0 / 3.0))
     numbers, positions, molecules, start = [], [], [], 0
     for k in chosen:

@@ -20,6 +20,7 @@ from ..openmm_plugin.guard import DomainGuard, LeftModelDomain
 from ..openmm_plugin.simulation import langevin_simulation, to_topology
 from ..openmm_plugin.sampling_reporters import DimerReporter
 from ..structures import Structure
+from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .boxes import pack_box
 from .candidates import Candidate
 
@@ -46,14 +47,14 @@ def run_dimer_box(model, conformers: Sequence[Structure], rho_hat: float, seed: 
     rng = np.random.default_rng(seed)
     numbers, positions, box, molecules, chosen = pack_box(conformers, settings.molecules, settings.density, rng,
                                                           settings.min_distance)
-    system, _ = create_system(numbers, model, box_vectors=np.diag(box) * 0.1, backend=settings.backend)
-    simulation = langevin_simulation(to_topology(Structure(numbers, positions), box), system, positions * 0.1,
+    system, _ = create_system(numbers, model, box_vectors=np.diag(box) * ANGSTROM_TO_NM, backend=settings.backend)
+    simulation = langevin_simulation(to_topology(Structure(numbers, positions), box), system, positions * ANGSTROM_TO_NM,
                                      settings.temperature, settings.friction, settings.timestep_fs, seed=seed)
     reporter = DimerReporter(settings.interval, model, numbers, molecules, rho_hat, settings.cutoff, keep_frames)
     # the guard first: a box whose molecules fall apart yields no pairs from then on
     simulation.reporters += [DomainGuard(settings.interval, range(len(numbers)), numbers, positions), reporter]
     try:
-        simulation.step(int(round(settings.time_ps * 1000.0 / settings.timestep_fs)))
+        simulation.step(int(round(settings.time_ps * FS_PER_PS / settings.timestep_fs)))
     except LeftModelDomain:
         pass
     names = [conformers[k].name for k in chosen]

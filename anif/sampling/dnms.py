@@ -24,11 +24,17 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ..errors import AnifError
+from ..geometry import kabsch_rmsd
 from ..models import evaluate
 from ..structures import Structure
+from ..vibrations import mode_directions
 from .candidates import Candidate, score
 
-#: Boltzmann constant in Hartree per kelvin.
+#: The old name of :func:`anif.vibrations.mode_directions` (``kabsch_rmsd`` is :mod:`anif.geometry`'s).
+normal_modes = mode_directions
+
+#: Boltzmann constant in Hartree per kelvin. Kept as written: openmm.unit's k_B / E_h differs in the
+#: 10th digit, enough to change which conformers a seeded campaign draws.
 KB_HARTREE = 3.166811563e-6
 
 
@@ -73,39 +79,6 @@ def ensemble_hessian(model, structure: Structure, step: float = 5e-3) -> np.ndar
     return 0.5 * (hessian + hessian.T)
 
 
-def _rigid_motions(coords: np.ndarray, masses: np.ndarray) -> np.ndarray:
-    """Orthonormal basis (k, 3N) of mass-weighted translations and rotations (k = 5 or 6)."""
-    sq = np.sqrt(masses)[:, None]
-    x = coords - (masses[:, None] * coords).sum(0) / masses.sum()
-    vectors = [np.repeat(np.eye(3)[a][None], len(coords), 0) * sq for a in range(3)]
-    vectors += [np.cross(np.eye(3)[a], x) * sq for a in range(3)]
-    basis = np.array([v.ravel() for v in vectors]).T
-    u, s, _ = np.linalg.svd(basis, full_matrices=False)
-    return u[:, s > 1e-6 * s.max()].T
-
-
-def normal_modes(numbers, coords: np.ndarray, hessian: np.ndarray):
-    """Vibrational modes: force constants K (m,) Ha/A^2 and unit Cartesian directions (m, N, 3).
-
-    The mass-weighted Hessian is projected free of translations and rotations; for each
-    eigenvector e the Cartesian direction is q = M^-1/2 e / |M^-1/2 e| and K = q^T H q.
-    """
-    from openmm.app import element
-
-    masses = np.array([element.Element.getByAtomicNumber(int(z)).mass._value for z in numbers])
-    inv_sqrt = np.repeat(1.0 / np.sqrt(masses), 3)
-    rigid = _rigid_motions(coords, masses)
-    projector = np.eye(len(inv_sqrt)) - rigid.T @ rigid
-    mw = projector @ (inv_sqrt[:, None] * hessian * inv_sqrt[None]) @ projector
-    values, vectors = np.linalg.eigh(mw)
-    # drop the rigid-body eigenvectors (they lie in the projected-out space)
-    vibrational = np.linalg.norm(rigid @ vectors, axis=0) < 0.5
-    directions = (inv_sqrt[:, None] * vectors[:, vibrational]).T
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    constants = np.einsum("mi,ij,mj->m", directions, hessian, directions)
-    return constants, directions.reshape(len(directions), -1, 3)
-
-
 def draw_displacements(force_constants, n_atoms: int, temperature: float, count: int,
                        rng: np.random.Generator, bias: float = 1.0, min_force_constant: float = 1e-3):
     """Mode displacements R (count, m) in A and the coefficients' sums s (count,), ANI-1 style."""
@@ -118,22 +91,10 @@ def draw_displacements(force_constants, n_atoms: int, temperature: float, count:
 
 def nms_pool(structure: Structure, hessian: np.ndarray, settings: DNMSSettings, rng: np.random.Generator):
     """``settings.pool`` normal-mode displaced coordinates (P, N, 3) A and their sums s (P,)."""
-    constants, directions = normal_modes(structure.numbers, structure.coordinates, hessian)
+    constants, directions = mode_directions(structure.numbers, structure.coordinates, hessian)
     displacements, s = draw_displacements(constants, structure.n_atoms, settings.temperature, settings.pool, rng,
                                           settings.bias, settings.min_force_constant)
     return structure.coordinates[None] + np.einsum("pm,mnk->pnk", displacements, directions), s
-
-
-def kabsch_rmsd(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """RMSD (A) of x (N, 3) to each of ys (B, N, 3) after optimal rotation + translation."""
-    x = x - x.mean(0)
-    ys = ys - ys.mean(1, keepdims=True)
-    h = np.einsum("ni,bnj->bij", x, ys)
-    u, sv, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(u @ vt))
-    sv[:, -1] *= d
-    msd = (np.sum(x * x) + np.sum(ys * ys, axis=(1, 2)) - 2 * sv.sum(1)) / len(x)
-    return np.sqrt(np.maximum(msd, 0.0))
 
 
 def diversity_select(coordinates: np.ndarray, min_rmsd: float, keep: int | None = None,

@@ -27,6 +27,7 @@ from ..openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
 from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
 from ..openmm_plugin.simulation import langevin_simulation, to_topology
 from ..structures import Structure
+from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .candidates import Candidate, molecule_seed, score
 
 
@@ -48,7 +49,7 @@ class RTSSettings:
 
     @property
     def steps(self) -> int:
-        return int(round(self.ramp_ps * 1000.0 / self.timestep_fs))
+        return int(round(self.ramp_ps * FS_PER_PS / self.timestep_fs))
 
 
 def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, settings: RTSSettings = RTSSettings(),
@@ -61,7 +62,7 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
     Returns (candidate or None, ramp reporter, number of steps run).
     """
     system, force = system or create_system(structure.numbers, model, backend=settings.backend)
-    simulation = langevin_simulation(to_topology(structure), system, structure.coordinates * 0.1, settings.t_start,
+    simulation = langevin_simulation(to_topology(structure), system, structure.coordinates * ANGSTROM_TO_NM, settings.t_start,
                                      settings.friction, settings.timestep_fs, seed=seed)
     ramp = TemperatureRampReporter(1, settings.t_start, settings.t_end, settings.ramp_ps,
                                    file=f"{log_prefix}.ramp.csv" if log_prefix else None)
@@ -85,7 +86,7 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
     if bond_changes(structure.numbers, guard.bonds, failing.coordinates):
         return None, ramp, simulation.currentStep
     energy, rho = score(model, [failing])
-    time_ps = found.step * settings.timestep_fs / 1000.0
+    time_ps = found.step * settings.timestep_fs / FS_PER_PS
     provenance = {"sampler": "rts", "source": structure.name, "seed": int(seed), "step": int(found.step),
                   "time_ps": time_ps, "target_temperature_k": ramp.temperature(time_ps),
                   "rho_openmm_kcal_mol": float(found.rho_kcal_mol)}

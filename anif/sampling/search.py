@@ -24,7 +24,7 @@ from rdkit.Chem import AllChem
 
 from ..errors import AnifError, InputError
 from ..models import supported_numbers
-from ..structures import Structure, from_smiles, symbol
+from ..structures import Structure, charge_spin_problem, element_problem, from_smiles
 from .candidates import Candidate, molecule_seed, score
 
 log = logging.getLogger("anif.sampling")
@@ -147,17 +147,12 @@ def screen_smiles(smiles: str, supported: set[int]) -> str | None:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         return "invalid SMILES"
-    bad = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() not in supported})
-    if bad:
-        allowed = ", ".join(symbol(z) for z in sorted(supported))
-        return f"element(s) {', '.join(bad)} not supported by the model (supports {allowed})"
+    atoms = mol.GetAtoms()
     charge = Chem.GetFormalCharge(mol)
-    if charge != 0:
-        return f"charged molecule (net charge {charge:+d})"
-    radicals = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
-    if radicals:
-        return f"radical ({radicals} unpaired electron(s))"
-    return None
+    electrons = sum(a.GetAtomicNum() + a.GetTotalNumHs() for a in atoms) - charge
+    radicals = sum(a.GetNumRadicalElectrons() for a in atoms)
+    return (element_problem([a.GetAtomicNum() for a in atoms], supported)
+            or charge_spin_problem(electrons, charge, radicals + 1, neutral_closed_shell=True))
 
 
 def embed(molecules: Sequence[tuple[str, str]], supported: set[int], seed: int):
