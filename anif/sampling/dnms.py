@@ -18,7 +18,6 @@ rho > rho_hat are returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
@@ -27,24 +26,10 @@ from ..errors import AnifError
 from ..models import evaluate
 from ..structures import Structure
 from .candidates import Candidate, score
+from .settings import DNMSSettings
 
 #: Boltzmann constant in Hartree per kelvin.
 KB_HARTREE = 3.166811563e-6
-
-
-@dataclass
-class DNMSSettings:
-    """DNMS parameters. Temperature in K, distances in A, force constants in Ha/A^2."""
-
-    temperature: float = 300.0
-    pool: int = 256
-    keep: int = 32
-    min_rmsd: float = 0.05
-    bias: float = 2.0
-    fd_step: float = 5e-3
-    min_force_constant: float = 1e-3
-    optimise: bool = True
-    hessian: str = "ensemble"
 
 
 def optimise(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 500) -> Structure:
