@@ -84,7 +84,7 @@ def split_command(
     path: Path = typer.Argument(..., help="ANI-format .h5 file"),
     out: list[Path] = typer.Option(..., "--out", help="output .h5; repeat once per part"),
     fraction: list[float] = typer.Option(..., "--fraction", help="share of conformers per --out, in order"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the split (default: anif.datasets.SPLIT_SEED)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the split (default: anif.datasets.SPLIT_SEED, the same split every run)"),
 ) -> None:
     """Split by molecule: whole molecules go to each --out in proportion to --fraction."""
     from ..datasets import split
