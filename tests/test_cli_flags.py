@@ -70,3 +70,23 @@ def test_md_takes_time_ps_or_steps_not_both(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 1 and "--time-ps" in capsys.readouterr().err
+
+
+def test_samplers_read_the_store_format(tmp_path, monkeypatch, capsys):
+    """Every sampler's structure input (rts/dnms/dimers through _load, search directly) takes the
+    ANI HDF5 the other commands write."""
+    import numpy as np
+
+    from anif.cli.sample import _load
+    from anif.datasets import DatasetStore
+    from anif.models import load_model
+
+    water = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
+    shifts = np.random.default_rng(0).normal(scale=0.05, size=(2, 3, 3))
+    DatasetStore(tmp_path / "w.h5", kind="labels").append(None, [8, 1, 1], water + shifts, [-76.4, -76.4],
+                                                          method="wb97x/6-31g*")
+    assert len(_load(load_model("ani1x"), [str(tmp_path / "w.h5")], 0)) == 2
+    monkeypatch.setattr(sys, "argv", ["anif", "sample", "search", "--input", str(tmp_path / "w.h5"), "--rho-hat", "0",
+                                      "--out", str(tmp_path / "c.h5"), "--workers", "0"])
+    main()
+    assert DatasetStore(tmp_path / "c.h5", "r").num_conformers() == 2, capsys.readouterr().err
