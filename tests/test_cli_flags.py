@@ -90,3 +90,19 @@ def test_samplers_read_the_store_format(tmp_path, monkeypatch, capsys):
                                       "--out", str(tmp_path / "c.h5"), "--workers", "0"])
     main()
     assert DatasetStore(tmp_path / "c.h5", "r").num_conformers() == 2, capsys.readouterr().err
+
+
+def test_energy_backends_agree(monkeypatch, capsys):
+    """`anif energy` defaults to the PythonForce (no TorchScript compilation at start-up); the
+    TorchForce that `anif md` uses gives the same numbers."""
+    import json
+
+    import numpy as np
+
+    results = {}
+    for backend in ("python", "torch"):
+        monkeypatch.setattr(sys, "argv", ["anif", "energy", "--smiles", "CCO", "--json", "--backend", backend])
+        main()
+        results[backend] = json.loads(capsys.readouterr().out)[0]
+    for key in ("energy_hartree", "forces_hartree_per_angstrom", "sigma_kcal_mol", "rho_kcal_mol"):
+        np.testing.assert_allclose(results["python"][key], results["torch"][key], rtol=1e-6, atol=1e-6)

@@ -25,6 +25,9 @@ def energy_command(
     model: str = _MODEL,
     json_output: bool = typer.Option(False, "--json", help="print a JSON list, one object per structure"),
     platform: str = _PLATFORM,
+    backend: str = typer.Option("python", "--backend",
+                                help="python (PythonForce: no TorchScript compilation, the quickest start) or torch "
+                                     "(TorchForce, as `anif md` by default); the same numbers"),
 ):
     """Single-point energies, forces and ensemble disagreement of every structure in a file (or of --smiles)."""
     import numpy as np
@@ -34,7 +37,7 @@ def energy_command(
 
     ensemble = load_model(model)
     structures = load_inputs(ensemble, smiles, input)
-    calculator = EnsembleCalculator(ensemble, platform)
+    calculator = EnsembleCalculator(ensemble, platform, backend)
     results = [calculator.compute(s) for s in structures]
     if json_output:
         print(json.dumps(results))
