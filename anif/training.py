@@ -67,7 +67,6 @@ from .training_settings import (  # noqa: F401 (re-exported: anif.training.Train
     DEFAULT_FORCE_WEIGHT,
     INITIAL_LR,
     MIN_LR_FRACTION,
-    SPLITS,
     SYMBOLS,
     TrainSettings,
 )
