@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import RHO_HAT
-from .common import check_writable, json_out_option, non_negative, positive
+from .common import check_writable, json_out_option, load_model, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)
 
@@ -53,7 +53,6 @@ def bench_comp6_command(
                              plot_error_vs_rho, plot_force_parity, plot_subset_bars, predict)
     from ..comp6 import read_comp6
     from ..errors import InputError
-    from ..models import load_model
     from ..outputs import atomic_write_text
 
     console = Console(stderr=True)

@@ -36,6 +36,21 @@ def json_out_option(what: str):
     return typer.Option(None, "--json-out", "--json", metavar="PATH", help=f"write {what} as JSON to PATH (--json PATH: old spelling)")
 
 
+def load_model(spec: str):
+    """:func:`anif.models.load_model` on one torch thread: reading an ensemble is thousands of tiny
+    tensor operations, which more threads only slow down (about 0.5 s on 2 busy cores)."""
+    import torch
+
+    from ..models import load_model as load
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return load(spec)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def check_writable(*paths: Optional[Path]) -> None:
     """Before any work: each output file's folder (a folder itself for a path ending in a folder
     name without suffix that exists or will be made) can be created and written."""

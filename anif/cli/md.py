@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputError
 from ..qbc_calibration import RHO_HAT
-from .common import non_negative, positive
+from .common import load_model, non_negative, positive
 
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
@@ -33,7 +33,6 @@ def energy_command(
     import numpy as np
 
     from ..md import EnsembleCalculator, load_inputs
-    from ..models import load_model
 
     ensemble = load_model(model)
     structures = load_inputs(ensemble, smiles, input)
@@ -87,7 +86,6 @@ def md_command(
     --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
     """
     from ..md import MD_JSON, load_inputs, molecule_system, run_md
-    from ..models import load_model
     from ..outputs import atomic_write_text, staged_directory
 
     if (steps is None) == (time_ps is None):

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import calibrate
-from .common import check_writable, json_out_option, positive
+from .common import check_writable, json_out_option, load_model, positive
 
 _CAL = inspect.signature(calibrate).parameters  # the defaults of --error and --capture
 qbc_app = typer.Typer(help="Query-by-committee threshold tools.", no_args_is_help=True)
@@ -39,7 +39,6 @@ def qbc_calibrate_command(
 
     from ..benchmark import plot_error_vs_rho, predict
     from ..comp6 import read_comp6
-    from ..models import load_model
     from ..outputs import atomic_write_text
 
     check_writable(json_out, plot.parent if plot is not None else None)

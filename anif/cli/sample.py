@@ -19,7 +19,7 @@ import typer
 from ..errors import AnifError, InputError
 from ..qbc_calibration import RHO_HAT
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
-from .common import non_negative, positive
+from .common import load_model, non_negative, positive
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
@@ -159,7 +159,6 @@ def rts_command(
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
-    from ..models import load_model
 
     _check_out(out)
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
@@ -181,7 +180,6 @@ def dnms_command(
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Diverse normal-mode sampling around the optimised geometry."""
-    from ..models import load_model
 
     if hessian not in ("ensemble", "reference"):
         raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
@@ -208,7 +206,6 @@ def dimers_command(
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Dimer sampling: periodic box MD cut into dimer pairs, QBC-tested in batches."""
-    from ..models import load_model
 
     inputs = _all_inputs(inputs, smiles, input)
     if not inputs:
@@ -235,7 +232,7 @@ def search_command(
     """Configurational search: embed (RDKit + UFF), score rho in batches, keep rho > rho_hat."""
     import numpy as np
 
-    from ..models import load_model, supported_numbers
+    from ..models import supported_numbers
     from ..sampling import search
 
     inputs = _all_inputs(inputs, smiles, input)
