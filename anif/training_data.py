@@ -29,15 +29,11 @@ from torch import Tensor
 
 from .errors import InputError
 from .structures import atomic_number
-
-#: Elements of every anif architecture (the ANI-1x set).
-SYMBOLS = ("H", "C", "N", "O")
+from .training_settings import SPLITS, SYMBOLS
 
 #: Largest AEV cache (GB); beyond it AEVs are recomputed every batch.
 AEV_CACHE_LIMIT_GB = 4.0
 
-#: Ways to split the conformers into folds (the first is the default).
-SPLITS = ("conformer", "molecule")
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""Command start-up: wall time of `anif --help`, `anif md --help` and `anif energy` on one small
-molecule (each a fresh process, best of --repeats), side by side in one run.
+"""Command start-up: wall time of `anif --help`, `anif md --help`, `anif energy` on one small
+molecule (an XYZ file, and --smiles C) and the import of the command line alone, each a fresh
+process, median and best of --repeats, with the machine's load; then which heavy packages
+`import anif.cli` loads (none is the goal).
 
-    TORCHANI_DATA_DIR=../shared/torchani .venv/bin/python scripts/benchmark_startup.py [--repeats 3]
+    TORCHANI_DATA_DIR=../shared/torchani .venv/bin/python scripts/benchmark_startup.py [--repeats 5]
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,32 +23,46 @@ H -0.629 -0.629 0.629
 H -0.629 0.629 -0.629
 H 0.629 -0.629 -0.629
 """
+HEAVY = ("torch", "openmm", "pyscf", "dask", "distributed", "h5py", "rdkit", "matplotlib", "scipy", "mdtraj")
 
 
-def wall(args, repeats):
-    best = float("inf")
+def walls(argv, repeats):
+    """Wall seconds of ``repeats`` fresh runs of ``python argv``; None if it fails (e.g. a flag an
+    older checkout lacks)."""
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "anif", *args], capture_output=True, text=True)
-        best = min(best, time.perf_counter() - start)
+        result = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
         if result.returncode != 0:
-            raise SystemExit(f"anif {' '.join(args)} failed: {result.stderr.strip()}")
-    return best
+            print(f"{' '.join(argv)} failed: {result.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            return None
+    return times
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         xyz = Path(tmp) / "methane.xyz"
         xyz.write_text(METHANE)
-        cases = {"anif --help": ["--help"], "anif md --help": ["md", "--help"],
-                 "anif energy (methane)": ["energy", "--input", str(xyz)]}
-        wall(["energy", "--input", str(xyz)], 1)  # builds the kernels once if this machine lacks them
-        print(f"{'command':24s} {'best wall (s)':>14s}   (load {os.getloadavg()[0]:.1f})")
+        cases = {"import anif.cli": ["-c", "import anif.cli"],
+                 "anif --help": ["-m", "anif", "--help"],
+                 "anif md --help": ["-m", "anif", "md", "--help"],
+                 "anif energy --input CH4.xyz": ["-m", "anif", "energy", "--input", str(xyz)],
+                 "anif energy --smiles C": ["-m", "anif", "energy", "--smiles", "C"]}
+        walls(cases["anif energy --input CH4.xyz"], 1)  # builds the kernels once if this machine lacks them
+        print(f"{'command':28s} {'median (s)':>10s} {'best (s)':>9s}   (load {os.getloadavg()[0]:.1f}, "
+              f"{args.repeats} runs, {os.cpu_count()} cores)")
         for name, argv in cases.items():
-            print(f"{name:24s} {wall(argv, args.repeats):14.2f}")
+            times = walls(argv, args.repeats)
+            figures = f"{statistics.median(times):10.2f} {min(times):9.2f}" if times else f"{'n/a':>10s} {'n/a':>9s}"
+            print(f"{name:28s} {figures}")
+        print(f"load after: {os.getloadavg()[0]:.1f}")
+    probe = f"import sys, anif.cli; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
+    print(f"heavy packages loaded by `import anif.cli`: {loaded or 'none'}")
 
 
 if __name__ == "__main__":

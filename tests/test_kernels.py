@@ -181,3 +181,27 @@ def test_kernels_reject_bad_input_and_leave_denormals_alone(kernel_model):
     # the kernels flush denormals only while they run
     kernel_networks(kernel_model, aev, elem)
     assert np.float32(1e-40) * np.float32(1.0) != 0
+
+
+def test_a_finished_build_loads_without_the_build_tooling(tmp_path, monkeypatch):
+    """Once built, the kernels load from the cache entry's record: no cpp_extension (setuptools)
+    import and no ninja run in later processes; a record of other flags is not used."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from anif import kernels
+
+    assert kernels.load()
+    probe = "import sys; from anif import kernels; print(kernels.load(), 'torch.utils.cpp_extension' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["True", "False"], result.stderr
+    name = next(Path(p).stem for p in torch.ops.loaded_libraries if Path(p).name.startswith("anif_kernels_"))
+    path, expected = kernels._record(name)
+    stale = tmp_path / path.name
+    stale.write_text(json.dumps({**json.loads(path.read_text()), "flags": ["-O0"]}))
+    monkeypatch.setattr(kernels, "_record", lambda _: (stale, expected))
+    assert not kernels._load_built(name)

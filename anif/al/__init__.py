@@ -1,21 +1,12 @@
 """The active-learning campaign (Smith et al. 2018, Fig. 2): config, ledger, oracles, selection,
-the loop and its reports. ``anif al run|status|report`` (anif/cli/al.py) drive it."""
+the loop and its reports. ``anif al run|status|report`` (anif/cli/al.py) drive it. Its names load
+their submodule on first use, so importing the package stays cheap."""
 
-from .campaign import Campaign, run_campaign
-from .config import Config, load_config, parse_config
-from .oracles import Oracle, PySCFOracle, TeacherOracle, make_oracle
-from .report import status, write_report
+from ..lazy import lazy_exports
 
-__all__ = [
-    "Campaign",
-    "Config",
-    "Oracle",
-    "PySCFOracle",
-    "TeacherOracle",
-    "load_config",
-    "make_oracle",
-    "parse_config",
-    "run_campaign",
-    "status",
-    "write_report",
-]
+__all__, __getattr__ = lazy_exports(__name__, {
+    "campaign": ("Campaign", "run_campaign"),
+    "config": ("Config", "load_config", "parse_config"),
+    "oracles": ("Oracle", "PySCFOracle", "TeacherOracle", "make_oracle"),
+    "report": ("status", "write_report"),
+})

@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..sampling.dimers import DimerSettings
-from ..sampling.dnms import DNMSSettings
-from ..sampling.rts import RTSSettings
-from ..training import TrainSettings
+from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
+from ..training_settings import TrainSettings
 
 #: Conformational samplers a campaign can run.
 SAMPLERS = ("dnms", "rts", "dimers")

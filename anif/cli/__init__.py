@@ -1,5 +1,7 @@
-"""The ``anif`` command line. Each command lives beside the code it drives; this module
-only assembles them and turns user errors into a one-line message and a non-zero exit."""
+"""The ``anif`` command line: one module per command group; this module only assembles them and
+turns user errors into a one-line message and a non-zero exit. Command modules import typer,
+the standard library and torch-free settings at the top; torch, OpenMM, PySCF, Dask, h5py,
+RDKit and the workflow modules only inside the command functions (``anif --help`` stays fast)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# --- commands (the functions and sub-apps live beside the code they drive) -----------
+# --- commands -------------------------------------------------------------------------
 from .bench import bench_app  # noqa: E402
 from .al import al_app  # noqa: E402
 from .data import data_app  # noqa: E402

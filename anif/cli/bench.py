@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import RHO_HAT
-from .common import check_writable, non_negative, positive
+from .common import check_writable, json_out_option, load_model, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def bench_comp6_command(
     model: str = typer.Option(..., "--model", help="'ani1x' or an anif model directory"),
     data: list[Path] = typer.Option(..., "--data", help="COMP6 (or any ANI-format) .h5 file or folder; repeatable"),
     more_data: Optional[list[Path]] = typer.Argument(None, help="more files/folders after --data", show_default=False),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON here"),
+    json_out: Optional[Path] = json_out_option("the metrics"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="folder for the PNG figures"),
     max_energy: Optional[float] = typer.Option(
         None, "--max-energy", callback=positive, help="only conformers within KCAL kcal/mol of their molecule's minimum"
@@ -43,7 +43,7 @@ def bench_comp6_command(
     rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative,
                                   help="QBC threshold drawn on the error-vs-rho plot"),
     float32: bool = typer.Option(False, "--float32", help="evaluate in float32 (default float64)"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op CPU threads of this process for the ensemble evaluation (default: torch's choice)"),
 ) -> None:
     """E, dE and F errors (MAE/RMSE, kcal/mol, kcal/mol/A) per COMP6 subset and overall."""
     import numpy as np
@@ -53,7 +53,6 @@ def bench_comp6_command(
                              plot_error_vs_rho, plot_force_parity, plot_subset_bars, predict)
     from ..comp6 import read_comp6
     from ..errors import InputError
-    from ..models import load_model
     from ..outputs import atomic_write_text
 
     console = Console(stderr=True)

@@ -1,4 +1,12 @@
-"""What the commands share: option validators and the early check that outputs can be written."""
+"""What the commands share: option validators, the options spelled alike in every command, and
+the early check that outputs can be written.
+
+Flag vocabulary (old spellings stay accepted as aliases): ``--json`` is a switch (JSON on
+stdout), ``--json-out PATH`` writes a JSON file (``--json PATH`` in bench/qbc/data info);
+``--rho-hat`` is the QBC threshold (``--rho-threshold`` in md); ``--workers`` counts parallel
+processes (``--jobs`` in train); ``--threads`` counts threads inside one process (its help says
+whose); structures come as ``--smiles``/``--input`` (positional in dimers/search too); MD length
+is ``--time-ps`` (md also takes ``--steps``; rts's ``--ramp-ps`` is an alias)."""
 
 from __future__ import annotations
 
@@ -21,6 +29,26 @@ def non_negative(value):
     if value is not None and not value >= 0:
         raise typer.BadParameter(f"must be >= 0 (got {value})")
     return value
+
+
+def json_out_option(what: str):
+    """``--json-out PATH`` (old spelling ``--json PATH``): write ``what`` as JSON to a file."""
+    return typer.Option(None, "--json-out", "--json", metavar="PATH", help=f"write {what} as JSON to PATH (--json PATH: old spelling)")
+
+
+def load_model(spec: str):
+    """:func:`anif.models.load_model` on one torch thread: reading an ensemble is thousands of tiny
+    tensor operations, which more threads only slow down (about 0.5 s on 2 busy cores)."""
+    import torch
+
+    from ..models import load_model as load
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return load(spec)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def check_writable(*paths: Optional[Path]) -> None:

@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from ..datasets import SPLIT_SEED, DatasetStore, merge, split, summary
 from ..errors import InputError
+from .common import json_out_option
 
 data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split.", no_args_is_help=True)
 #: `data info` prints this many warnings about implausible labels.
@@ -32,11 +32,13 @@ def _check_writable(path: Path) -> None:
 @data_app.command("info")
 def info_command(
     path: Path = typer.Argument(..., help="ANI-format .h5 file"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the summary as JSON here"),
+    json_out: Optional[Path] = json_out_option("the summary"),
 ) -> None:
     """Molecules, conformers, atoms per molecule, energy range, elements, provenance."""
     from rich.console import Console
     from rich.table import Table
+
+    from ..datasets import summary
 
     if json_out is not None:
         _check_writable(json_out)
@@ -58,7 +60,7 @@ def info_command(
     for warning in s["warnings"][:SHOWN_WARNINGS]:
         print(f"warning: {warning}", file=sys.stderr)
     if len(s["warnings"]) > SHOWN_WARNINGS:
-        print(f"warning: ... {len(s['warnings']) - SHOWN_WARNINGS} more (all in --json)", file=sys.stderr)
+        print(f"warning: ... {len(s['warnings']) - SHOWN_WARNINGS} more (all in --json-out)", file=sys.stderr)
     if json_out is not None:
         json_out.write_text(json.dumps(s, indent=2))
 
@@ -69,6 +71,8 @@ def merge_command(
     inputs: list[Path] = typer.Argument(..., help="ANI-format .h5 files to merge"),
 ) -> None:
     """Append the molecules of INPUTS to OUTPUT (one atomic commit; conformers OUTPUT holds are skipped)."""
+    from ..datasets import DatasetStore, merge
+
     before = DatasetStore(output, "r").num_conformers() if output.exists() else 0
     store = merge(inputs, output)
     added = store.num_conformers() - before
@@ -80,9 +84,11 @@ def split_command(
     path: Path = typer.Argument(..., help="ANI-format .h5 file"),
     out: list[Path] = typer.Option(..., "--out", help="output .h5; repeat once per part"),
     fraction: list[float] = typer.Option(..., "--fraction", help="share of conformers per --out, in order"),
-    seed: int = typer.Option(SPLIT_SEED, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the split (default: anif.datasets.SPLIT_SEED, the same split every run)"),
 ) -> None:
     """Split by molecule: whole molecules go to each --out in proportion to --fraction."""
-    counts = split(path, out, fraction, seed)
+    from ..datasets import split
+
+    counts = split(path, out, fraction, *([] if seed is None else [seed]))
     for p, n in zip(out, counts):
         print(f"{p}: {n} conformers")

@@ -9,7 +9,7 @@ import typer
 
 from ..distributed import DASHBOARD_ADDRESS
 from ..errors import AnifError, InputError
-from ..labeling import Level, failures_path, label_file
+from ..labeling_settings import Level
 
 _DEFAULT = Level()
 
@@ -31,7 +31,7 @@ def label_command(
     multiplicity: Annotated[Optional[int], typer.Option(help="Spin multiplicity (default: from the input, else 1).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Local worker processes (default: sized to the machine).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing Dask scheduler.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="PySCF threads per worker (default: cores / workers).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="PySCF (OpenMP) threads per labelling worker process (default: cores / workers).")] = None,
     density_fit: Annotated[bool, typer.Option("--density-fit", help="Density fitting (faster, ~0.01-0.04 kcal/mol off).")] = _DEFAULT.density_fit,
     grid: Annotated[str, typer.Option(help="DFT grid per atom: RADIAL,ANGULAR.")] = ",".join(map(str, _DEFAULT.grid)),
     max_cycle: Annotated[int, typer.Option(help="SCF iterations per retry rung.")] = _DEFAULT.max_cycle,
@@ -40,6 +40,8 @@ def label_command(
     dashboard: Annotated[str, typer.Option(help="HOST:PORT of the local Dask dashboard (0.0.0.0:8787 shows it to the network).")] = DASHBOARD_ADDRESS,
 ) -> None:
     """Reference energies and forces (default wB97X/6-31G(d)) with PySCF on a Dask pool."""
+    from ..labeling import failures_path, label_file
+
     level = Level(method=method, basis=basis, cartesian=False if spherical else None, grid=_parse_grid(grid),
                   density_fit=density_fit, max_cycle=max_cycle)
     summary = label_file(input, out, level, charge, multiplicity, workers, scheduler, threads, retry_failed, dashboard)

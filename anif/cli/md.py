@@ -11,24 +11,33 @@ import typer
 
 from ..errors import InputError
 from ..qbc_calibration import RHO_HAT
-from .common import non_negative, positive
+from ..units import FS_PER_PS
+from .common import load_model, non_negative, positive
+
+
+_MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
+_PLATFORM = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference")
+_SMILES = typer.Option(None, "--smiles", help="molecule as SMILES (RDKit + UFF embedding)")
 
 
 def energy_command(
-    input: Path = typer.Option(..., "--input", help="XYZ (multi-frame), SDF, PDB or ANI-format HDF5 file"),
-    model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
+    input: Optional[Path] = typer.Option(None, "--input", help="XYZ (multi-frame), SDF, PDB or ANI-format HDF5 file"),
+    smiles: Optional[str] = _SMILES,
+    model: str = _MODEL,
     json_output: bool = typer.Option(False, "--json", help="print a JSON list, one object per structure"),
-    platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
+    platform: str = _PLATFORM,
+    backend: str = typer.Option("python", "--backend",
+                                help="python (PythonForce: no TorchScript compilation, the quickest start) or torch "
+                                     "(TorchForce, as `anif md` by default); the same numbers"),
 ):
-    """Single-point energies, forces and ensemble disagreement of every structure in a file."""
+    """Single-point energies, forces and ensemble disagreement of every structure in a file (or of --smiles)."""
     import numpy as np
 
     from ..md import EnsembleCalculator, load_inputs
-    from ..models import load_model
 
     ensemble = load_model(model)
-    structures = load_inputs(ensemble, None, input)
-    calculator = EnsembleCalculator(ensemble, platform)
+    structures = load_inputs(ensemble, smiles, input)
+    calculator = EnsembleCalculator(ensemble, platform, backend)
     results = [calculator.compute(s) for s in structures]
     if json_output:
         print(json.dumps(results))
@@ -45,9 +54,11 @@ def energy_command(
 
 
 def md_command(
-    steps: int = typer.Option(..., "--steps", min=1, help="number of MD steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="number of MD steps (or --time-ps)"),
+    time_ps: Optional[float] = typer.Option(None, "--time-ps", callback=positive,
+                                            help="MD length (ps), instead of --steps: steps = time / timestep"),
     out: Path = typer.Option(..., "--out", help="output folder"),
-    smiles: Optional[str] = typer.Option(None, "--smiles", help="molecule as SMILES (RDKit + UFF embedding)"),
+    smiles: Optional[str] = _SMILES,
     input: Optional[Path] = typer.Option(None, "--input", help="XYZ, SDF, PDB or ANI-format HDF5 file (first structure is used)"),
     prmtop: Optional[Path] = typer.Option(None, "--prmtop", help="Amber topology of a prepared system (ML/MM)"),
     inpcrd: Optional[Path] = typer.Option(None, "--inpcrd", help="Amber coordinates (and box) for --prmtop"),
@@ -61,12 +72,12 @@ def md_command(
     timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
     friction: float = typer.Option(1.0, "--friction", callback=non_negative, help="ps^-1"),
     report_every: int = typer.Option(10, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
-    model: str = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory"),
-    platform: str = typer.Option("CPU", "--platform", help="OpenMM platform: CPU, CUDA or Reference"),
+    model: str = _MODEL,
+    platform: str = _PLATFORM,
     seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
-    rho_threshold: Optional[float] = typer.Option(None, "--rho-threshold", "--rho-hat", callback=non_negative,
-                                                  help="flag steps with rho above (kcal/mol)"),
-    stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-threshold"),
+    rho_threshold: Optional[float] = typer.Option(None, "--rho-hat", "--rho-threshold", callback=non_negative,
+                                                  help="flag steps with rho above this (kcal/mol; --rho-threshold: old spelling)"),
+    stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-hat"),
     backend: str = typer.Option("torch", "--backend", help="torch (TorchForce) or python (PythonForce)"),
 ):
     """Langevin MD with the ensemble force, logging its disagreement (qbc.csv).
@@ -76,9 +87,11 @@ def md_command(
     --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
     """
     from ..md import MD_JSON, load_inputs, molecule_system, run_md
-    from ..models import load_model
     from ..outputs import atomic_write_text, staged_directory
 
+    if (steps is None) == (time_ps is None):
+        raise InputError("give the MD length as --steps N or --time-ps PS (one of them)")
+    steps = steps if steps is not None else max(1, round(time_ps * FS_PER_PS / timestep))
     prepared = any(x is not None for x in (prmtop, inpcrd, system_xml, pdb))
     if prepared and (smiles is not None or input is not None):
         raise InputError("give a molecule (--smiles/--input) or a prepared system (--prmtop/--system-xml), not both")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import check_writable, positive
+from ..qbc_calibration import calibrate
+from .common import check_writable, json_out_option, load_model, positive
 
+_CAL = inspect.signature(calibrate).parameters  # the defaults of --error and --capture
 qbc_app = typer.Typer(help="Query-by-committee threshold tools.", no_args_is_help=True)
 
 
@@ -23,10 +26,10 @@ def _fraction(value: float) -> float:
 def qbc_calibrate_command(
     model: str = typer.Option(..., "--model", help="'ani1x' or an anif model directory"),
     data: Path = typer.Option(..., "--data", help="ANI-format .h5 with reference energies (e.g. a COMP6 file)"),
-    error: float = typer.Option(1.5, "--error", callback=positive, help="error bound, kcal/mol per sqrt(atom)"),
-    capture: float = typer.Option(0.98, "--capture", callback=_fraction,
+    error: float = typer.Option(_CAL["error_bound"].default, "--error", callback=positive, help="error bound, kcal/mol per sqrt(atom)"),
+    capture: float = typer.Option(_CAL["capture"].default, "--capture", callback=_fraction,
                                   help="fraction of bad structures rho_hat must flag"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the calibration as JSON here"),
+    json_out: Optional[Path] = json_out_option("the calibration"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="error-vs-rho density plot (PNG) with rho_hat"),
 ) -> None:
     """Find rho_hat catching --capture of the structures whose worst member error exceeds --error."""
@@ -36,9 +39,7 @@ def qbc_calibrate_command(
 
     from ..benchmark import plot_error_vs_rho, predict
     from ..comp6 import read_comp6
-    from ..models import load_model
     from ..outputs import atomic_write_text
-    from ..qbc_calibration import calibrate
 
     check_writable(json_out, plot.parent if plot is not None else None)
     predictions = predict(load_model(model).double(), read_comp6([data]), forces=False)

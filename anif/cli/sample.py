@@ -18,7 +18,8 @@ import typer
 
 from ..errors import AnifError, InputError
 from ..qbc_calibration import RHO_HAT
-from .common import non_negative, positive
+from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
+from .common import load_model, non_negative, positive
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
@@ -31,6 +32,7 @@ _WORKERS = typer.Option(None, "--workers", min=0, help="Dask worker processes (d
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
 _SMILES = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)")
 _INPUT = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF, PDB or ANI-format HDF5 (.h5) file")
+_RTS, _DIMERS, _DNMS = RTSSettings(), DimerSettings(), DNMSSettings()
 
 
 def _density(value: float) -> float:
@@ -94,6 +96,11 @@ def _single_inputs(smiles: Optional[list[str]], input: Optional[Path]) -> list[s
     return list(smiles) if smiles else [str(input)]
 
 
+def _all_inputs(inputs: Optional[list[str]], smiles: Optional[list[str]], input: Optional[Path]) -> list[str]:
+    """Positional INPUTS, then --smiles, then --input (dimers and search take any mix)."""
+    return list(inputs or []) + list(smiles or []) + ([str(input)] if input is not None else [])
+
+
 def _check_out(out: Path) -> None:
     """Refuse an unwritable --out or a label store before any work."""
     from ..datasets import open_output
@@ -142,17 +149,16 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
 def rts_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    repeats: int = typer.Option(4, "--repeats", min=1, help="trajectories per molecule (K)"),
-    t_start: float = typer.Option(300.0, "--t-start", callback=positive, help="initial temperature (K)"),
-    t_end: float = typer.Option(1000.0, "--t-end", callback=positive, help="final thermostat temperature (K)"),
-    ramp_ps: float = typer.Option(4.0, "--ramp-ps", callback=positive, help="heating time = trajectory length (ps)"),
-    timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
-    friction: float = typer.Option(1.0, "--friction", callback=non_negative, help="ps^-1"),
+    repeats: int = typer.Option(_RTS.repeats, "--repeats", min=1, help="trajectories per molecule (K)"),
+    t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=positive, help="initial temperature (K)"),
+    t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=positive, help="final thermostat temperature (K)"),
+    ramp_ps: float = typer.Option(_RTS.ramp_ps, "--time-ps", "--ramp-ps", callback=positive,
+                                  help="trajectory length = heating time (ps); --ramp-ps: old spelling"),
+    timestep: float = typer.Option(_RTS.timestep_fs, "--timestep", callback=positive, help="fs"),
+    friction: float = typer.Option(_RTS.friction, "--friction", callback=non_negative, help="ps^-1"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
-    from ..models import load_model
-    from ..sampling.rts import RTSSettings
 
     _check_out(out)
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
@@ -164,18 +170,16 @@ def rts_command(
 def dnms_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    temperature: float = typer.Option(300.0, "--temperature", callback=positive, help="K"),
-    pool: int = typer.Option(256, "--pool", min=1, help="normal-mode draws per molecule"),
-    keep: int = typer.Option(32, "--keep", min=1, help="most diverse conformers QBC-tested per molecule"),
-    min_rmsd: float = typer.Option(0.05, "--min-rmsd", callback=non_negative,
+    temperature: float = typer.Option(_DNMS.temperature, "--temperature", callback=positive, help="K"),
+    pool: int = typer.Option(_DNMS.pool, "--pool", min=1, help="normal-mode draws per molecule"),
+    keep: int = typer.Option(_DNMS.keep, "--keep", min=1, help="most diverse conformers QBC-tested per molecule"),
+    min_rmsd: float = typer.Option(_DNMS.min_rmsd, "--min-rmsd", callback=non_negative,
                                    help="near-duplicate RMSD (A, after superposition)"),
-    bias: float = typer.Option(2.0, "--bias", callback=positive, help="near-equilibrium bias exponent (1 = none)"),
-    hessian: str = typer.Option("ensemble", "--hessian", help="'ensemble' (cheap) or 'reference' (PySCF)"),
+    bias: float = typer.Option(_DNMS.bias, "--bias", callback=positive, help="near-equilibrium bias exponent (1 = none)"),
+    hessian: str = typer.Option(_DNMS.hessian, "--hessian", help="'ensemble' (cheap) or 'reference' (PySCF)"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Diverse normal-mode sampling around the optimised geometry."""
-    from ..models import load_model
-    from ..sampling.dnms import DNMSSettings
 
     if hessian not in ("ensemble", "reference"):
         raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
@@ -187,22 +191,25 @@ def dnms_command(
 
 @sample_app.command("dimers")
 def dimers_command(
-    inputs: list[str] = typer.Argument(..., help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files"),
+    inputs: Optional[list[str]] = typer.Argument(
+        None, help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files (or --smiles/--input)"),
+    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     boxes: int = typer.Option(1, "--boxes", min=1, help="independent boxes (run in parallel)"),
-    molecules: int = typer.Option(24, "--molecules", min=2, help="molecules per box"),
-    density: float = typer.Option(0.6, "--density", callback=_density, help="g/cm^3 (at most 2)"),
-    time_ps: float = typer.Option(5.0, "--time-ps", callback=positive, help="MD length (ps)"),
-    interval: int = typer.Option(50, "--interval", min=1, help="steps between box cuts"),
-    cutoff: float = typer.Option(4.0, "--cutoff", callback=positive, help="closest contact of a dimer pair (A)"),
-    temperature: float = typer.Option(300.0, "--temperature", callback=positive, help="K"),
-    timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
+    molecules: int = typer.Option(_DIMERS.molecules, "--molecules", min=2, help="molecules per box"),
+    density: float = typer.Option(_DIMERS.density, "--density", callback=_density, help="g/cm^3 (at most 2)"),
+    time_ps: float = typer.Option(_DIMERS.time_ps, "--time-ps", callback=positive, help="MD length (ps)"),
+    interval: int = typer.Option(_DIMERS.interval, "--interval", min=1, help="steps between box cuts"),
+    cutoff: float = typer.Option(_DIMERS.cutoff, "--cutoff", callback=positive, help="closest contact of a dimer pair (A)"),
+    temperature: float = typer.Option(_DIMERS.temperature, "--temperature", callback=positive, help="K"),
+    timestep: float = typer.Option(_DIMERS.timestep_fs, "--timestep", callback=positive, help="fs"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
     """Dimer sampling: periodic box MD cut into dimer pairs, QBC-tested in batches."""
-    from ..models import load_model
-    from ..sampling.dimers import DimerSettings
 
+    inputs = _all_inputs(inputs, smiles, input)
+    if not inputs:
+        raise InputError("no conformers: give SMILES strings or files, --smiles or --input")
     _check_out(out)
     conformers = _load(load_model(model), inputs, seed)
     settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
@@ -212,7 +219,8 @@ def dimers_command(
 
 @sample_app.command("search")
 def search_command(
-    inputs: Optional[list[str]] = typer.Argument(None, help="SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files"),
+    inputs: Optional[list[str]] = typer.Argument(None, help="SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files (or --smiles/--input)"),
+    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     gdb11: int = typer.Option(0, "--gdb11", min=0, help="molecules drawn from the shipped GDB-11-like set"),
     dipeptides: int = typer.Option(0, "--dipeptides", min=0, help="dipeptides drawn from all amino-acid pairs"),
@@ -224,9 +232,10 @@ def search_command(
     """Configurational search: embed (RDKit + UFF), score rho in batches, keep rho > rho_hat."""
     import numpy as np
 
-    from ..models import load_model, supported_numbers
+    from ..models import supported_numbers
     from ..sampling import search
 
+    inputs = _all_inputs(inputs, smiles, input)
     _check_out(out)
     sources: list[tuple[str, list, list]] = []
     if inputs:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..training import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings, train_ensemble
+from ..training_settings import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings
 
 _D = TrainSettings()
 _LR = ", ".join(f"{k} {v:g}" for k, v in INITIAL_LR.items())
@@ -38,16 +38,19 @@ def train_command(
         help="Also train on conformers whose energies are not reference labels (sampler candidates, unset method).",
     ),
     checkpoint_every: float = typer.Option(_D.checkpoint_seconds, metavar="SECONDS", help="Checkpoint each member at most this often."),
-    jobs: int = typer.Option(0, help="Members trained at once in parallel processes (1: one after another; 0: min(members, cores))."),
+    workers: int = typer.Option(0, "--workers", "--jobs",
+                                help="Parallel processes, each training one member (1: one after another; 0: min(members, cores)); --jobs is the old spelling."),
 ) -> None:
     """Train an ANI ensemble on a k-fold split (by conformer); rerun the same command to resume."""
+    from ..training import train_ensemble
+
     settings = TrainSettings(
         members=members, folds=folds, split=split, arch=arch, forces=forces, init=init, max_epochs=max_epochs,
         seed=seed, batch_size=batch_size, lr=lr, patience=patience, lr_patience=lr_patience, min_lr=min_lr,
         allow_unlabelled=allow_unlabelled, checkpoint_seconds=checkpoint_every,
     )
     settings.check()
-    result = train_ensemble(list(data) + list(more_data or []), out, settings, jobs=jobs)
+    result = train_ensemble(list(data) + list(more_data or []), out, settings, jobs=workers)
     rmse = ", ".join(f"{x:.3f}" for x in result.valid_rmse_kcal_mol)
     terms = f"energies + forces (weight {result.force_weight:g})" if result.force_weight else "energies only"
     print(f"saved {len(result.members)}-member ensemble to {out} ({terms}, learning rate {result.lr:g}); "

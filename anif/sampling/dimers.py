@@ -10,7 +10,6 @@ pairs are returned, each molecule pair at most once (its first failing occurrenc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -23,22 +22,7 @@ from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .boxes import pack_box
 from .candidates import Candidate
-
-
-@dataclass
-class DimerSettings:
-    """Box and MD parameters: density g/cm^3, lengths A, times ps / fs, temperature K."""
-
-    molecules: int = 24
-    density: float = 0.6
-    min_distance: float = 2.0
-    time_ps: float = 5.0
-    timestep_fs: float = 0.5
-    temperature: float = 300.0
-    friction: float = 1.0
-    interval: int = 50
-    cutoff: float = 4.0
-    backend: str = "torch"
+from .settings import DimerSettings
 
 
 def run_dimer_box(model, conformers: Sequence[Structure], rho_hat: float, seed: int,

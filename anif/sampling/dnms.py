@@ -18,7 +18,6 @@ rho > rho_hat are returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
@@ -29,6 +28,7 @@ from ..models import evaluate
 from ..structures import Structure
 from ..vibrations import mode_directions
 from .candidates import Candidate, score
+from .settings import DNMSSettings
 
 #: The old name of :func:`anif.vibrations.mode_directions` (``kabsch_rmsd`` is :mod:`anif.geometry`'s).
 normal_modes = mode_directions
@@ -36,21 +36,6 @@ normal_modes = mode_directions
 #: Boltzmann constant in Hartree per kelvin. Kept as written: openmm.unit's k_B / E_h differs in the
 #: 10th digit, enough to change which conformers a seeded campaign draws.
 KB_HARTREE = 3.166811563e-6
-
-
-@dataclass
-class DNMSSettings:
-    """DNMS parameters. Temperature in K, distances in A, force constants in Ha/A^2."""
-
-    temperature: float = 300.0
-    pool: int = 256
-    keep: int = 32
-    min_rmsd: float = 0.05
-    bias: float = 2.0
-    fd_step: float = 5e-3
-    min_force_constant: float = 1e-3
-    optimise: bool = True
-    hessian: str = "ensemble"
 
 
 def optimise(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 500) -> Structure:

@@ -17,7 +17,6 @@ sigma with the forces it computes anyway, so the QBC test at every step costs no
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 from openmm import unit
@@ -29,27 +28,11 @@ from ..openmm_plugin.simulation import langevin_simulation, to_topology
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .candidates import Candidate, molecule_seed, score
+from .settings import RTSSettings
 
 
 #: Steps between checks of the molecule's integrity (the failing structure is always checked).
 GUARD_INTERVAL = 20
-
-
-@dataclass
-class RTSSettings:
-    """RTS parameters: temperatures in K, times in ps / fs, friction in 1/ps."""
-
-    t_start: float = 300.0
-    t_end: float = 1000.0
-    ramp_ps: float = 4.0
-    timestep_fs: float = 0.5
-    friction: float = 1.0
-    repeats: int = 4
-    backend: str = "torch"
-
-    @property
-    def steps(self) -> int:
-        return int(round(self.ramp_ps * FS_PER_PS / self.timestep_fs))
 
 
 def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, settings: RTSSettings = RTSSettings(),
