@@ -243,3 +243,30 @@ def test_model_folder_refuses_weights_from_another_save(tmp_path, ani1x):
     (tmp_path / "a" / "weights.pt").write_bytes((tmp_path / "b" / "weights.pt").read_bytes())
     with pytest.raises(InputError, match="does not belong"):
         load_model(str(tmp_path / "a"))
+
+
+def test_ani1x_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch, ani1x_torchani, molecules):
+    import torchani
+
+    from anif.models import MODEL_WEIGHTS, load_ani
+
+    monkeypatch.setenv("ANIF_CACHE_DIR", str(tmp_path))
+    mol = molecules[1]
+    species, coords = torch.as_tensor(mol.numbers[None]), torch.tensor(mol.coordinates[None], dtype=torch.float32)
+    expected = ani1x_torchani((species, coords), ensemble_values=True).energies
+    parsed = load_ani("ani1x")
+    (entry,) = tmp_path.iterdir()
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the Neurochem files were parsed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torchani.neurochem, "load_model_from_name", no_parsing)
+        cached = load_ani("ani1x")
+    for ani in (parsed, cached):
+        assert torch.equal(ani((species, coords), ensemble_values=True).energies, expected)
+    # a damaged entry is parsed again and replaced
+    (entry / MODEL_WEIGHTS).write_bytes(b"not a checkpoint")
+    repaired = load_ani("ani1x")
+    assert torch.equal(repaired((species, coords), ensemble_values=True).energies, expected)
+    assert load_ani("ani1x") is not None and (entry / MODEL_WEIGHTS).stat().st_size > 1000
