@@ -1,7 +1,7 @@
 """A fused ANI ensemble: every member of a species' network evaluated in one batched product.
 
 :class:`FusedAniEnsemble` computes the same member energies as the stock
-:class:`anif.models.AniEnsemble` (torchani's own forward pass) with far fewer operations:
+:class:`anif.models.StockAniEnsemble` (torchani's own forward pass) with far fewer operations:
 
 - one AEV per atom shared by all members, from torchani's own radial and angular terms
   (``AEVComputer.radial`` / ``.angular``). For molecules the neighbour work is done once per
@@ -100,7 +100,7 @@ class _StackedLinear(torch.nn.Module):
 class FusedAniEnsemble(torch.nn.Module):
     """Member energies (M, B) in Hartree of a torchani ANI ensemble, fused for speed.
 
-    Same contract as :class:`anif.models.AniEnsemble`: ``forward(species (B, N) atomic numbers
+    The :class:`anif.models.Ensemble` contract: ``forward(species (B, N) atomic numbers
     with -1 padding, coordinates (B, N, 3) Angstrom, cell (3, 3) Angstrom or None, pbc (3,)
     bool or None)``. The wrapped torchani module stays available as ``.ani`` (for saving and
     training; it is not compiled by ``torch.jit.script``); weights are copied at construction,

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .qbc_calibration import RHO_HAT
-from .openmm_plugin.simulation import get_platform, to_topology
+from .simulation.builder import get_platform, to_topology
 from .structures import Structure, from_smiles
 from .units import FS_PER_PS, HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
@@ -58,9 +58,9 @@ class EnsembleCalculator:
 
         key = tuple(int(z) for z in numbers)
         if key not in self._contexts:
-            from .openmm_plugin import create_system
+            from .simulation import create_system
 
-            system, force = create_system(key, self.model, backend=self.backend, remove_cm_motion=False)
+            system, force = create_system(self.model, key, backend=self.backend, remove_cm_motion=False)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), get_platform(self.platform))
             self._contexts[key] = (context, force)
         return self._contexts[key]
@@ -70,7 +70,7 @@ class EnsembleCalculator:
         from openmm import unit
 
         from .models import evaluate
-        from .openmm_plugin import read_qbc
+        from .simulation import read_qbc
 
         context, force = self._context(structure.numbers)
         context.setPositions(structure.coordinates / NM_TO_ANGSTROM)
@@ -91,9 +91,9 @@ class EnsembleCalculator:
 
 def molecule_system(structure: Structure, model, backend: str = "torch"):
     """(topology, System driven by the ensemble alone, positions in nm) of one molecule in vacuum."""
-    from .openmm_plugin import create_system
+    from .simulation import create_system
 
-    system, _ = create_system(structure.numbers, model, backend=backend)
+    system, _ = create_system(model, structure.numbers, backend=backend)
     return to_topology(structure), system, structure.coordinates / NM_TO_ANGSTROM
 
 
@@ -109,7 +109,7 @@ def run_md(
     report_every: int = 10,
     platform: str = "CPU",
     seed: int = 0,
-    rho_threshold: Optional[float] = None,
+    rho_hat: Optional[float] = None,
     stop_on_rho: bool = False,
     minimize: bool = True,
     progress: bool = True,
@@ -120,7 +120,7 @@ def run_md(
     topology.pdb, trajectory.dcd and qbc.csv (sigma/rho of the ensemble's atoms, ``ml_atoms``; all
     particles if None) into ``out`` and returns the run's summary.
 
-    A :class:`~anif.openmm_plugin.guard.DomainGuard` watches the ML atoms every report: bonds
+    A :class:`~anif.simulation.guard.DomainGuard` watches the ML atoms every report: bonds
     broken or formed, atoms flung beyond the cutoff, NaN energies, rho above ``rho_limit`` for 50
     reports in a row stop the run (``outcome`` 'left_model_domain', with the reason); the frames
     so far are kept. A minimisation that changes the bond graph is undone (MD starts from the input
@@ -128,9 +128,9 @@ def run_md(
     """
     from openmm import app, unit
 
-    from .openmm_plugin import QBCReporter, RhoThresholdExceeded
-    from .openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
-    from .openmm_plugin.simulation import langevin_simulation, openmm_seed
+    from .simulation import QBCReporter, RhoThresholdExceeded
+    from .simulation.guard import DomainGuard, LeftModelDomain, bond_changes
+    from .simulation.builder import langevin_simulation, openmm_seed
     from .progress import step_progress
 
     if steps < 0 or report_every < 1:
@@ -157,7 +157,7 @@ def run_md(
     state = simulation.context.getState(getPositions=True, enforcePeriodicBox=periodic)
     with open(out / "topology.pdb", "w") as fh:
         app.PDBFile.writeFile(topology, state.getPositions(), fh)
-    qbc = QBCReporter(str(out / "qbc.csv"), report_every, rho_threshold=rho_threshold, stop=stop_on_rho)
+    qbc = QBCReporter(str(out / "qbc.csv"), report_every, rho_hat=rho_hat, stop=stop_on_rho)
     simulation.reporters += [app.DCDReporter(str(out / "trajectory.dcd"), report_every), qbc, guard]
     outcome, stopped_at, reason = "completed", None, None
     try:

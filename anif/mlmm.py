@@ -163,7 +163,7 @@ def _mass(z: int) -> float:
 
 
 def _atom_name(structure: Structure, i: int) -> str:
-    from .openmm_plugin.simulation import atom_names
+    from .simulation.builder import atom_names
 
     return atom_names(structure.numbers)[i]
 
@@ -174,7 +174,7 @@ def solvated_molecule(structure: Structure, smiles: str, box_nm: float, seed: in
     import openmm
     from openmm import app, unit
 
-    from .openmm_plugin.simulation import to_topology
+    from .simulation.builder import to_topology
 
     extent = float(np.ptp(structure.coordinates, axis=0).max()) / NM_TO_ANGSTROM
     smallest = max(2 * NONBONDED_CUTOFF_NM, extent + 2 * SOLUTE_MARGIN_NM)

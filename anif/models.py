@@ -32,7 +32,7 @@ MODEL_FORMAT = "anif-ensemble"
 
 @runtime_checkable
 class Ensemble(Protocol):
-    """The contract every anif model meets (:class:`AniEnsemble`, :class:`anif.fused.FusedAniEnsemble`):
+    """The contract every anif model meets (:class:`StockAniEnsemble`, :class:`anif.fused.FusedAniEnsemble`):
     a TorchScript-compatible module from atomic numbers (B, N) with -1 pads and coordinates (B, N, 3)
     in Angstrom (optionally a (3, 3) cell in Angstrom and (3,) pbc flags) to the members' energies
     (M, B) in Hartree; ``atomic_numbers`` lists the elements it supports, ``cutoff`` its radius (A)."""
@@ -44,7 +44,7 @@ class Ensemble(Protocol):
                  pbc: Optional[Tensor] = None) -> Tensor: ...
 
 
-class AniEnsemble(torch.nn.Module):
+class StockAniEnsemble(torch.nn.Module):
     """Member energies of a torchani ANI ensemble, through torchani's own forward pass (the
     :class:`Ensemble` contract)."""
 
@@ -57,6 +57,10 @@ class AniEnsemble(torch.nn.Module):
     def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
                 pbc: Optional[Tensor] = None) -> Tensor:
         return self.ani((species, coordinates), cell=cell, pbc=pbc, ensemble_values=True).energies
+
+
+#: The old name of :class:`StockAniEnsemble` (it is not the contract: that is :class:`Ensemble`).
+AniEnsemble = StockAniEnsemble
 
 
 def build_ani(
@@ -97,7 +101,7 @@ def _ensemble_spec(ani) -> dict:
     }
 
 
-def save_model(model: AniEnsemble, directory: str | Path, **metadata) -> Path:
+def save_model(model: Ensemble, directory: str | Path, **metadata) -> Path:
     """Save an ensemble as ``model.json`` (architecture, metadata, the weights' SHA-256) + ``weights.pt``.
 
     Each file is replaced atomically, the weights first; a kill between the two leaves new weights
@@ -184,7 +188,7 @@ def _load_ani1x():
         ) from None
     if cache is not None:
         try:
-            save_model(AniEnsemble(ani), cache, source="torchani Neurochem ani-1x_8x (cache)")
+            save_model(StockAniEnsemble(ani), cache, source="torchani Neurochem ani-1x_8x (cache)")
         except OSError:
             pass  # no writable cache: parse every time
     return ani
@@ -213,7 +217,7 @@ def load_model(spec: str = "ani1x", implementation: str = "kernels") -> torch.nn
     :class:`anif.fused.FusedAniEnsemble`, the members evaluated together, on the compiled CPU
     kernels of :mod:`anif.kernels` where they load (its TorchScript operations otherwise, and on a
     GPU); ``'torchscript'`` is the same ensemble without the compiled kernels; ``'stock'`` is
-    torchani's own forward pass (:class:`AniEnsemble`). All give the same numbers. ``'fused'`` is
+    torchani's own forward pass (:class:`StockAniEnsemble`). All give the same numbers. ``'fused'`` is
     the old name of ``'kernels'``.
     """
     implementation = _IMPLEMENTATION_ALIASES.get(implementation, implementation)
@@ -225,7 +229,7 @@ def load_model(spec: str = "ani1x", implementation: str = "kernels") -> torch.nn
 
         model = FusedAniEnsemble(ani, kernels=implementation == "kernels")
     else:
-        model = AniEnsemble(ani)
+        model = StockAniEnsemble(ani)
     model.spec = spec
     return model.eval()
 

@@ -52,7 +52,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .outputs import atomic_write
-from .models import MODEL_JSON, MODEL_WEIGHTS, AniEnsemble, build_ani, check_supported, load_ani, save_model
+from .models import MODEL_JSON, MODEL_WEIGHTS, Ensemble, StockAniEnsemble, build_ani, check_supported, load_ani, save_model
 from .training_data import (
     ConformerSet,
     TrainingData,
@@ -465,7 +465,7 @@ class TrainResult:
     warm starts whose split differs from the starting ensemble's (validation then not clean).
     """
 
-    model: AniEnsemble
+    model: Ensemble
     directory: Path
     members: list[MemberResult]
     force_weight: float
@@ -545,7 +545,7 @@ def train_ensemble(
     if force_weight > 0 and data.forces is None:
         raise InputError("some conformers lack forces but --forces was given (use --forces 0 to train on energies only)")
     template = build_ani(SYMBOLS, start.layer_dims, [0.0] * len(SYMBOLS), 1)  # converter, AEV, shapes
-    check_supported(AniEnsemble(template), data.species)
+    check_supported(StockAniEnsemble(template), data.species)
     fold = assign_folds(data, settings.folds, settings.seed, settings.split)
     fitted = fit_self_energies(data.species, data.energies)
     self_energies = fitted if start.self_energies is None else start.self_energies
@@ -577,7 +577,7 @@ def train_ensemble(
     ensemble = build_ani(SYMBOLS, start.layer_dims, list(map(float, self_energies)), settings.members)
     for r in results:
         ensemble.neural_networks.members[r.index].load_state_dict(r.state)
-    model = AniEnsemble(ensemble)
+    model = StockAniEnsemble(ensemble)
     for r, base in zip(results, fold_baseline):
         summary = {k: v for k, v in asdict(r).items() if k != "state"}
         summary.update(

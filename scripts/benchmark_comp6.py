@@ -17,7 +17,7 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import torch  # noqa: E402
 
-from anif.benchmark import predict  # noqa: E402
+from anif.accuracy import predict  # noqa: E402
 from anif.cli import main as anif_main  # noqa: E402
 from anif.comp6 import read_comp6  # noqa: E402
 from anif.models import load_model  # noqa: E402

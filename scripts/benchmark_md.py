@@ -17,7 +17,7 @@ import torch
 from openmm import unit
 
 from anif.models import load_ani, load_model
-from anif.openmm_plugin import create_system
+from anif.simulation import create_system
 from anif.structures import from_smiles
 from anif.units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
@@ -75,8 +75,8 @@ def periodic_table(model, steps):
              ("ethanol, 20 A box", ethanol.numbers, ethanol.coordinates - ethanol.coordinates.mean(0) + 10.0, 20.0)]
     for name, z, x, edge in cases:
         box = np.eye(3) * edge / NM_TO_ANGSTROM
-        systems = [create_system(z, model, box_vectors=box)[0], create_system(z, neighbour_list, box_vectors=box)[0],
-                   create_system(z, model)[0]]
+        systems = [create_system(model, z, box_vectors=box)[0], create_system(neighbour_list, z, box_vectors=box)[0],
+                   create_system(model, z)[0]]
         # best of three rounds, interleaved, so load on a shared machine hits all three alike
         periodic, before, isolated = np.max([[steps_per_second(system, x, steps) for system in systems]
                                              for _ in range(3)], axis=0)
@@ -98,8 +98,8 @@ def main():
     for name, smiles in MOLECULES.items():
         mol = from_smiles(smiles, seed=0)
         rates = [
-            steps_per_second(create_system(mol.numbers, model, backend="torch")[0], mol.coordinates, args.steps),
-            steps_per_second(create_system(mol.numbers, model, backend="python")[0], mol.coordinates, args.steps),
+            steps_per_second(create_system(model, mol.numbers, backend="torch")[0], mol.coordinates, args.steps),
+            steps_per_second(create_system(model, mol.numbers, backend="python")[0], mol.coordinates, args.steps),
             steps_per_second(baseline_system(mol.numbers, ani), mol.coordinates, args.steps),
         ]
         print(f"{name:16s} {mol.n_atoms:5d} {rates[0]:11.1f} {rates[1]:12.1f} {rates[2]:9.1f} "

@@ -356,7 +356,7 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     assert sorted(m[0] for m in molecules) == sorted(DatasetStore(labelled, "r").groups())
 
     # rho_hat recalibrated on the test set after the cycle (paper Fig. 1 logic) for the next cycle
-    from anif.benchmark import predict
+    from anif.accuracy import predict
     from anif.qbc_calibration import calibrate
 
     model = load_model(str(tmp_path / "run" / "models" / "cycle_000")).double()

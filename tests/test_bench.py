@@ -123,7 +123,7 @@ def test_comp6_conventions(independent_s66x8, s66x8_path):
 
 def test_bench_bad_inputs(monkeypatch, capsys, tmp_path, s66x8_path):
     from anif.datasets import DatasetStore
-    from anif.models import AniEnsemble, build_ani, save_model
+    from anif.models import StockAniEnsemble, build_ani, save_model
 
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"not an hdf5 file at all" * 10)
@@ -133,7 +133,7 @@ def test_bench_bad_inputs(monkeypatch, capsys, tmp_path, s66x8_path):
     sulfur = tmp_path / "h2s.h5"
     DatasetStore(sulfur).append("h2s", ["S", "H", "H"], [[[0, 0, 0], [1.34, 0, 0], [0, 1.34, 0]]], [-399.0])
     hco = build_ani(["H", "C", "O"], {s: [240, 8, 1] for s in "HCO"}, [-0.5, -38.0, -75.0], members=2)
-    save_model(AniEnsemble(hco), tmp_path / "hco")
+    save_model(StockAniEnsemble(hco), tmp_path / "hco")
     cases = [
         (["--model", "ani1x", "--data", corrupt], "not a readable HDF5"),
         (["--model", "ani1x", "--data", other], "not an ANI-format dataset"),

@@ -20,7 +20,7 @@ def parsed(*argv: str) -> dict:
 
 
 @pytest.mark.parametrize("command, new, old, key, value", [
-    ("md --smiles C --steps 5 --out x", "--rho-hat", "--rho-threshold", "rho_threshold", "0.5"),
+    ("md --smiles C --steps 5 --out x", "--rho-hat", "--rho-threshold", "rho_hat", "0.5"),
     ("train --data a.h5 --out m", "--workers", "--jobs", "workers", "2"),
     ("bench comp6 --model ani1x --data a.h5", "--json-out", "--json", "json_out", "m.json"),
     ("qbc calibrate --model ani1x --data a.h5", "--json-out", "--json", "json_out", "c.json"),

@@ -134,9 +134,9 @@ def test_small_molecules_match_torchani_ani1x(fused, ani1x_torchani, numbers, co
 def torchforce_state(model, mol):
     import openmm
 
-    from anif.openmm_plugin import create_system, read_qbc
+    from anif.simulation import create_system, read_qbc
 
-    system, force = create_system(mol.numbers, model, backend="torch")
+    system, force = create_system(model, mol.numbers, backend="torch")
     assert type(force).__name__ == "TorchForce"
     context = openmm.Context(system, openmm.VerletIntegrator(0.0005), openmm.Platform.getPlatformByName("CPU"))
     context.setPositions(mol.coordinates / 10.0)
@@ -216,7 +216,7 @@ def test_no_grad_path_gives_the_same_member_energies(ani1x, fused, molecules):
 def test_other_aev_settings_match_stock(molecules, aev):
     # smooth cutoff: torchani's angular terms; other ANI parameters: the transposed ANI terms
     from anif.fused import FusedAniEnsemble
-    from anif.models import AniEnsemble, build_ani
+    from anif.models import StockAniEnsemble, build_ani
 
     from torchani.aev import AEVComputer
 
@@ -227,7 +227,7 @@ def test_other_aev_settings_match_stock(molecules, aev):
     fused = FusedAniEnsemble(ani)
     assert fused.ani_angular == ("smooth" not in aev.values())
     for mol in molecules[1:3]:
-        stock = evaluate(AniEnsemble(ani), mol.numbers, mol.coordinates)
+        stock = evaluate(StockAniEnsemble(ani), mol.numbers, mol.coordinates)
         assert_same(stock, evaluate(fused, mol.numbers, mol.coordinates))
 
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 from openmm import app, unit
 
-from anif.models import load_model
-from anif.openmm_plugin import (
+from anif.models import evaluate, load_model
+from anif.simulation import (
     QBCLangevinIntegrator,
     QBCReporter,
     RhoThresholdExceeded,
     create_force,
     create_system,
+    ensemble_atom_count,
     read_qbc,
 )
 from anif.structures import from_smiles
@@ -48,7 +49,7 @@ def context_for(system, platform="CPU"):
 
 @pytest.mark.parametrize("backend", ["torch", "python"])
 def test_force_matches_torchani(ani1x, ani1x_torchani, paracetamol, backend):
-    system, force = create_system(paracetamol.numbers, ani1x, backend=backend)
+    system, force = create_system(ani1x, paracetamol.numbers, backend=backend)
     context = context_for(system)
     context.setPositions(paracetamol.coordinates / 10)
     state = context.getState(getEnergy=True, getForces=True, getParameterDerivatives=True)
@@ -66,7 +67,7 @@ def test_force_matches_torchani(ani1x, ani1x_torchani, paracetamol, backend):
 def test_forces_equal_finite_differences():
     model = load_model("ani1x").double()
     mol = from_smiles("CO", seed=3)
-    system, _ = create_system(mol.numbers, model)
+    system, _ = create_system(model, mol.numbers)
     context = context_for(system, "Reference")
     x0 = mol.coordinates / 10
 
@@ -91,7 +92,7 @@ def test_nve_energy_drift():
     """1 ps of NVE at 0.5 fs (TorchForce, float32): total energy drifts little."""
     model = load_model("ani1x")
     mol = from_smiles("CO", seed=0)
-    system, _ = create_system(mol.numbers, model)
+    system, _ = create_system(model, mol.numbers)
     integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
     context.setPositions(mol.coordinates / 10)
@@ -122,7 +123,7 @@ def test_openmmml_route_matches_direct(ani1x, paracetamol):
     context = context_for(system)
     context.setPositions(paracetamol.coordinates / 10)
     via_openmmml = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    direct_system, _ = create_system(paracetamol.numbers, load_model("ani1x"))  # the model openmmml loads
+    direct_system, _ = create_system(load_model("ani1x"), paracetamol.numbers)  # the model openmmml loads
     direct = context_for(direct_system)
     direct.setPositions(paracetamol.coordinates / 10)
     expected = direct.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
@@ -133,7 +134,7 @@ def test_openmmml_anif_model_dir(tmp_path, ani1x, paracetamol):
     from openmmml import MLPotential
 
     from anif.md import to_topology
-    from anif.models import evaluate, save_model
+    from anif.models import save_model
 
     save_model(ani1x, tmp_path / "model")
     system = MLPotential("anif", model=str(tmp_path / "model")).createSystem(to_topology(paracetamol))
@@ -159,7 +160,7 @@ def test_periodic_translation_invariance_and_reference(ani1x, ani1x_torchani, ba
     coords = np.concatenate([w1, w2])
     numbers = np.concatenate([water.numbers, water.numbers])
     box = np.eye(3) * 1.2  # nm; 12 A > 2 * 5.2 A cutoff
-    system, force = create_system(numbers, ani1x, box_vectors=box, backend=backend)
+    system, force = create_system(ani1x, numbers, box_vectors=box, backend=backend)
     context = context_for(system)
 
     def energy(x):
@@ -202,7 +203,7 @@ def test_subset_of_atoms(ani1x, ani1x_torchani, backend):
 def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamol, integrator_kind):
     """The logged sigma and energy equal torchani at the frames; with the QBCLangevinIntegrator
     they come from the integrator's own force evaluation."""
-    system, force = create_system(paracetamol.numbers, ani1x)
+    system, force = create_system(ani1x, paracetamol.numbers)
     integrator_class = {"LangevinMiddle": openmm.LangevinMiddleIntegrator, "QBCLangevin": QBCLangevinIntegrator}
     integrator = integrator_class[integrator_kind](300, 1, 0.0005)
     simulation = app.Simulation(__import__("anif.md", fromlist=["to_topology"]).to_topology(paracetamol), system,
@@ -243,11 +244,11 @@ def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamo
 def test_qbc_langevin_integrator_thermostat_and_cost():
     """The QBC integrator holds its target temperature and records sigma without a second
     force evaluation (sigma after a step equals a fresh evaluation at those positions)."""
-    from anif.openmm_plugin.reporters import degrees_of_freedom
+    from anif.simulation.reporters import degrees_of_freedom
 
     model = load_model("ani1x")
     mol = from_smiles("CCO", seed=0)
-    system, force = create_system(mol.numbers, model)
+    system, force = create_system(model, mol.numbers)
     integrator = QBCLangevinIntegrator(500 * unit.kelvin, 20 / unit.picosecond, 0.5 * unit.femtosecond)
     integrator.setRandomNumberSeed(5)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
@@ -265,3 +266,16 @@ def test_qbc_langevin_integrator_thermostat_and_cost():
     assert recorded[0] == pytest.approx(state.getEnergyParameterDerivatives()["anif_sigma"], rel=1e-5)
     assert recorded[1] == pytest.approx(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), abs=1e-3)
     assert integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(500)
+
+
+def test_create_system_takes_create_forces_order_and_the_old_one(ani1x):
+    mol = from_smiles("CCO", seed=0)
+    energies = []
+    for args in ((ani1x, mol.numbers), (mol.numbers, ani1x)):  # new order, old order
+        system, force = create_system(*args)
+        assert system.getNumParticles() == mol.n_atoms and ensemble_atom_count(force) == mol.n_atoms
+        context = context_for(system)
+        context.setPositions(mol.coordinates / 10)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    expected = evaluate(ani1x, mol.numbers, mol.coordinates).energy[0] * HARTREE_TO_KJ_MOL
+    assert energies[0] == energies[1] == pytest.approx(expected, abs=0.05)

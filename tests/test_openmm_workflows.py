@@ -10,7 +10,7 @@ import torch
 from openmm import app, unit
 
 from anif.md import to_topology
-from anif.openmm_plugin import (
+from anif.simulation import (
     QBCLangevinIntegrator,
     QBCReporter,
     create_system,
@@ -53,7 +53,7 @@ def torchani_qbc(ani, numbers, coords_angstrom):
 
 @pytest.mark.parametrize("backend", ["torch", "python"])
 def test_copies_and_xml_round_trip_keep_energy_forces_and_sigma(ani1x, ethanol, backend):
-    system, force = create_system(ethanol.numbers, ani1x, backend=backend)
+    system, force = create_system(ani1x, ethanol.numbers, backend=backend)
     x = ethanol.coordinates / 10
     reference = evaluate_system(system, x)
     assert reference[2] > 0.05
@@ -79,7 +79,7 @@ def test_copies_and_xml_round_trip_keep_energy_forces_and_sigma(ani1x, ethanol, 
 
 
 def test_state_and_checkpoint_restore_sigma(tmp_path, ani1x, ethanol):
-    system, _ = create_system(ethanol.numbers, ani1x)
+    system, _ = create_system(ani1x, ethanol.numbers)
     integrator = QBCLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.5 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     simulation = app.Simulation(to_topology(ethanol), system, integrator, openmm.Platform.getPlatformByName("CPU"))

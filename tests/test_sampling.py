@@ -35,7 +35,7 @@ def methanol():
 
 # ---- RTS ------------------------------------------------------------------------------
 def test_rts_defaults_follow_the_paper_schedule():
-    from anif.openmm_plugin.sampling_reporters import TemperatureRampReporter
+    from anif.simulation.sampling_reporters import TemperatureRampReporter
     from anif.sampling import RTSSettings
 
     s = RTSSettings()
@@ -132,9 +132,9 @@ def test_dimer_pairs_are_whole_close_failing_and_unique(ani1x, ani1x_torchani):
 # ---- DNMS -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def optimised_methanol(ani1x, methanol):
-    from anif.sampling.dnms import optimise
+    from anif.sampling.dnms import optimize
 
-    return optimise(ani1x, methanol)
+    return optimize(ani1x, methanol)
 
 
 def _torchani_hessian(ani, structure, step=5e-3):
@@ -197,7 +197,7 @@ def test_dnms_diversity_selection_removes_planted_duplicates(ani1x, optimised_me
         for b in range(a):
             assert _rmsd(mixed[kept[a]], mixed[kept[b]]) >= 0.05
 
-    candidates = sample_dnms(ani1x, s, 0.0, seed=3, settings=DNMSSettings(pool=64, keep=8, optimise=False))
+    candidates = sample_dnms(ani1x, s, 0.0, seed=3, settings=DNMSSettings(pool=64, keep=8, optimize=False))
     assert 1 < len(candidates) <= 8
     for a in range(len(candidates)):
         assert _rmsd(candidates[a].structure.coordinates, s.coordinates) >= 0.05  # not the optimum again

@@ -273,7 +273,7 @@ class Campaign:
 
     # ---- reduce (bootstrap from a labelled set) ----------------------------------------------
     def _stage_reduce(self, row) -> None:
-        from ..benchmark import predict
+        from ..accuracy import predict
         from ..comp6 import read_comp6_file
         from ..models import load_model
         from ..units import HARTREE_TO_KCAL_MOL
@@ -520,7 +520,7 @@ class Campaign:
             if sampler == "dnms":
                 payloads = [(s, square_of(m["hessian"]) if c.oracle.hessian and m["hessian"] is not None else None)
                             for s, m in zip(structures, mols) if s.n_atoms > 1]
-                plan.append(("dnms", payloads, replace(c.dnms, optimise=False),
+                plan.append(("dnms", payloads, replace(c.dnms, optimize=False),
                              model, rho_hat if c.qbc.prefilter else -math.inf))
             elif sampler == "rts":
                 plan.append(("rts", structures, c.rts, model, rho_hat))
@@ -699,7 +699,7 @@ class Campaign:
         return Path(t.file) if t.file else self.folder / TEST_DIR / f"{name}.h5"
 
     def _stage_evaluate(self, row) -> None:
-        from ..benchmark import compute_metrics, predict
+        from ..accuracy import compute_metrics, predict
         from ..comp6 import read_comp6_file
         from ..models import load_model
         from ..qbc_calibration import calibrate

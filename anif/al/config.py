@@ -169,7 +169,7 @@ _SECTIONS = {
     "bootstrap": (BootstrapSettings, ()),
     "search": (SearchSettings, ()),
     "conformational": (ConformationalSettings, ()),
-    "dnms": (DNMSSettings, ("fd_step", "min_force_constant", "optimise", "hessian")),
+    "dnms": (DNMSSettings, ("fd_step", "min_force_constant", "optimize", "hessian")),
     "rts": (RTSSettings, ("backend",)),
     "dimers": (DimerSettings, ("backend",)),
     "qbc": (QBCSettings, ()),

@@ -100,10 +100,10 @@ class TeacherOracle(Oracle):
 
     def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
         from ..models import evaluate
-        from ..sampling.dnms import optimise
+        from ..sampling.dnms import optimize
 
         model = _teacher(self.spec)
-        minimum = optimise(model, structure)
+        minimum = optimize(model, structure)
         r = evaluate(model, minimum.numbers, minimum.coordinates)
         minimum.name = structure.name
         return minimum, float(r.energy[0]), bool(np.abs(r.forces).max() < 1e-3)

@@ -18,7 +18,7 @@ bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data."
 def metrics_table(metrics: dict[str, dict], title: str):
     from rich.table import Table
 
-    from ..benchmark import METRIC_KEYS
+    from ..accuracy import METRIC_KEYS
 
     table = Table(title=title)
     table.add_column("subset")
@@ -49,7 +49,7 @@ def bench_comp6_command(
     import numpy as np
     from rich.console import Console
 
-    from ..benchmark import (PAPER_ERROR_BOUND, energy_window, error_samples, metrics_from_samples,
+    from ..accuracy import (PAPER_ERROR_BOUND, energy_window, error_samples, metrics_from_samples,
                              plot_error_vs_rho, plot_force_parity, plot_subset_bars, predict)
     from ..comp6 import read_comp6
     from ..errors import InputError

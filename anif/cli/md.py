@@ -75,7 +75,7 @@ def md_command(
     model: str = _MODEL,
     platform: str = _PLATFORM,
     seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
-    rho_threshold: Optional[float] = typer.Option(None, "--rho-hat", "--rho-threshold", callback=non_negative,
+    rho_hat: Optional[float] = typer.Option(None, "--rho-hat", "--rho-threshold", callback=non_negative,
                                                   help="flag steps with rho above this (kcal/mol; --rho-threshold: old spelling)"),
     stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-hat"),
     backend: str = typer.Option("torch", "--backend", help="torch (TorchForce) or python (PythonForce)"),
@@ -126,7 +126,7 @@ def md_command(
             else:
                 topology, system, positions = molecule_system(structure, ensemble, backend)
         summary = run_md(topology, system, positions, stage, steps, temperature, timestep, friction, report_every,
-                         platform, seed, rho_threshold, stop_on_rho, ml_atoms=record.get("ml_atoms"))
+                         platform, seed, rho_hat, stop_on_rho, ml_atoms=record.get("ml_atoms"))
         atomic_write_text(stage / MD_JSON, json.dumps({**summary, **record}, indent=2))
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

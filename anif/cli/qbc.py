@@ -37,7 +37,7 @@ def qbc_calibrate_command(
 
     import numpy as np
 
-    from ..benchmark import plot_error_vs_rho, predict
+    from ..accuracy import plot_error_vs_rho, predict
     from ..comp6 import read_comp6
     from ..outputs import atomic_write_text
 

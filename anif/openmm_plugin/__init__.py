@@ -1,35 +1,7 @@
-"""ANI ensembles in OpenMM: forces that emit the ensemble's disagreement, and reporters."""
+"""The old name of :mod:`anif.simulation` (it was never an OpenMM plugin in OpenMM's sense).
 
-from .force import (
-    ATOMS_PARAMETER,
-    SIGMA_PARAMETER,
-    create_force,
-    create_system,
-    ensemble_atom_count,
-    find_ensemble_force,
-    read_qbc,
-    sigma_from_state,
-)
-from .guard import DomainGuard, LeftModelDomain
-from .integrators import QBCLangevinIntegrator
-from .reporters import QBC_CSV_HEADER, QBCReporter, RhoThresholdExceeded
-from .simulation import langevin_simulation, to_topology
+Kept so that scripts, pickled PythonForce callables and installed openmmml entry points that
+name ``anif.openmm_plugin[.module]`` keep working: each submodule here *is* the new module."""
 
-__all__ = [
-    "ATOMS_PARAMETER",
-    "SIGMA_PARAMETER",
-    "QBC_CSV_HEADER",
-    "QBCLangevinIntegrator",
-    "QBCReporter",
-    "DomainGuard",
-    "LeftModelDomain",
-    "RhoThresholdExceeded",
-    "create_force",
-    "create_system",
-    "ensemble_atom_count",
-    "find_ensemble_force",
-    "langevin_simulation",
-    "to_topology",
-    "read_qbc",
-    "sigma_from_state",
-]
+from ..simulation import *  # noqa: F401,F403
+from ..simulation import __all__  # noqa: F401

@@ -14,10 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..openmm_plugin import create_system
-from ..openmm_plugin.guard import DomainGuard, LeftModelDomain
-from ..openmm_plugin.simulation import langevin_simulation, to_topology
-from ..openmm_plugin.sampling_reporters import DimerReporter
+from ..simulation import create_system
+from ..simulation.guard import DomainGuard, LeftModelDomain
+from ..simulation.builder import langevin_simulation, to_topology
+from ..simulation.sampling_reporters import DimerReporter
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .boxes import pack_box
@@ -31,7 +31,7 @@ def run_dimer_box(model, conformers: Sequence[Structure], rho_hat: float, seed: 
     rng = np.random.default_rng(seed)
     numbers, positions, box, molecules, chosen = pack_box(conformers, settings.molecules, settings.density, rng,
                                                           settings.min_distance)
-    system, _ = create_system(numbers, model, box_vectors=np.diag(box) * ANGSTROM_TO_NM, backend=settings.backend)
+    system, _ = create_system(model, numbers, box_vectors=np.diag(box) * ANGSTROM_TO_NM, backend=settings.backend)
     simulation = langevin_simulation(to_topology(Structure(numbers, positions), box), system, positions * ANGSTROM_TO_NM,
                                      settings.temperature, settings.friction, settings.timestep_fs, seed=seed)
     reporter = DimerReporter(settings.interval, model, numbers, molecules, rho_hat, settings.cutoff, keep_frames)

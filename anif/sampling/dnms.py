@@ -38,7 +38,7 @@ normal_modes = mode_directions
 KB_HARTREE = 3.166811563e-6
 
 
-def optimise(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 500) -> Structure:
+def optimize(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 500) -> Structure:
     """Minimise the ensemble energy (L-BFGS) until the largest force component < fmax (Ha/A)."""
     species = structure.numbers[None]
 
@@ -49,6 +49,9 @@ def optimise(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 5
     res = minimize(energy_and_gradient, structure.coordinates.ravel(), jac=True, method="L-BFGS-B",
                    options={"maxiter": max_steps, "gtol": fmax})
     return Structure(structure.numbers, res.x.reshape(-1, 3), name=structure.name)
+
+
+optimise = optimize  # the old spelling
 
 
 def ensemble_hessian(model, structure: Structure, step: float = 5e-3) -> np.ndarray:
@@ -117,8 +120,8 @@ def sample_dnms(model, structure: Structure, rho_hat: float, seed: int,
         structure = labeling.optimize(structure).structure
         hessian = labeling.hessian(structure)
     elif hessian is None:
-        if settings.optimise:
-            structure = optimise(model, structure)
+        if settings.optimize:
+            structure = optimize(model, structure)
         hessian = ensemble_hessian(model, structure, settings.fd_step)
     conformers = dnms_conformers(structure, hessian, settings, rng, hessian_source, seed)
     energy, rho = score(model, [c.structure for c in conformers])
@@ -136,7 +139,7 @@ def dnms_conformers(structure: Structure, hessian: np.ndarray, settings: DNMSSet
 
     Draws that break or form a covalent bond against ``structure`` (too hot a temperature, a soft
     mode) are dropped before the selection: fragments are never candidates."""
-    from ..openmm_plugin.guard import bond_changes, bond_graph
+    from ..simulation.guard import bond_changes, bond_graph
 
     pool, s = nms_pool(structure, hessian, settings, rng)
     bonds = bond_graph(structure.numbers, structure.coordinates)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from openmm import unit
 
-from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
-from ..openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
-from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
-from ..openmm_plugin.simulation import langevin_simulation, to_topology
+from ..simulation import QBCReporter, RhoThresholdExceeded, create_system
+from ..simulation.guard import DomainGuard, LeftModelDomain, bond_changes
+from ..simulation.sampling_reporters import TemperatureRampReporter
+from ..simulation.builder import langevin_simulation, to_topology
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .candidates import Candidate, molecule_seed, score
@@ -41,16 +41,16 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
 
     ``log_prefix``: write ``PREFIX.ramp.csv`` (target temperature) and ``PREFIX.qbc.csv``
     (QBC log with the kinetic temperature). ``system``: a (System, force) pair from
-    :func:`anif.openmm_plugin.create_system` to reuse across trajectories.
+    :func:`anif.simulation.create_system` to reuse across trajectories.
     Returns (candidate or None, ramp reporter, number of steps run).
     """
-    system, force = system or create_system(structure.numbers, model, backend=settings.backend)
+    system, force = system or create_system(model, structure.numbers, backend=settings.backend)
     simulation = langevin_simulation(to_topology(structure), system, structure.coordinates * ANGSTROM_TO_NM, settings.t_start,
                                      settings.friction, settings.timestep_fs, seed=seed)
     ramp = TemperatureRampReporter(1, settings.t_start, settings.t_end, settings.ramp_ps,
                                    file=f"{log_prefix}.ramp.csv" if log_prefix else None)
     qbc = QBCReporter(f"{log_prefix}.qbc.csv" if log_prefix else io.StringIO(), 1, force,
-                      rho_threshold=rho_hat, stop=True)
+                      rho_hat=rho_hat, stop=True)
     guard = DomainGuard(GUARD_INTERVAL, range(structure.n_atoms), structure.numbers, structure.coordinates)
     simulation.reporters += [ramp, qbc, guard]
     found = None
@@ -79,7 +79,7 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
 def sample_rts(model, structure: Structure, rho_hat: float, seed: int,
                settings: RTSSettings = RTSSettings()) -> list[Candidate]:
     """``settings.repeats`` RTS trajectories from ``structure``; the failing structures found."""
-    system = create_system(structure.numbers, model, backend=settings.backend)
+    system = create_system(model, structure.numbers, backend=settings.backend)
     out = []
     for k in range(settings.repeats):
         candidate, _, _ = rts_trajectory(model, structure, rho_hat, molecule_seed(seed, k), settings, system=system)

@@ -52,5 +52,5 @@ class DNMSSettings:
     bias: float = 2.0
     fd_step: float = 5e-3
     min_force_constant: float = 1e-3
-    optimise: bool = True
+    optimize: bool = True
     hessian: str = "ensemble"
