@@ -689,13 +689,11 @@ def open_output(path: str | Path, kind: Optional[str] = None) -> DatasetStore:
     folder = _Copies(path).dir
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        created = not folder.exists()
-        folder.mkdir(exist_ok=True)
-        probe = folder / f"probe.{os.getpid()}"
+        # probe where the hidden folder lives (creating and removing the folder itself would race
+        # with another writer of the same store)
+        probe = (folder if folder.is_dir() else path.parent) / f".probe.{os.getpid()}.{threading.get_ident()}"
         probe.touch()
         probe.unlink()
-        if created:
-            folder.rmdir()
     except OSError as exc:
         raise InputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     return DatasetStore(path, "a", kind=kind)

@@ -6,6 +6,7 @@ the same things the same way; the Dask path is compared with the serial one on t
 Labels are checked against ANI-1x evaluated with plain torchani.
 """
 
+import copy
 import json
 import os
 import re
@@ -143,10 +144,10 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
     assert store.num_conformers() == len(labels)
     by_key = {k: (c, s, e) for k, c, s, e in labels}
     samplers = set()
+    model = copy.deepcopy(ani1x_torchani).double()  # the session fixture stays float32 for other tests
     for _, data in store:
         species = torch.tensor(data["species"][None].repeat(len(data["energies"]), 0))
         coords = torch.tensor(data["coordinates"], dtype=torch.float64, requires_grad=True)
-        model = ani1x_torchani.double()
         energy = model((species, coords)).energies
         forces = -torch.autograd.grad(energy.sum(), coords)[0]
         np.testing.assert_allclose(data["energies"], energy.detach().numpy(), atol=2e-6)
@@ -403,7 +404,6 @@ def test_invalid_smiles_in_a_source_file_are_skipped_with_reasons(tmp_path):
     smi.write_text("CC ethane\nC1CC( broken\nC[Cl] chloromethane\nC=C ethene\n[NH4+] ammonium\n")
     text = TINY.replace("[search]\n", f"[search]\ngdb11 = false\nsmiles_files = [\"{smi}\"]\n").replace(
         "max_cycles = 2", "max_cycles = 1").replace('samplers = ["dnms", "rts"]', 'samplers = ["dnms", "dimers"]')
-    text = text.replace('"C", "N", "O", "CO", "CN", "C=O", "CCO", "CC=O"', '"C", "N", "O", "CCO", "CC=O"')
     folder = tmp_path / "run"
     cfg = _write(tmp_path, text)
     run = _run(cfg, folder, "--workers", "0")

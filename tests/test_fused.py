@@ -245,7 +245,7 @@ def test_model_folder_refuses_weights_from_another_save(tmp_path, ani1x):
         load_model(str(tmp_path / "a"))
 
 
-def test_ani1x_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch, ani1x_torchani, molecules):
+def test_ani1x_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch, molecules):
     import torchani
 
     from anif.models import MODEL_WEIGHTS, load_ani
@@ -253,7 +253,7 @@ def test_ani1x_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch, an
     monkeypatch.setenv("ANIF_CACHE_DIR", str(tmp_path))
     mol = molecules[1]
     species, coords = torch.as_tensor(mol.numbers[None]), torch.tensor(mol.coordinates[None], dtype=torch.float32)
-    expected = ani1x_torchani((species, coords), ensemble_values=True).energies
+    expected = torchani.neurochem.load_model_from_name("ani1x")((species, coords), ensemble_values=True).energies
     parsed = load_ani("ani1x")
     (entry,) = tmp_path.iterdir()
 
