@@ -420,6 +420,20 @@ def test_invalid_smiles_in_a_source_file_are_skipped_with_reasons(tmp_path):
     assert _ledger(folder, "SELECT COUNT(*) FROM items WHERE cycle = 1 AND sampler = 'dimers' AND status = 'done'")[0][0] == 1
 
 
+def test_an_ensemble_that_cannot_disagree_is_said_so(tmp_path):
+    """Four bootstrap molecules for four elements: the self-energy fit is exact, no member improves on it,
+    the members stay identical (rho = 0 everywhere) and the campaign says why QBC selects nothing."""
+    text = TINY.replace('"C", "N", "O", "CO", "CN", "C=O", "CCO", "CC=O"', '"C", "N", "CCO", "CC=O"').replace(
+        "max_cycles = 2", "max_cycles = 1")
+    folder = tmp_path / "run"
+    run = _run(_write(tmp_path, text), folder, "--workers", "0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    (note,) = _ledger(folder, "SELECT note FROM models WHERE cycle = 0")[0]
+    assert "members agree exactly (rho = 0)" in note
+    assert "members agree exactly" in " ".join(run.stderr.split())
+    assert _ledger(folder, "SELECT MAX(rho) FROM search WHERE cycle = 1")[0][0] == 0.0
+
+
 def test_oracle_failing_every_label_is_a_clear_error_and_keeps_earlier_labels(straight, tmp_path):
     import shutil
 

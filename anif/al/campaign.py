@@ -690,6 +690,8 @@ class Campaign:
         else:
             init = Path(self._previous_model(cycle)) if cycle > 0 and self.config.training.warm_start else None
             note = self._train(out, init)
+            if note:
+                log.warning("cycle %d training: %s", cycle, note)
         with self.ledger.transaction():
             self.ledger.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (cycle, str(out), note))
 

@@ -15,8 +15,14 @@ def train_cycle_model(data_files: Sequence[Path], out: Path, settings: TrainSett
     (its members at epoch 0, the fine-tuning learning rate) or from scratch when None.
 
     Returns a note for the ledger: the training's warnings (members that did not improve on their
-    start or are worse than the self-energy fit), empty when there are none.
+    start or are worse than the self-energy fit), empty when there are none. Members trained from
+    scratch that all stayed at epoch 0 are identical (the self-energy fit): they never disagree, so
+    the next QBC test selects nothing; the note says so.
     """
     result = train_ensemble([str(f) for f in data_files], out, replace(settings, init=None if init is None else str(init)),
                             jobs=jobs, progress=progress)
-    return "; ".join(result.warnings)
+    notes = list(result.warnings)
+    if init is None and all(m.best_epoch == 0 for m in result.members):
+        notes.append("every member is still the self-energy fit, so the members agree exactly (rho = 0) and QBC "
+                     "will select nothing: the training data are too few (add bootstrap molecules or conformers)")
+    return "; ".join(notes)
