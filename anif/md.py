@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
+from .md_settings import MD_DEFAULTS
 from .qbc_calibration import RHO_HAT
 from .simulation.builder import get_platform, to_topology
 from .structures import Structure, from_smiles
@@ -103,10 +104,10 @@ def run_md(
     positions_nm,
     out: Path,
     steps: int,
-    temperature: float = 300.0,
-    timestep_fs: float = 0.5,
-    friction: float = 1.0,
-    report_every: int = 10,
+    temperature: float = MD_DEFAULTS.temperature,
+    timestep_fs: float = MD_DEFAULTS.timestep_fs,
+    friction: float = MD_DEFAULTS.friction,
+    report_every: int = MD_DEFAULTS.report_every,
     platform: str = "CPU",
     seed: int = 0,
     rho_hat: Optional[float] = None,

@@ -47,6 +47,11 @@ def test_defaults_come_from_the_settings_objects():
     assert (dimers["time_ps"], dimers["molecules"]) == (DimerSettings.time_ps, DimerSettings.molecules)
     assert (dnms["pool"], dnms["keep"]) == (DNMSSettings.pool, DNMSSettings.keep)
     assert parsed("train", "--data", "a.h5", "--out", "m")["max_epochs"] == TrainSettings.max_epochs
+    from anif.md_settings import MD_DEFAULTS
+
+    md = parsed("md", "--smiles", "C", "--steps", "5", "--out", "x")
+    assert (md["temperature"], md["timestep"], md["friction"], md["report_every"]) == (
+        MD_DEFAULTS.temperature, MD_DEFAULTS.timestep_fs, MD_DEFAULTS.friction, MD_DEFAULTS.report_every)
 
 
 @pytest.mark.parametrize("sampler", ["search", "dimers"])

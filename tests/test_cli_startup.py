@@ -36,7 +36,7 @@ def test_help_of_every_command_loads_no_heavy_package():
 def test_settings_and_packages_are_torch_free():
     """What the CLI and campaign configs read for defaults, and the lazy packages themselves."""
     assert loaded_by("import anif.al, anif.sampling, anif.al.config, anif.training_settings, "
-                     "anif.labeling_settings, anif.sampling.settings") == []
+                     "anif.labeling_settings, anif.sampling.settings, anif.md_settings") == []
 
 
 def test_lazy_packages_still_export_their_names():

@@ -16,7 +16,7 @@ LAYERS = {
     # workflows: sampling, labelling, training, benchmark, MD analysis, the AL loop
     "anif.sampling": 1, "anif.labeling": 1, "anif.training": 1, "anif.training_data": 1, "anif.teacher": 1,
     "anif.accuracy": 1, "anif.benchmark": 1, "anif.qbc_calibration": 1, "anif.md": 1, "anif.mlmm": 1, "anif.al": 1,
-    "anif.labeling_settings": 1, "anif.training_settings": 1,
+    "anif.labeling_settings": 1, "anif.training_settings": 1, "anif.md_settings": 1,
     # engine pieces: ensemble and kernels, OpenMM forces/integrators/reporters, dataset store
     "anif.models": 2, "anif.fused": 2, "anif.kernels": 2, "anif.simulation": 2, "anif.datasets": 2,
     "anif.comp6": 2, "anif.plausibility": 2, "anif.distributed": 2, "anif.vibrations": 2, "anif.outputs": 2,

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
+from ..md_settings import MD_DEFAULTS
 from ..qbc_calibration import RHO_HAT
 from ..units import FS_PER_PS
 from .common import load_model, non_negative, positive
@@ -68,10 +69,10 @@ def md_command(
                                            help="mdtraj selection of the ML atoms of a prepared system, e.g. 'resname LIG'"),
     solvent: Optional[str] = typer.Option(None, "--solvent", help="'water': the molecule in a TIP3P box (ML/MM)"),
     box: Optional[float] = typer.Option(None, "--box", callback=positive, help="edge of the cubic water box (nm)"),
-    temperature: float = typer.Option(300.0, "--temperature", callback=positive, help="K"),
-    timestep: float = typer.Option(0.5, "--timestep", callback=positive, help="fs"),
-    friction: float = typer.Option(1.0, "--friction", callback=non_negative, help="ps^-1"),
-    report_every: int = typer.Option(10, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
+    temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=positive, help="K"),
+    timestep: float = typer.Option(MD_DEFAULTS.timestep_fs, "--timestep", callback=positive, help="fs"),
+    friction: float = typer.Option(MD_DEFAULTS.friction, "--friction", callback=non_negative, help="ps^-1"),
+    report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
     model: str = _MODEL,
     platform: str = _PLATFORM,
     seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
