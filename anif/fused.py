@@ -121,7 +121,7 @@ class FusedAniEnsemble(torch.nn.Module):
             raise ValueError("fused evaluation supports ANI models without extra potentials")
         self.ani = ani
         self.aev_computer = nnp.aev_computer
-        self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
+        self.register_buffer("_atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
         self.cutoff = float(self.aev_computer.radial.cutoff)
         self.angular_cutoff = float(self.aev_computer.angular.cutoff)
         angular = self.aev_computer.angular
@@ -158,6 +158,11 @@ class FusedAniEnsemble(torch.nn.Module):
                     self.register_buffer(f"kernel_w_{e}_{l}", weight.contiguous())
                     self.register_buffer(f"kernel_b_{e}_{l}", torch.stack([lin.bias.detach() for lin in linears]))
             self._collect_kernel_buffers()
+
+    @property
+    def atomic_numbers(self) -> Tensor:
+        """The elements the model supports (a property, so the Ensemble protocol's runtime check sees it)."""
+        return self._atomic_numbers
 
     @staticmethod
     def kernels_support(ani: torch.nn.Module) -> bool:

@@ -51,8 +51,14 @@ class StockAniEnsemble(torch.nn.Module):
     def __init__(self, ani: torch.nn.Module):
         super().__init__()
         self.ani = ani
-        self.register_buffer("atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
+        self.register_buffer("_atomic_numbers", ani.atomic_numbers.clone(), persistent=False)
         self.cutoff = float(ani.cutoff)
+
+    @property
+    def atomic_numbers(self) -> Tensor:
+        """The elements the model supports (a property, so the Ensemble protocol's runtime check sees it:
+        Python 3.12 looks members up statically, and buffers are not)."""
+        return self._atomic_numbers
 
     def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
                 pbc: Optional[Tensor] = None) -> Tensor:
