@@ -171,7 +171,10 @@ def _ani1x_cache() -> Optional[Path]:
     except OSError:
         return None
     key = f"{info.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{torchani.__version__}"
-    root = os.environ.get("ANIF_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anif"
+    try:
+        root = os.environ.get("ANIF_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anif"
+    except RuntimeError:  # no home directory: no cache
+        return None
     return Path(root) / f"ani1x-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
