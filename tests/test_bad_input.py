@@ -80,6 +80,8 @@ CASES = [
     ("md --smiles C --steps 10 --out {d}/blocker/run", 1, "cannot write"),
     ("md --smiles C --steps 10", 2, "--out"),
     ("md --smiles C --steps 10 --epochs 5 --out {d}/run", 2, "--epochs"),
+    ("md --smiles C --out {d}/run", 2, "--time-ps"),  # no length: a usage mistake, as when --steps was required
+    ("md --smiles C --steps 10 --time-ps 1 --out {d}/run", 2, "one of them"),
     # energy, analyze
     ("energy --input {d}/missing.xyz", 1, "missing.xyz"),
     ("energy --input {d}/nan.xyz", 1, "NaN"),

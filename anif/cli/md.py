@@ -91,7 +91,9 @@ def md_command(
     from ..outputs import atomic_write_text, staged_directory
 
     if (steps is None) == (time_ps is None):
-        raise InputError("give the MD length as --steps N or --time-ps PS (one of them)")
+        # a usage mistake, exit 2 as when --steps was a required option
+        raise typer.BadParameter("give the MD length as --steps N or --time-ps PS (one of them)",
+                                 param_hint="'--steps' / '--time-ps'")
     steps = steps if steps is not None else max(1, round(time_ps * FS_PER_PS / timestep))
     prepared = any(x is not None for x in (prmtop, inpcrd, system_xml, pdb))
     if prepared and (smiles is not None or input is not None):
