@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import queue
@@ -71,6 +72,8 @@ from .training_settings import (  # noqa: F401 (re-exported: anif.training.Train
     TrainSettings,
 )
 from .units import HARTREE_TO_KCAL_MOL
+
+log = logging.getLogger("anif.training")
 
 #: Relative fall of the training loss below its best that counts as progress, and the factor
 #: applied to the learning rate after ``lr_patience`` epochs without progress.
@@ -623,7 +626,7 @@ def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
         if ckpt is not None:
             epoch = ckpt["history"][-1]["epoch"]
             state = f"stopped at epoch {epoch}: {ckpt['stop_reason']}" if ckpt["stop_reason"] else f"resuming after epoch {epoch}"
-            print(f"member {p.index}: {state} ({p.checkpoint})")
+            log.info("member %d: %s (%s)", p.index, state, p.checkpoint)
     with task_progress({p.index: f"member {p.index}" for p in plans}, settings.max_epochs, unit="epochs") as update:
 
         def on_epoch(index: int, rec: EpochRecord, best: float) -> None:

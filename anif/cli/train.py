@@ -10,6 +10,18 @@ import typer
 from ..training_settings import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings
 
 _D = TrainSettings()
+
+
+def _say_on_stdout(logger: str) -> None:
+    """Show a library logger's INFO messages as plain lines on stdout."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger(logger)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 _LR = ", ".join(f"{k} {v:g}" for k, v in INITIAL_LR.items())
 
 
@@ -50,6 +62,7 @@ def train_command(
         allow_unlabelled=allow_unlabelled, checkpoint_seconds=checkpoint_every,
     )
     settings.check()
+    _say_on_stdout("anif.training")  # e.g. "member 0: resuming after epoch 12"
     result = train_ensemble(list(data) + list(more_data or []), out, settings, jobs=workers)
     rmse = ", ".join(f"{x:.3f}" for x in result.valid_rmse_kcal_mol)
     terms = f"energies + forces (weight {result.force_weight:g})" if result.force_weight else "energies only"
