@@ -74,7 +74,7 @@ def test_md_takes_time_ps_or_steps_not_both(tmp_path, monkeypatch, capsys):
                                       "--out", str(tmp_path / "run")])
     with pytest.raises(SystemExit) as exc:
         main()
-    assert exc.value.code == 1 and "--time-ps" in capsys.readouterr().err
+    assert exc.value.code == 2 and "--time-ps" in capsys.readouterr().err  # a usage mistake
 
 
 def test_samplers_read_the_store_format(tmp_path, monkeypatch, capsys):
