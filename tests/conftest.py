@@ -72,3 +72,19 @@ def ani1x_torchani():
 @pytest.fixture(scope="session")
 def s66x8_path():
     return require_shared("data/comp6/s66x8_wb97x6-31gd.h5")
+
+
+def run_anif(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run ``anif ARGS`` through the real entry point in this process; (exit status, stdout, stderr)."""
+    import sys
+
+    from anif.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["anif", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err

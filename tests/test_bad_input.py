@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from anif.cli import main
+from conftest import run_anif
+
 
 GOOD_XYZ = "3\nwater\nO 0.0 0.0 0.0\nH 0.957 0.0 0.0\nH -0.240 0.927 0.0\n"
-
-
-def run(monkeypatch, capsys, *args):
-    """Run `anif ARGS` in this process; (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["anif", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 def digest(path: Path) -> dict:
@@ -128,7 +118,7 @@ CASES = [
 @pytest.mark.parametrize("args, status, message", CASES, ids=[c[0][:60] for c in CASES])
 def test_bad_input_is_one_clear_line(monkeypatch, capsys, files, args, status, message):
     before = {name: digest(files / name) for name in ("run", "labels.h5", "candidates.h5")}
-    code, err = run(monkeypatch, capsys, *args.format(d=files).split())
+    code, _, err = run_anif(monkeypatch, capsys, *args.format(d=files).split())
     assert code == status, err
     assert "Traceback" not in err and message in err, err
     if status == 1:

@@ -3,7 +3,6 @@
 import copy
 import itertools
 import json
-import sys
 
 import h5py
 import numpy as np
@@ -11,23 +10,10 @@ import pytest
 import torch
 
 from anif.units import HARTREE_TO_KCAL_MOL as KCAL
+from conftest import run_anif
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run ``anif ARGS`` through the real entry point; return (exit code, stdout, stderr)."""
-    from anif.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["anif", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +56,7 @@ def test_bench_s66x8_matches_independent(monkeypatch, capsys, tmp_path, s66x8_pa
         args += ["--plots", tmp_path / "plots"]
     else:
         args += ["--max-energy", max_energy]
-    code, out, err = run_cli(monkeypatch, capsys, *args)
+    code, out, err = run_anif(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "conformers/s" in err and "S66x8" in out
     got = json.loads((tmp_path / "m.json").read_text())
@@ -142,21 +128,21 @@ def test_bench_bad_inputs(monkeypatch, capsys, tmp_path, s66x8_path):
         (["--model", "ani1x", "--data", tmp_path / "missing.h5"], "no such file"),
     ]
     for args, message in cases:
-        code, out, err = run_cli(monkeypatch, capsys, "bench", "comp6", *args)
+        code, out, err = run_anif(monkeypatch, capsys, "bench", "comp6", *args)
         assert code == 1, (args, err)
         assert err.startswith("error: ") and message in err and "Traceback" not in err, err
-    code, _, err = run_cli(monkeypatch, capsys, "data", "info", corrupt)
+    code, _, err = run_anif(monkeypatch, capsys, "data", "info", corrupt)
     assert code == 1 and "not a readable HDF5" in err
 
 
 def test_data_info_cli(monkeypatch, capsys, tmp_path, s66x8_path):
-    code, out, _ = run_cli(monkeypatch, capsys, "data", "info", s66x8_path, "--json", tmp_path / "i.json")
+    code, out, _ = run_anif(monkeypatch, capsys, "data", "info", s66x8_path, "--json", tmp_path / "i.json")
     assert code == 0 and "528" in out
     info = json.loads((tmp_path / "i.json").read_text())
     assert info["molecules"] == 66 and info["atoms_min"] == 6 and info["atoms_max"] == 34
-    code, out, _ = run_cli(monkeypatch, capsys, "data", "merge", tmp_path / "m.h5", s66x8_path)
+    code, out, _ = run_anif(monkeypatch, capsys, "data", "merge", tmp_path / "m.h5", s66x8_path)
     assert code == 0
-    code, out, _ = run_cli(monkeypatch, capsys, "data", "split", tmp_path / "m.h5", "--out", tmp_path / "a.h5",
+    code, out, _ = run_anif(monkeypatch, capsys, "data", "split", tmp_path / "m.h5", "--out", tmp_path / "a.h5",
                            "--out", tmp_path / "b.h5", "--fraction", 0.5, "--fraction", 0.5)
     assert code == 0
     from anif.datasets import DatasetStore

@@ -91,3 +91,18 @@ def test_no_import_cycles():
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_old_module_names_are_the_new_modules():
+    """Scripts, pickled PythonForce callables and installed openmmml entry points name the old paths."""
+    import importlib
+
+    renamed = {"anif.openmm_plugin.simulation": "anif.simulation.builder", "anif.benchmark": "anif.accuracy"}
+    for name in ("force", "guard", "integrators", "reporters", "sampling_reporters", "potential"):
+        renamed[f"anif.openmm_plugin.{name}"] = f"anif.simulation.{name}"
+    for old, new in renamed.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    from anif.openmm_plugin import create_system
+    from anif.simulation import create_system as current
+
+    assert create_system is current

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from anif.datasets import DatasetStore
+from conftest import run_anif
 
 ROOT = Path(__file__).resolve().parents[1]
 WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
@@ -20,20 +21,6 @@ def _labels(path, n=3, seed=0):
     DatasetStore(path, kind="labels").append(
         None, [8, 1, 1], WATER + rng.normal(scale=0.05, size=(n, 3, 3)), -76.4 + rng.normal(scale=0.01, size=n),
         rng.normal(scale=0.05, size=(n, 3, 3)), method="wb97x/6-31g*")
-
-
-def _anif(monkeypatch, capsys, *args):
-    """Run the CLI in this process; (exit status, stdout, stderr)."""
-    from anif.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["anif", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_split_to_the_same_output_twice_is_an_error_not_a_hang(tmp_path):
@@ -50,9 +37,9 @@ def test_split_to_the_same_output_twice_is_an_error_not_a_hang(tmp_path):
 def test_merge_twice_adds_nothing_and_info_reports_kind(tmp_path, monkeypatch, capsys):
     _labels(tmp_path / "a.h5")
     for added in (3, 0):
-        code, out, _ = _anif(monkeypatch, capsys, "data", "merge", tmp_path / "m.h5", tmp_path / "a.h5")
+        code, out, _ = run_anif(monkeypatch, capsys, "data", "merge", tmp_path / "m.h5", tmp_path / "a.h5")
         assert code == 0 and out.strip() == f"{tmp_path / 'm.h5'}: 1 molecules, 3 conformers ({added} added)"
-    code, _, err = _anif(monkeypatch, capsys, "data", "info", tmp_path / "m.h5", "--json", tmp_path / "info.json")
+    code, _, err = run_anif(monkeypatch, capsys, "data", "info", tmp_path / "m.h5", "--json", tmp_path / "info.json")
     info = json.loads((tmp_path / "info.json").read_text())
     assert code == 0 and info["kind"] == "labels" and info["warnings"] == [] and info["conformers"] == 3
     assert {"molecules", "atoms_min", "energy_min_hartree", "elements", "provenance"} <= set(info)
@@ -60,7 +47,7 @@ def test_merge_twice_adds_nothing_and_info_reports_kind(tmp_path, monkeypatch, c
     for args in (["data", "merge", tmp_path / "blocker" / "m.h5", tmp_path / "a.h5"],
                  ["data", "info", tmp_path / "a.h5", "--json", tmp_path / "blocker" / "i.json"],
                  ["data", "split", tmp_path / "a.h5", "--out", tmp_path / "blocker" / "s.h5", "--fraction", "1"]):
-        code, _, err = _anif(monkeypatch, capsys, *args)
+        code, _, err = run_anif(monkeypatch, capsys, *args)
         assert code == 1 and err.startswith("error: ") and "cannot write there" in err and err.count("\n") == 1
 
 
@@ -68,28 +55,28 @@ def test_sampler_refuses_a_label_store_before_sampling(tmp_path, monkeypatch, ca
     labels = tmp_path / "labels.h5"
     _labels(labels)
     before = labels.read_bytes()
-    code, _, err = _anif(monkeypatch, capsys, "sample", "rts", "--smiles", "O", "--rho-hat", "0.2", "--out", labels)
+    code, _, err = run_anif(monkeypatch, capsys, "sample", "rts", "--smiles", "O", "--rho-hat", "0.2", "--out", labels)
     assert code == 1 and err == f"error: {labels} is a label store; sampled candidates go to another file\n"
     assert labels.read_bytes() == before
     (tmp_path / "blocker").write_text("")
-    code, _, err = _anif(monkeypatch, capsys, "sample", "dnms", "--smiles", "O", "--out", tmp_path / "blocker" / "c.h5")
+    code, _, err = run_anif(monkeypatch, capsys, "sample", "dnms", "--smiles", "O", "--out", tmp_path / "blocker" / "c.h5")
     assert code == 1 and "cannot write there" in err and err.count("\n") == 1
 
 
 def test_sampler_reruns_add_nothing_and_an_empty_result_is_a_valid_store(ani1x, tmp_path, monkeypatch, capsys):
     out = tmp_path / "cands.h5"
     search = ["sample", "search", "CCO", "CC=O", "--rho-hat", "0", "--seed", "1", "--workers", "0", "--out", out]
-    code, _, err = _anif(monkeypatch, capsys, *search)
+    code, _, err = run_anif(monkeypatch, capsys, *search)
     assert code == 0 and f"2 candidate(s) with rho > 0.0 kcal/mol written to {out}" in err
-    code, _, err = _anif(monkeypatch, capsys, *search)  # the same seed finds the same structures
+    code, _, err = run_anif(monkeypatch, capsys, *search)  # the same seed finds the same structures
     assert code == 0 and "0 candidate(s)" in err and "(2 found again, already there)" in err
     assert DatasetStore(out, "r").num_conformers() == 2
 
     empty = tmp_path / "none.h5"
-    code, _, err = _anif(monkeypatch, capsys, "sample", "search", "CCO", "--rho-hat", "100", "--workers", "0",
+    code, _, err = run_anif(monkeypatch, capsys, "sample", "search", "CCO", "--rho-hat", "100", "--workers", "0",
                          "--out", empty)
     assert code == 0 and f"no candidate with rho > 100.0 kcal/mol found; {empty} holds 0 candidate(s)" in err
     store = DatasetStore(empty, "r")
     assert store.kind == "candidates" and len(store) == 0
-    code, _, err = _anif(monkeypatch, capsys, "label", "--input", empty, "--out", tmp_path / "labels.h5")
+    code, _, err = run_anif(monkeypatch, capsys, "label", "--input", empty, "--out", tmp_path / "labels.h5")
     assert code == 1 and err == f"error: {empty}: contains no structures\n"
