@@ -146,6 +146,36 @@ def compute_metrics(predictions: Sequence[MoleculePrediction], max_energy: Optio
     return metrics_from_samples(error_samples(predictions, max_energy))
 
 
+@dataclass
+class QBCRanking:
+    """How well rho ranks the ensemble mean's real errors (the paper's Fig. 1).
+
+    ``spearman``: rank correlation of rho with |E - E_ref| / sqrt(N) (None when either is constant);
+    ``captured``: fraction of the structures with |E - E_ref| / sqrt(N) > ``error_bound`` whose
+    rho > rho_hat (None when there are none); ``n_bad`` their number.
+    """
+
+    spearman: Optional[float]
+    captured: Optional[float]
+    n_bad: int
+    rho: np.ndarray  # (C,) kcal/mol
+    error_per_sqrt_atom: np.ndarray  # (C,) |E - E_ref| / sqrt(N), kcal/mol
+
+
+def qbc_ranking(predictions: Sequence[MoleculePrediction], rho_hat: float,
+                error_bound: float = PAPER_ERROR_BOUND) -> QBCRanking:
+    """:class:`QBCRanking` over all conformers of ``predictions``."""
+    from scipy.stats import spearmanr
+
+    rho = np.concatenate([p.rho_kcal_mol for p in predictions])
+    err = np.concatenate([np.abs(p.energy_error_kcal) / math.sqrt(p.molecule.species.shape[0]) for p in predictions])
+    constant = rho.size < 2 or np.ptp(rho) == 0 or np.ptp(err) == 0
+    spearman = None if constant else float(spearmanr(rho, err).statistic)
+    bad = err > error_bound
+    captured = float(np.mean(rho[bad] > rho_hat)) if bad.any() else None
+    return QBCRanking(spearman, captured, int(bad.sum()), rho, err)
+
+
 # ---- figures --------------------------------------------------------------------------
 def _figure():
     import matplotlib

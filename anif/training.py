@@ -10,8 +10,13 @@ warm-started from the previous cycle's member i never validates on what that mem
 Per member:
 
 - the networks learn the residual of a self-energy fit (least squares of the energies on the
-  element counts, shared by all members); the output layers start at zero, so epoch 0 is
-  exactly the self-energy fit;
+  element counts, shared by all members). Members trained from scratch differ by construction:
+  each has its own random hidden *and* output layers (seeded by member), its own training folds
+  and its own batch order, so even on a few dozen conformers they disagree off the training
+  data; the output layers start at the scale of the fit's residual per atom
+  (:func:`output_scale`), and the saved epoch is the best *trained* one (epoch >= 1): the
+  self-energy fit alone is the same function for every member, a committee that can never
+  disagree;
 - loss ``mean(((E - E_ref) / sqrt(N))**2) + w * mean(|F - F_ref|**2 / (3 N))`` with the force
   weight w = :data:`DEFAULT_FORCE_WEIGHT` when every conformer has forces (0: energies only);
 - AdamW with torchani's example weight decays. Learning-rate and stop rule: the learning rate
@@ -20,7 +25,8 @@ Per member:
   learning rate falls below ``min_lr`` (default: 1% of the initial one, about 7 halvings: the
   training loss stopped falling), when its validation energy RMSE has not improved for
   ``patience`` epochs (it overfits), or at ``max_epochs``. The
-  saved member is the epoch with the lowest validation energy RMSE (epoch 0 included);
+  saved member is the epoch with the lowest validation energy RMSE (epoch 0 included for warm
+  starts, whose epoch 0 is a trained network);
 - warm starts (``init``): ``"ani1x"`` starts member i from the released network i (ANI-1x shapes
   and self energies), an anif model directory from that ensemble's member i mod M (its shapes
   and self energies; the active-learning loop's previous cycle), each with its own initial
@@ -140,14 +146,29 @@ def resolve_start(settings: TrainSettings) -> Start:
 # ----------------------------------------------------------------------------- one member
 
 
-def _init_weights(networks: torch.nn.Module, generator: torch.Generator) -> None:
+#: Floor of the output layers' initial scale (Hartree per atom, 0.5 kcal/mol): a member's random
+#: start must disagree with the others above the QBC threshold (0.23 kcal/mol per sqrt(atom)).
+MIN_OUTPUT_SCALE = 0.5 / HARTREE_TO_KCAL_MOL
+
+
+def output_scale(residual: np.ndarray, n_atoms: np.ndarray) -> float:
+    """Initial scale (Hartree per atom) of a scratch member's output: the RMS of the self-energy
+    fit's residual per atom, at least :data:`MIN_OUTPUT_SCALE`."""
+    per_atom = float(np.sqrt(np.mean((np.asarray(residual) / np.asarray(n_atoms)) ** 2)))
+    return max(per_atom, MIN_OUTPUT_SCALE)
+
+
+def _init_weights(networks: torch.nn.Module, generator: torch.Generator, scale: float) -> None:
     """Kaiming-normal hidden layers and zero biases (torchani's nnp_training example); output
-    layers zero, so a fresh member predicts exactly the self-energy fit."""
+    weights normal with standard deviation ``scale / sqrt(fan_in)`` (Hartree), so each member
+    starts as its own random function of the AEV at the data's scale, not at the shared fit."""
     for net in networks.atomics.values():
         for layer in net.layers:
             torch.nn.init.kaiming_normal_(layer.weight, a=1.0, generator=generator)
             torch.nn.init.zeros_(layer.bias)
-        torch.nn.init.zeros_(net.final_layer.weight)
+        fan_in = net.final_layer.weight.shape[1]
+        with torch.no_grad():
+            net.final_layer.weight.normal_(0.0, scale / math.sqrt(fan_in), generator=generator)
         torch.nn.init.zeros_(net.final_layer.bias)
 
 
@@ -189,6 +210,7 @@ class MemberPlan:
     checkpoint: Path
     lr: float
     init_state: Optional[dict] = None
+    output_scale: float = MIN_OUTPUT_SCALE  # Hartree per atom, scratch starts only
 
 
 @dataclass
@@ -289,14 +311,16 @@ def train_member(
         if plan.init_state is not None:
             networks.load_state_dict(plan.init_state)
         else:
-            _init_weights(networks, generator)
+            _init_weights(networks, generator, plan.output_scale)
         optimizer = _optimizer(networks, plan.lr)
         t0 = time.perf_counter()
         train_rmse, _, train_loss = evaluate_rmse(networks, data, plan.train, use_forces, force_weight)
         valid_rmse, valid_f, _ = evaluate_rmse(networks, data, plan.valid, use_forces, force_weight)
         rec = EpochRecord(0, train_loss, train_rmse, valid_rmse, valid_f, plan.lr, time.perf_counter() - t0)
         history = [asdict(rec)]
-        best = {"rmse": valid_rmse, "epoch": 0, "state": copy.deepcopy(networks.state_dict())}
+        # a scratch member's epoch 0 is a random function, not a candidate for the best epoch
+        best = {"rmse": valid_rmse if plan.init_state is not None else math.inf, "epoch": 0,
+                "state": copy.deepcopy(networks.state_dict())}
         schedule = {"lr": plan.lr, "best_train_loss": train_loss, "progress_epoch": 0, "lr_epoch": 0}
         on_epoch(plan.index, rec, best["rmse"])
     schedule["min_lr"] = settings.min_lr if settings.min_lr is not None else plan.lr * MIN_LR_FRACTION
@@ -497,12 +521,11 @@ def _split_warning(settings: TrainSettings, start: Start) -> list[str]:
     return []
 
 
-def _warnings(results: list[MemberResult], fold_baseline: list[float], start: str) -> list[str]:
+def _warnings(results: list[MemberResult], fold_baseline: list[float]) -> list[str]:
     out = []
     for r, base in zip(results, fold_baseline):
-        if r.best_epoch == 0:
-            what = "the self-energy fit" if start == "scratch" else "its starting point"
-            out.append(f"member {r.index}: no epoch improved on {what} (validation RMSE "
+        if r.best_epoch == 0:  # warm starts only: a scratch member's best epoch is a trained one
+            out.append(f"member {r.index}: no epoch improved on its starting point (validation RMSE "
                        f"{r.best_valid_rmse_kcal_mol:.3f} kcal/mol); it is saved as it started")
         if r.best_valid_rmse_kcal_mol > base * 1.001:  # beyond float32 round-off of the fit itself
             out.append(f"member {r.index}: validation RMSE {r.best_valid_rmse_kcal_mol:.3f} kcal/mol is worse than "
@@ -552,20 +575,24 @@ def train_ensemble(
     fold = assign_folds(data, settings.folds, settings.seed, settings.split)
     fitted = fit_self_energies(data.species, data.energies)
     self_energies = fitted if start.self_energies is None else start.self_energies
+    scale = output_scale(data.energies - element_counts(data.species) @ fitted, data.n_atoms)
     lr = settings.lr if settings.lr is not None else INITIAL_LR[start.kind]
 
     run = {**asdict(settings), "data": files, "conformers": len(data), "molecules": len(data.group_names),
            "init_fingerprint": start.fingerprint}
     _check_run(out, run)
+    empty = [i for i in range(settings.members) if not (fold == i).any()]
     plans = [
         MemberPlan(
             index=i,
             fold=i,
             train=torch.as_tensor(np.flatnonzero(fold != i)),
-            valid=torch.as_tensor(np.flatnonzero(fold == i)),
+            # an empty fold (few conformers, many folds): the member validates on what it trains on
+            valid=torch.as_tensor(np.flatnonzero(fold != i if i in empty else fold == i)),
             checkpoint=out / CHECKPOINT_DIR / f"member_{i}.pt",
             lr=lr,
             init_state=None if start.member_states is None else start.member_states[i % len(start.member_states)],
+            output_scale=scale,
         )
         for i in range(settings.members)
     ]
@@ -574,9 +601,12 @@ def train_ensemble(
     results = _with_progress(plans, settings, progress, lambda cb: _run_members(plans, args, jobs, cb))
 
     residual = data.energies - element_counts(data.species) @ fitted
-    fold_baseline = [float(np.sqrt(np.mean(residual[fold == r.fold] ** 2))) * HARTREE_TO_KCAL_MOL for r in results]
+    fold_baseline = [float(np.sqrt(np.mean(residual[plans[r.index].valid.numpy()] ** 2))) * HARTREE_TO_KCAL_MOL
+                     for r in results]
     baseline = float(np.sqrt(np.mean(residual**2))) * HARTREE_TO_KCAL_MOL
-    warnings = _split_warning(settings, start) + _warnings(results, fold_baseline, start.kind)
+    warnings = _split_warning(settings, start) + _warnings(results, fold_baseline)
+    warnings += [f"member {i}: fold {i} holds no conformer ({len(data)} conformers in {settings.folds} folds); it "
+                 "validated on its own training data" for i in empty]
     ensemble = build_ani(SYMBOLS, start.layer_dims, list(map(float, self_energies)), settings.members)
     for r in results:
         ensemble.neural_networks.members[r.index].load_state_dict(r.state)

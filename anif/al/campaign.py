@@ -60,6 +60,7 @@ from ..errors import AnifError, InputError
 from ..labeling import structure_key
 from ..sampling.candidates import Candidate, molecule_seed
 from ..sampling.dnms import dnms_conformers
+from ..sampling.settings import FrameSettings
 from ..structures import Structure, from_smiles
 from . import selection, stores
 from .config import Config, changes, record
@@ -82,6 +83,8 @@ DONE = "done"
 DATASET, SAMPLING_SET, TEST_DIR, MODELS = "dataset.h5", "sampling_set.h5", "test_sets", "models"
 #: Samplers that only ever read the oracle (no ensemble): bootstrap and test-set conformers.
 NMS = "nms"
+#: rho (kcal/mol) below which a committee's members agree exactly (evaluation is in float64).
+AGREE_KCAL_MOL = 1e-6
 _kills: dict[str, int] = {}
 
 
@@ -115,6 +118,15 @@ def nms_task(item, settings, source_label: str = "oracle") -> list[Candidate]:
     """Normal-mode conformers around an oracle minimum (no ensemble involved): bootstrap and test sets."""
     seed, (structure, hessian) = item
     return dnms_conformers(structure, hessian, settings, np.random.default_rng(seed), source_label, seed)
+
+
+def md_frames_task(item, settings) -> list[Candidate]:
+    """MD frames of a test molecule with the test set's model (:func:`anif.sampling.frames.md_frames`)."""
+    from ..models import load_model
+    from ..sampling.frames import md_frames
+
+    seed, (structure, spec) = item
+    return md_frames(load_model(spec), structure, seed, settings)
 
 
 class Campaign:
@@ -256,7 +268,7 @@ class Campaign:
                 self._sync_labels(self.folder / TEST_DIR / f"{t.name}.h5", f"test:{t.name}")
         have = stores.stored_keys(self.folder / SAMPLING_SET)
         molecules = self._molecules("role = 'train' AND status = 'ok'")
-        stores.append(self.folder / SAMPLING_SET, [stores.molecule_record(m, self.oracle.method) for m in molecules
+        stores.append(self.folder / SAMPLING_SET, [stores.molecule_record(m, self.oracle.minima_method) for m in molecules
                                                    if f"molecule:{m['id']}" not in have])
         return self.ledger.labels_total()
 
@@ -303,7 +315,7 @@ class Campaign:
             self._sync_stores()
             out = self.folder / MODELS / "reduction" / f"round_{last['round']:02d}"
             previous = self.folder / MODELS / "reduction" / f"round_{last['round'] - 1:02d}"
-            self._train(out, previous if self.config.training.warm_start and last["round"] > 0 else None)
+            self._train(out, str(previous) if self.config.training.warm_start and last["round"] > 0 else None)
             predictions = predict(load_model(str(out)).double(), molecules, forces=False, progress=self.progress)
             error = (np.concatenate([p.energy for p in predictions]) - energies) * HARTREE_TO_KCAL_MOL
             failing = selection.fail_cases(error[rest], n_atoms[rest], b.fail_threshold)
@@ -453,6 +465,11 @@ class Campaign:
     # ---- optimize ---------------------------------------------------------------------------
     def _stage_optimize(self, row) -> None:
         cycle = row["cycle"]
+        md_tests = {f"test:{t.name}" for t in self.config.test_sets if t.sampler == "md"}
+        with self.ledger.transaction():  # MD test sets start from the embedded geometry: the MD equilibrates it
+            for m in self._molecules("cycle = ? AND status = 'pending'", (cycle,)):
+                if m["role"] in md_tests:
+                    self.ledger.execute("UPDATE molecules SET status = 'ok', coordinates = start WHERE id = ?", (m["id"],))
         pending = self._molecules("cycle = ? AND status = 'pending'", (cycle,))
         if pending:
             structures = [Structure(numbers_of(m["numbers"]), xyz_of(m["start"]), name=m["name"]) for m in pending]
@@ -489,19 +506,27 @@ class Campaign:
         self._sync_stores()
 
     # ---- sample -----------------------------------------------------------------------------
-    def _sample_plan(self, row) -> list[tuple[str, list, object, Optional[str], float]]:
-        """(sampler, payloads, settings, model spec or None, rho_hat) of this cycle, in a fixed order."""
+    def _sample_plan(self, row) -> list[tuple]:
+        """(sampler, payloads, settings, model spec or task, rho_hat) of this cycle, in a fixed order;
+        a task (a function of (seed, payload) and settings) for the conformers that need no QBC."""
         cycle, kind, c = row["cycle"], row["kind"], self.config
         plan = []
         if kind == "bootstrap":
             for t in c.test_sets:
                 mols = self._molecules("cycle = ? AND role = ? AND status = 'ok'", (cycle, f"test:{t.name}"))
+                if t.sampler == "md":
+                    settings = FrameSettings(temperature=t.temperature, n=t.conformers)
+                    plan.append((f"test:{t.name}", [(self._minimum(m), t.model) for m in mols], settings, md_frames_task,
+                                 -math.inf))
+                    continue
                 settings = replace(c.dnms, temperature=t.temperature, keep=t.conformers, pool=max(c.dnms.pool, 4 * t.conformers))
-                plan.append((f"test:{t.name}", [(self._minimum(m), square_of(m["hessian"])) for m in mols], settings, None, -math.inf))
+                plan.append((f"test:{t.name}", [(self._minimum(m), square_of(m["hessian"])) for m in mols], settings,
+                             nms_task, -math.inf))
             if not c.bootstrap.dataset:
                 mols = self._molecules("cycle = ? AND role = 'train' AND status = 'ok'", (cycle,))
                 settings = replace(c.dnms, keep=c.bootstrap.conformers, pool=max(c.dnms.pool, 4 * c.bootstrap.conformers))
-                plan.append((NMS, [(self._minimum(m), square_of(m["hessian"])) for m in mols], settings, None, -math.inf))
+                plan.append((NMS, [(self._minimum(m), square_of(m["hessian"])) for m in mols], settings, nms_task,
+                             -math.inf))
             return plan
         if kind == "configurational":
             mols = self._molecules("cycle = ? AND role = 'train' AND status = 'ok'", (cycle,))
@@ -541,10 +566,10 @@ class Campaign:
             if not todo:
                 continue
             seed = seed_of(self.config.campaign.seed, cycle, sampler)
-            if model is None:
+            if callable(model):
                 items = [(molecule_seed(seed, i), payloads[i]) for i in todo]
                 results = ((todo[j], r) for j, r in as_completed_with_progress(
-                    self._pool_client(), nms_task, items, f"sample {sampler}", settings=settings))
+                    self._pool_client(), model, items, f"sample {sampler}", settings=settings))
             else:
                 results = sampler_items(self._pool_client(), sampler, model, [payloads[i] for i in todo], rho_hat,
                                         seed, settings, indices=todo)
@@ -667,11 +692,18 @@ class Campaign:
             self.ledger.execute("UPDATE cycles SET dataset_size = ? WHERE cycle = ?", (size, cycle))
 
     # ---- train ------------------------------------------------------------------------------
-    def _train(self, out: Path, init: Optional[Path]) -> str:
+    def _train(self, out: Path, init: Optional[str]) -> str:
+        """Train ``out`` from ``init`` (an earlier model of this campaign), else from the campaign's
+        start ([campaign] init, or scratch). Every training of a campaign runs at the learning rate
+        of its start (:data:`anif.training.INITIAL_LR`, unless [training] lr says otherwise): a
+        cycle continues the campaign's training, it does not fine-tune a finished ensemble."""
+        from ..training import INITIAL_LR
+
         self._close_pool()  # training forks its member processes: no Dask threads alive meanwhile
-        t = self.config.training
-        settings = replace(t.train, seed=self.config.campaign.seed)
-        return train_cycle_model([self.folder / DATASET], out, settings, init, t.jobs, self.progress)
+        t, start = self.config.training, self.config.campaign.init
+        kind = "scratch" if not start else "ani1x" if start == "ani1x" else "model"
+        settings = replace(t.train, seed=self.config.campaign.seed, lr=t.train.lr or INITIAL_LR[kind])
+        return train_cycle_model([self.folder / DATASET], out, settings, init or start or None, t.jobs, self.progress)
 
     def _stage_train(self, row) -> None:
         cycle = row["cycle"]
@@ -688,7 +720,7 @@ class Campaign:
                 os.replace(tmp, out)
             note = f"no new labels: the model of cycle {cycle - 1} is kept"
         else:
-            init = Path(self._previous_model(cycle)) if cycle > 0 and self.config.training.warm_start else None
+            init = self._previous_model(cycle) if cycle > 0 and self.config.training.warm_start else None
             note = self._train(out, init)
             if note:
                 log.warning("cycle %d training: %s", cycle, note)
@@ -701,24 +733,23 @@ class Campaign:
         return Path(t.file) if t.file else self.folder / TEST_DIR / f"{name}.h5"
 
     def _stage_evaluate(self, row) -> None:
-        from ..accuracy import compute_metrics, predict
-        from ..comp6 import read_comp6_file
         from ..models import load_model
         from ..qbc_calibration import calibrate
 
         cycle = row["cycle"]
         model = load_model(str(model_dir(self.folder, cycle))).double()
+        tests = {t.name: self._test_molecules(t.name) for t in self.config.test_sets}
         first = None
         with self.ledger.transaction():
-            for t in self.config.test_sets:
-                molecules = read_comp6_file(self._test_file(t.name), subset=t.name)
-                predictions = predict(model, molecules, forces=True, progress=self.progress)
-                m = compute_metrics(predictions)["overall"]
+            for name, molecules in tests.items():
+                predictions, ranking = self._record_metrics("metrics", ("cycle", cycle), name, model, molecules,
+                                                            row["rho_hat"])
                 first = first or predictions
-                self.ledger.execute("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                    (cycle, t.name, m["E_rmse"], m["E_mae"], m["F_rmse"], m["F_mae"], m["n_conformers"]))
-                log.info("cycle %d on %s: E RMSE %.3f kcal/mol (%d conformers)", cycle, t.name, m["E_rmse"],
-                         m["n_conformers"])
+                self.ledger.db.executemany(
+                    "INSERT OR REPLACE INTO test_errors VALUES (?, ?, ?, ?, ?, ?)",
+                    [(cycle, name, k, int(n), float(r), float(e)) for k, (n, r, e) in enumerate(zip(
+                        np.concatenate([[p.molecule.species.shape[0]] * p.molecule.n_conformers for p in predictions]),
+                        ranking.rho, np.concatenate([p.energy_error_kcal for p in predictions])))])
             q = self.config.qbc
             if q.recalibrate:
                 try:
@@ -730,10 +761,57 @@ class Campaign:
                 except InputError as exc:
                     self.ledger.set(f"rho_hat_after_{cycle}", None)
                     log.info("rho_hat not recalibrated (%s)", exc)
+        if cycle == 0:
+            self._evaluate_baselines(tests, row["rho_hat"])
+
+    def _test_molecules(self, name: str) -> list:
+        from ..comp6 import read_comp6_file
+
+        return read_comp6_file(self._test_file(name), subset=name)
+
+    def _record_metrics(self, table: str, key: tuple[str, object], test_set: str, model, molecules, rho_hat: float):
+        """Evaluate ``model`` on a test set and store its E/dE/F errors and rho ranking in ``table``
+        under ``key`` (column, value); returns (predictions, :class:`anif.accuracy.QBCRanking`)."""
+        from ..accuracy import compute_metrics, predict, qbc_ranking
+
+        predictions = predict(model, molecules, forces=True, progress=self.progress)
+        m = compute_metrics(predictions)["overall"]
+        ranking = qbc_ranking(predictions, rho_hat)
+        self.ledger.execute(
+            f"INSERT OR REPLACE INTO {table} ({key[0]}, test_set, e_rmse, e_mae, de_rmse, de_mae, f_rmse, f_mae, n, "
+            "rho_spearman, captured, n_bad) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key[1], test_set, m["E_rmse"], m["E_mae"], m["dE_rmse"], m["dE_mae"], m["F_rmse"], m["F_mae"],
+             m["n_conformers"], ranking.spearman, ranking.captured, ranking.n_bad))
+        spearman = "n/a" if ranking.spearman is None else f"{ranking.spearman:.2f}"
+        log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s", key[0], key[1],
+                 test_set, m["E_rmse"], m["n_conformers"], spearman)
+        return predictions, ranking
+
+    def _evaluate_baselines(self, tests: dict, rho_hat: float) -> None:
+        """The starting ensemble's ([campaign] init) and ANI-1x's errors on the test sets, for the
+        report's reference lines; ANI-1x is skipped when it is the oracle or cannot be loaded."""
+        from ..models import load_model
+
+        specs = {"start": self.config.campaign.init} if self.config.campaign.init else {}
+        if self.config.campaign.oracle != "model:ani1x":
+            specs["ani1x"] = "ani1x"
+        for name, spec in specs.items():
+            try:
+                model = load_model(spec).double()
+            except Exception as exc:  # ANI-1x not available offline: the report shows no ANI-1x line
+                log.info("baseline %s not evaluated (%s)", name, exc)
+                continue
+            with self.ledger.transaction():
+                for test_set, molecules in tests.items():
+                    self._record_metrics("baselines", ("model", name), test_set, model, molecules, rho_hat)
 
     # ---- stop rule and the next cycle -----------------------------------------------------------
     def _next_cycle(self, row) -> bool:
-        """Insert the next cycle (True), or record why the campaign stops (False)."""
+        """Insert the next cycle (True), or record why the campaign stops (False); raise AnifError
+        when the campaign cannot learn (:meth:`cannot_learn`)."""
+        why = self.cannot_learn()
+        if why:
+            raise AnifError(why)
         reason, kind = self.decide()
         with self.ledger.transaction():
             if reason:
@@ -745,6 +823,25 @@ class Campaign:
         if reason:
             log.info("campaign finished: %s", reason)
         return not reason
+
+    def cannot_learn(self) -> str:
+        """Why the campaign cannot learn, or '': its last two cycles after the bootstrap selected
+        nothing while the members agreed exactly on every test structure (rho = 0), so QBC can
+        never select anything and more cycles would only spend time."""
+        cycles = [c for (c,) in self.ledger.rows("SELECT cycle FROM cycles WHERE kind != 'bootstrap' AND stage = ? "
+                                                 "ORDER BY cycle DESC LIMIT 2", (DONE,))]
+        if len(cycles) < 2:
+            return ""
+        for cycle in cycles:
+            selected = self.ledger.value("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train'", (cycle,), 0)
+            max_rho = self.ledger.value("SELECT MAX(rho) FROM test_errors WHERE cycle = ?", (cycle,))
+            if selected or max_rho is None or max_rho > AGREE_KCAL_MOL:
+                return ""
+        return (f"cycles {cycles[1]} and {cycles[0]} selected nothing and the ensemble's members agree exactly on every "
+                "test structure (rho = 0): the committee cannot disagree, so QBC can never select. Give the members "
+                "different starts or data: train from scratch (no [campaign] init), start from an ensemble whose "
+                "members differ, or raise [training] lr so fine-tuning moves them; the labels so far are kept in "
+                f"{DATASET}")
 
     def decide(self) -> tuple[str, str]:
         """(stop reason or '', kind of the next cycle): :func:`anif.al.schedule.next_cycle` on the finished cycles."""

@@ -32,12 +32,18 @@ from ..training_settings import TrainSettings
 
 #: Conformational samplers a campaign can run.
 SAMPLERS = ("dnms", "rts", "dimers")
+#: How generated test conformers are made.
+TEST_SAMPLERS = ("dnms", "md")
+#: Fewest conformers each member of a scratch bootstrap must train on: below it the networks have
+#: nothing to learn beyond the self-energy fit and the committee's disagreement means nothing.
+MIN_BOOTSTRAP_TRAIN_CONFORMERS = 32
 
 
 @dataclass(frozen=True)
 class CampaignSettings:
     seed: int = 0
     oracle: str = "pyscf"  # "pyscf", or a teacher ensemble: "model:ani1x", "model:PATH"
+    init: str = ""  # "": train from scratch; "ani1x" or a model folder: fine-tune that ensemble's members
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class OracleSettings:
     convergence: str = "GAU_TIGHT"  # geomeTRIC criteria of the optimisations
     max_steps: int = 200
     hessian: bool = True  # DNMS modes from the oracle's Hessian (False: the current ensemble's)
+    minima: str = "oracle"  # who optimises molecules (and gives their Hessians): "oracle" or "model:SPEC"
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,9 @@ class TestSet:
     file: str = ""  # a labelled ANI HDF5 file
     smiles: tuple[str, ...] = ()  # or molecules whose DNMS conformers the oracle labels
     conformers: int = 16
-    temperature: float = 600.0  # K, DNMS temperature of generated test conformers
+    temperature: float = 600.0  # K, DNMS temperature (or MD thermostat) of generated test conformers
+    sampler: str = "dnms"  # "dnms": normal modes at the minimum; "md": frames of Langevin MD with `model`
+    model: str = "ani1x"  # the ensemble that runs the MD of sampler = "md"
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,14 @@ def _resolve(base: Path, path: str) -> str:
     return str((base / path).resolve()) if path else ""
 
 
+def _model_spec(base: Path, spec: str, prefix: str = "") -> str:
+    """A model spec with a folder path resolved against the config's folder ("ani1x" and "" stay)."""
+    if not spec.startswith(prefix):
+        return spec
+    name = spec[len(prefix):]
+    return spec if name in ("", "ani1x") else prefix + _resolve(base, name)
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a campaign config; raises InputError naming the first problem."""
     path = Path(path)
@@ -265,6 +282,8 @@ def parse_config(raw: dict, base: Path, label: str = "config") -> Config:
         config,
         bootstrap=replace(config.bootstrap, dataset=_resolve(base, config.bootstrap.dataset)),
         search=replace(config.search, smiles_files=tuple(_resolve(base, p) for p in config.search.smiles_files)),
+        campaign=replace(config.campaign, init=_model_spec(base, config.campaign.init)),
+        oracle=replace(config.oracle, minima=_model_spec(base, config.oracle.minima, "model:")),
     )
     validate(config)
     return config
@@ -295,6 +314,9 @@ def _test_sets(values: dict, base: Path) -> tuple[TestSet, ...]:
             t = replace(t, file=_resolve(base, t.file))
             if not Path(t.file).is_file():
                 raise InputError(f"[test_sets.{name}]: no such file {t.file}")
+        if t.sampler not in TEST_SAMPLERS:
+            raise InputError(f"[test_sets.{name}] sampler must be one of {', '.join(TEST_SAMPLERS)}, got {t.sampler!r}")
+        t = replace(t, model=_model_spec(base, t.model))
         out.append(t)
     return tuple(out)
 
@@ -330,6 +352,24 @@ def validate(config: Config) -> None:
     t = c.training.train
     if t.members < 2:
         raise InputError("[training] members must be >= 2 (QBC needs a committee)")
+    _check_model_spec("[campaign] init", c.campaign.init)
+    if c.oracle.minima != "oracle":
+        if not c.oracle.minima.startswith("model:"):
+            raise InputError(f"[oracle] minima must be 'oracle' or 'model:ani1x' / 'model:PATH', got {c.oracle.minima!r}")
+        _check_model_spec("[oracle] minima", c.oracle.minima[len("model:"):])
+    if c.campaign.init and t.arch not in (None, "ani1x") and c.campaign.init == "ani1x":
+        raise InputError("[training] arch: a campaign that fine-tunes ANI-1x keeps its shapes; leave arch out")
+    if not c.campaign.init and not b.dataset:
+        per_member = b.conformers * (len(b.smiles) or b.molecules) * (t.folds - 1) // t.folds
+        if per_member < MIN_BOOTSTRAP_TRAIN_CONFORMERS:
+            raise InputError(
+                f"[bootstrap] gives each member about {per_member} conformers to train on (molecules x conformers x "
+                f"(folds - 1) / folds), too few for a committee trained from scratch to learn or to disagree "
+                f"meaningfully (at least {MIN_BOOTSTRAP_TRAIN_CONFORMERS}); raise [bootstrap] conformers or molecules, "
+                "or start from a trained ensemble with [campaign] init = \"ani1x\"")
+    for ts in c.test_sets:
+        if ts.sampler == "md" and ts.smiles:
+            _check_model_spec(f"[test_sets.{ts.name}] model", ts.model)
     if c.stop.max_cycles < 0 or c.stop.patience < 1 or c.stop.label_budget < 0 or c.stop.wall_time_h < 0:
         raise InputError("[stop] max_cycles, label_budget and wall_time_h must be >= 0, patience >= 1")
     names = [s.name for s in c.test_sets]
@@ -342,6 +382,11 @@ def validate(config: Config) -> None:
             reason = screen_smiles(smi, {1, 6, 7, 8})
             if reason:
                 raise InputError(f"{label}: {smi!r}: {reason}")
+
+
+def _check_model_spec(label: str, spec: str) -> None:
+    if spec and spec != "ani1x" and not (Path(spec) / "model.json").is_file():
+        raise InputError(f"{label} {spec!r}: use \"ani1x\" or an anif model folder (with model.json)")
 
 
 def file_digests(config: Config) -> dict[str, str]:

@@ -15,7 +15,11 @@ forces float64 (N, 3) in Angstrom and Hartree/Angstrom, Hessians float64 (3N, 3N
 - ``labels``: one row per unique structure (its key is the primary key, so no structure is ever
   labelled twice): pending, ok (energy, forces) or failed (reason).
 - ``reduction``: the rounds of the bootstrap's dataset reduction.
-- ``models``, ``metrics``: each cycle's model and its errors on every test set.
+- ``models``, ``metrics``: each cycle's model and its errors on every test set (E, dE, F as COMP6
+  defines them; how well rho ranks the errors: Spearman correlation of rho with |error| / sqrt(N),
+  and the fraction of structures with |error| / sqrt(N) above the paper's 1.5 kcal/mol that
+  rho > rho_hat catches); ``test_errors`` each test structure's rho and error (kcal/mol);
+  ``baselines`` the same metrics for the starting ensemble and ANI-1x.
 
 Every stage commits its results in transactions (WAL journal, synchronous=FULL), so a kill at
 any moment leaves the ledger as of the last commit.
@@ -68,7 +72,14 @@ CREATE TABLE IF NOT EXISTS reduction (
 CREATE TABLE IF NOT EXISTS models (cycle INTEGER PRIMARY KEY, path TEXT NOT NULL, note TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS metrics (
     cycle INTEGER NOT NULL, test_set TEXT NOT NULL, e_rmse REAL, e_mae REAL, f_rmse REAL, f_mae REAL,
-    n INTEGER NOT NULL, PRIMARY KEY (cycle, test_set));
+    n INTEGER NOT NULL, de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER,
+    PRIMARY KEY (cycle, test_set));
+CREATE TABLE IF NOT EXISTS test_errors (
+    cycle INTEGER NOT NULL, test_set TEXT NOT NULL, k INTEGER NOT NULL, n_atoms INTEGER NOT NULL, rho REAL NOT NULL,
+    error REAL NOT NULL, PRIMARY KEY (cycle, test_set, k));
+CREATE TABLE IF NOT EXISTS baselines (
+    model TEXT NOT NULL, test_set TEXT NOT NULL, e_rmse REAL, e_mae REAL, f_rmse REAL, f_mae REAL, n INTEGER NOT NULL,
+    de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER, PRIMARY KEY (model, test_set));
 """
 
 

@@ -32,9 +32,14 @@ from .config import Config
 
 
 class Oracle:
-    """Interface: ``label``, ``optimize`` and ``hessian`` of one structure; ``method`` names the level."""
+    """Interface: ``label``, ``optimize`` and ``hessian`` of one structure; ``method`` names the level
+    of the labels, ``minima_method`` the level of the minima (and their energies)."""
 
     method: str = ""
+
+    @property
+    def minima_method(self) -> str:
+        return self.method
 
     def label(self, structure: Structure) -> dict:
         """``{"ok", "energy", "forces", "reason", "wall_time_s", "host"}`` (see labeling.label_structure)."""
@@ -114,14 +119,45 @@ class TeacherOracle(Oracle):
         return ensemble_hessian(_teacher(self.spec), structure)
 
 
+@dataclass(frozen=True)
+class ModelMinimaOracle(Oracle):
+    """Labels from ``labels``; minima and Hessians from an ensemble (``[oracle] minima = "model:..."``):
+    a fine-tuning campaign samples around its starting ensemble's minima instead of paying for
+    reference optimisations and Hessians."""
+
+    labels: Oracle = PySCFOracle()
+    minima: TeacherOracle = TeacherOracle()
+
+    @property
+    def method(self) -> str:
+        return self.labels.method
+
+    @property
+    def minima_method(self) -> str:
+        return self.minima.method
+
+    def label(self, structure: Structure) -> dict:
+        return self.labels.label(structure)
+
+    def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
+        return self.minima.optimize(structure)
+
+    def hessian(self, structure: Structure) -> np.ndarray:
+        return self.minima.hessian(structure)
+
+
 def make_oracle(config: Config, threads: Optional[int] = None) -> Oracle:
-    """The oracle a config names (``[campaign] oracle``), its PySCF level from ``[oracle]``."""
-    spec = config.campaign.oracle
+    """The oracle a config names (``[campaign] oracle``), its PySCF level from ``[oracle]``, with
+    minima from a model when ``[oracle] minima`` names one."""
+    spec, o = config.campaign.oracle, config.oracle
     if spec.startswith("model:"):
-        return TeacherOracle(spec[len("model:"):])
-    o = config.oracle
-    level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit, max_cycle=o.max_scf_cycles))
-    return PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps)
+        oracle = TeacherOracle(spec[len("model:"):])
+    else:
+        level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit, max_cycle=o.max_scf_cycles))
+        oracle = PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps)
+    if o.minima == "oracle":
+        return oracle
+    return ModelMinimaOracle(oracle, TeacherOracle(o.minima[len("model:"):]))
 
 
 def label_task(structure: Structure, oracle: Oracle) -> dict:

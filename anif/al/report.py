@@ -4,9 +4,13 @@
 ``labels_total`` and one row per cycle (``cycle``, ``kind``, ``stage``, ``n_candidates``,
 ``n_selected``, ``n_labelled``, ``n_failed``, ``dataset_size``, ``test_rmse_kcal_mol`` keyed by
 test set, ``wall_s``). ``history.json`` adds, per cycle, rho_hat, labels by sampler, the
-search's counts, the model folder and notes. :func:`write_report` draws (PNG, with the numbers
-in ``plots/report.json``): test error against labels (the paper's Fig. 4), errors per cycle on
-each test set (Fig. 5), rho of the candidates per cycle, labels by sampler per cycle.
+search's counts, the model folder and notes, and ``baselines`` (the starting ensemble's and ANI-1x's
+errors). Every cycle's metrics per test set hold E, dE and F errors and how rho ranks the errors
+(``rho_spearman``, ``captured`` of ``n_bad``; :func:`anif.accuracy.qbc_ranking`). :func:`write_report`
+draws (PNG, with the numbers in ``plots/report.json``): test error against labels with the first
+model's and the baselines' errors dashed (the paper's Fig. 5), E/dE/F per cycle on each test set,
+rho against the real error for the last cycle (Fig. 1), rho of the candidates per cycle, labels
+by sampler per cycle.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ def _cycle_row(ledger: Ledger, c) -> dict:
     n_selected = count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train'")
     if c["kind"] == "bootstrap" and ledger.value("SELECT COUNT(*) FROM reduction"):
         n_candidates += int(ledger.value("SELECT n_included + n_rest FROM reduction WHERE round = 0", default=0))
-    metrics = ledger.rows("SELECT test_set, e_rmse FROM metrics WHERE cycle = ? ORDER BY test_set", (cycle,))
+    metrics = ledger.rows("SELECT test_set, e_rmse, rho_spearman FROM metrics WHERE cycle = ? ORDER BY test_set",
+                          (cycle,))
     return {
         "cycle": cycle,
         "kind": c["kind"],
@@ -43,6 +48,7 @@ def _cycle_row(ledger: Ledger, c) -> dict:
         "n_failed": count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'failed'"),
         "dataset_size": int(c["dataset_size"]),
         "test_rmse_kcal_mol": {m["test_set"]: m["e_rmse"] for m in metrics},
+        "rho_spearman": {m["test_set"]: m["rho_spearman"] for m in metrics},
         "wall_s": float(c["wall_s"]),
     }
 
@@ -82,8 +88,21 @@ def history(folder: str | Path, ledger: Ledger) -> dict:
         model = ledger.rows("SELECT path, note FROM models WHERE cycle = ?", (cycle,))
         row["model"] = model[0]["path"] if model else None
         row["note"] = model[0]["note"] if model else ""
-        row["test_metrics"] = {m["test_set"]: {k: m[k] for k in ("e_rmse", "e_mae", "f_rmse", "f_mae", "n")}
+        row["test_metrics"] = {m["test_set"]: {k: m[k] for k in METRIC_COLUMNS}
                                for m in ledger.rows("SELECT * FROM metrics WHERE cycle = ?", (cycle,))}
+    out["baselines"] = _baselines(ledger)
+    return out
+
+
+#: Per test set and model: errors (kcal/mol, kcal/mol/A) and how rho ranks them (see anif.al.ledger).
+METRIC_COLUMNS = ("e_rmse", "e_mae", "de_rmse", "de_mae", "f_rmse", "f_mae", "n", "rho_spearman", "captured", "n_bad")
+
+
+def _baselines(ledger: Ledger) -> dict:
+    """{model: {test set: metrics}} of the starting ensemble ("start") and ANI-1x ("ani1x")."""
+    out: dict = {}
+    for m in ledger.rows("SELECT * FROM baselines ORDER BY model, test_set"):
+        out.setdefault(m["model"], {})[m["test_set"]] = {k: m[k] for k in METRIC_COLUMNS}
     return out
 
 
@@ -140,10 +159,12 @@ def report_data(ledger: Ledger) -> dict:
         "cycles": [{"cycle": c["cycle"], "kind": c["kind"], "rho_hat": c["rho_hat"], "labels": c["dataset_size"]}
                    for c in cycles],
         "test_error_vs_labels": {
-            s: [{"cycle": m["cycle"], "labels": sizes[m["cycle"]], "e_rmse": m["e_rmse"], "e_mae": m["e_mae"],
-                 "f_rmse": m["f_rmse"]} for m in metrics if m["test_set"] == s]
+            s: [{"cycle": m["cycle"], "labels": sizes[m["cycle"]], **{k: m[k] for k in METRIC_COLUMNS}}
+                for m in metrics if m["test_set"] == s]
             for s in sets
         },
+        "baselines": _baselines(ledger),
+        "rho_vs_error_last_cycle": _rho_vs_error(ledger),
         "rho_candidates": {
             int(c): [r[0] for r in ledger.rows("SELECT rho FROM candidates WHERE cycle = ? AND role = 'train' "
                                                 "AND rho IS NOT NULL", (c,))]
@@ -155,6 +176,20 @@ def report_data(ledger: Ledger) -> dict:
             for c in sizes
         },
     }
+
+
+def _rho_vs_error(ledger: Ledger) -> dict:
+    """The last evaluated cycle's test structures: rho and |error| / sqrt(N) (kcal/mol), per test set."""
+    last = ledger.value("SELECT MAX(cycle) FROM test_errors")
+    if last is None:
+        return {}
+    out: dict = {"cycle": int(last), "rho_hat": ledger.cycle(last)["rho_hat"], "sets": {}}
+    for r in ledger.rows("SELECT test_set, n_atoms, rho, error FROM test_errors WHERE cycle = ? ORDER BY test_set, k",
+                         (last,)):
+        d = out["sets"].setdefault(r["test_set"], {"rho": [], "error_per_sqrt_atom": []})
+        d["rho"].append(r["rho"])
+        d["error_per_sqrt_atom"].append(abs(r["error"]) / math.sqrt(r["n_atoms"]))
+    return out
 
 
 def write_report(folder: str | Path) -> list[Path]:
@@ -169,52 +204,94 @@ def write_report(folder: str | Path) -> list[Path]:
     out = folder / PLOTS
     out.mkdir(exist_ok=True)
     paths = [_plot_error_vs_labels(data, out / "error_vs_labels.png"), _plot_error_per_cycle(data, out / "error_per_cycle.png"),
-             _plot_rho(data, out / "rho_per_cycle.png"), _plot_samplers(data, out / "labels_per_sampler.png")]
+             _plot_rho(data, out / "rho_per_cycle.png"), _plot_samplers(data, out / "labels_per_sampler.png"),
+             _plot_rho_vs_error(data, out / "rho_vs_error.png")]
     _write_json(out / "report.json", data)
     return [p for p in paths if p is not None] + [out / "report.json"]
 
 
+_BASELINE_LABEL = {"start": "starting ensemble", "ani1x": "ANI-1x"}
+
+
 def _plot_error_vs_labels(data: dict, path: Path) -> Optional[Path]:
+    """Test energy RMSE against training labels per test set (the paper's Fig. 5), with the first
+    trained model's error and the baselines (starting ensemble, ANI-1x) as dashed lines."""
     series = data["test_error_vs_labels"]
     if not series:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=150)
-    for name, points in series.items():
+    fig, ax = plt.subplots(figsize=(6, 4.4), dpi=150)
+    for (name, points), color in zip(series.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         x = [p["labels"] for p in points]
-        ax.plot(x, [p["e_rmse"] for p in points], "o-", label=name)
+        ax.plot(x, [p["e_rmse"] for p in points], "o-", color=color, label=name)
         for p in points:
             ax.annotate(str(p["cycle"]), (p["labels"], p["e_rmse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(points[0]["e_rmse"], color=color, ls=":", lw=0.8, label=f"{name}: cycle {points[0]['cycle']} model")
+        for (model, sets), ls in zip(data["baselines"].items(), ("--", "-.")):
+            if sets.get(name, {}).get("e_rmse") is not None:
+                ax.axhline(sets[name]["e_rmse"], color=color, ls=ls, lw=1, label=f"{name}: {_BASELINE_LABEL.get(model, model)}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("labelled structures in the training set")
     ax.set_ylabel("test energy RMSE (kcal/mol)")
     ax.set_title("Test error against labels (cycle numbers marked)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _plot_rho_vs_error(data: dict, path: Path) -> Optional[Path]:
+    """The paper's Fig. 1 for the last cycle: rho against |error| / sqrt(N) on each test set."""
+    d = data["rho_vs_error_last_cycle"]
+    if not d or not d["sets"]:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.4), dpi=150)
+    metrics = {s: pts[-1] for s, pts in data["test_error_vs_labels"].items() if pts}
+    for name, v in d["sets"].items():
+        m = metrics.get(name, {})
+        label = f"{name}: Spearman {_fmt(m.get('rho_spearman'))}, caught {_fmt(m.get('captured'))} of {m.get('n_bad', 0)}"
+        ax.scatter(np.clip(v["rho"], 1e-4, None), np.clip(v["error_per_sqrt_atom"], 1e-4, None), s=8, label=label)
+    ax.axvline(d["rho_hat"], color="r", lw=1, label=f"ρ̂ = {d['rho_hat']:.3g}")
+    ax.axhline(1.5, color="k", ls="--", lw=0.8, label="1.5 kcal/mol")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("ρ (kcal/mol)")
+    ax.set_ylabel("|E - E_ref| / √N (kcal/mol)")
+    ax.set_title(f"QBC ρ against the real error, cycle {d['cycle']}")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 _KIND_COLOR = {"bootstrap": "0.5", "configurational": "tab:orange", "conformational": "tab:blue"}
 
 
 def _plot_error_per_cycle(data: dict, path: Path) -> Optional[Path]:
+    """E, dE and F RMSE per cycle on each test set (one row per set), baselines dashed."""
     series = data["test_error_vs_labels"]
     if not series:
         return None
     plt = _plt()
     kinds = {c["cycle"]: c["kind"] for c in data["cycles"]}
-    fig, axes = plt.subplots(len(series), 1, figsize=(6, 2.4 * len(series) + 0.6), dpi=150, squeeze=False)
-    for ax, (name, points) in zip(axes[:, 0], series.items()):
+    quantities = (("e_rmse", "E RMSE (kcal/mol)"), ("de_rmse", "dE RMSE (kcal/mol)"), ("f_rmse", "F RMSE (kcal/mol/Å)"))
+    fig, axes = plt.subplots(len(series), 3, figsize=(10, 2.4 * len(series) + 0.8), dpi=150, squeeze=False)
+    for row, (name, points) in zip(axes, series.items()):
         cycles = [p["cycle"] for p in points]
-        ax.bar(cycles, [p["e_rmse"] for p in points], color=[_KIND_COLOR[kinds[c]] for c in cycles])
-        if any(p["f_rmse"] is not None for p in points):
-            ax2 = ax.twinx()
-            ax2.plot(cycles, [p["f_rmse"] if p["f_rmse"] is not None else math.nan for p in points], "k.--", lw=0.8)
-            ax2.set_ylabel("F RMSE (kcal/mol/Å)", fontsize=7)
-        ax.set_ylabel("E RMSE (kcal/mol)", fontsize=8)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks(cycles)
-    axes[-1, 0].set_xlabel("cycle (grey: bootstrap, orange: configurational, blue: conformational)")
+        for ax, (key, label) in zip(row, quantities):
+            ax.bar(cycles, [p[key] if p[key] is not None else math.nan for p in points],
+                   color=[_KIND_COLOR[kinds[c]] for c in cycles])
+            for (model, sets), ls in zip(data["baselines"].items(), ("--", "-.")):
+                if sets.get(name, {}).get(key) is not None:
+                    ax.axhline(sets[name][key], color="k", ls=ls, lw=0.8, label=_BASELINE_LABEL.get(model, model))
+            ax.set_ylabel(label, fontsize=7)
+            ax.set_title(name, fontsize=8)
+            ax.set_xticks(cycles)
+            if data["baselines"]:
+                ax.legend(fontsize=6)
+    fig.supxlabel("cycle (grey: bootstrap, orange: configurational, blue: conformational)", fontsize=8)
     return _save(fig, path)
 
 

@@ -54,3 +54,15 @@ class DNMSSettings:
     min_force_constant: float = 1e-3  # Ha/A^2 floor of the force constants (bounds soft-mode displacements)
     optimize: bool = True  # optimise with the ensemble first (False: the input is a minimum)
     hessian: str = "ensemble"  # 'ensemble' (finite differences) or 'reference' (PySCF)
+
+
+@dataclass(frozen=True)
+class FrameSettings:
+    """Frames of one Langevin trajectory per molecule (:func:`anif.sampling.frames.md_frames`)."""
+
+    temperature: float = 400.0  # K
+    n: int = 8  # frames per molecule
+    equilibration_ps: float = 0.5  # ps before the first frame
+    interval_ps: float = 0.1  # ps between frames
+    timestep_fs: float = 0.5  # fs
+    friction: float = 1.0  # 1/ps
