@@ -329,6 +329,7 @@ def solute_forcefield(structure: Structure, smiles: Optional[str] = None, sdf: O
               "generator": "openmmforcefields.generators.GAFFTemplateGenerator",
               "cache": str(cache) if cache is not None and charges == "am1bcc" else None,
               "versions": {k: versions[k] for k in ("openmm", "openmmforcefields", "openff-toolkit", "ambertools")}}
+    record["_generator"] = generator
     topology = molecule.to_topology().to_openmm()
     return forcefield, topology, record
 
@@ -366,6 +367,9 @@ def solvated_system(structure: Structure, box_nm: float, smiles: Optional[str] =
         raise InputError(f"{record['solute']} could not parametrise the solute {smiles or sdf} ({reason}); "
                          "--mm-solute mmff-uff is the approximate alternative") from None
     record["parametrisation_s"] = round(time.perf_counter() - start, 3)
+    if record.get("cache") is not None:  # templates made this time are those the cache did not hold
+        record["from_cache"] = not getattr(record.pop("_generator"), "_smiles_added_to_db", True)
+    record.pop("_generator", None)
     positions = np.asarray(modeller.getPositions().value_in_unit(unit.nanometer))
     return SolvatedSystem(modeller.topology, system, positions, list(range(structure.n_atoms)), record)
 
