@@ -19,6 +19,7 @@ mix at ``lambda_interpolate = 0``), so ML/MM and the classical run share files a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -355,15 +356,21 @@ def solvated_system(structure: Structure, box_nm: float, smiles: Optional[str] =
     forcefield, solute_topology, record = solute_forcefield(structure, smiles, sdf, mm_solute, cache)
     centred = structure.coordinates / NM_TO_ANGSTROM - structure.coordinates.mean(0) / NM_TO_ANGSTROM + box_nm / 2
     modeller = app.Modeller(solute_topology, centred * unit.nanometer)
-    try:
-        modeller.addSolvent(forcefield, model="tip3p", boxSize=openmm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer)
-        system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME,
-                                         nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer, constraints=None,
-                                         rigidWater=True)
-    except (InputError, AnifError):
-        raise
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    with _program_output() as output:  # antechamber and sqm write to the terminal: kept for the error
+        try:
+            modeller.addSolvent(forcefield, model="tip3p",
+                                boxSize=openmm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer)
+            system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME,
+                                             nonbondedCutoff=NONBONDED_CUTOFF_NM * unit.nanometer, constraints=None,
+                                             rigidWater=True)
+            failure = None
+        except (InputError, AnifError):
+            raise
+        except Exception as exc:
+            failure = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if failure is not None:
+        said = [line.strip() for line in output() if "error" in line.lower()]
+        reason = said[-1][:200] if said else failure
         raise InputError(f"{record['solute']} could not parametrise the solute {smiles or sdf} ({reason}); "
                          "--mm-solute mmff-uff is the approximate alternative") from None
     record["parametrisation_s"] = round(time.perf_counter() - start, 3)
@@ -372,6 +379,38 @@ def solvated_system(structure: Structure, box_nm: float, smiles: Optional[str] =
     record.pop("_generator", None)
     positions = np.asarray(modeller.getPositions().value_in_unit(unit.nanometer))
     return SolvatedSystem(modeller.topology, system, positions, list(range(structure.n_atoms)), record)
+
+
+@contextlib.contextmanager
+def _program_output():
+    """Send what external programs (and Python) write to stdout/stderr inside the block to a temporary
+    file; yields a function giving its lines."""
+    import tempfile
+
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: lines
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
 def solvated_molecule(structure: Structure, smiles: str, box_nm: float, seed: int = 0,

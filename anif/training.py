@@ -61,6 +61,7 @@ from .training_data import (
     element_counts,
     fit_self_energies,
     read_conformers,
+    unknown_method_warning,
     unlabelled,
 )
 from .training_settings import (  # noqa: F401 (re-exported: anif.training.TrainSettings etc.)
@@ -576,7 +577,8 @@ def train_ensemble(
     residual = data.energies - element_counts(data.species) @ fitted
     fold_baseline = [float(np.sqrt(np.mean(residual[fold == r.fold] ** 2))) * HARTREE_TO_KCAL_MOL for r in results]
     baseline = float(np.sqrt(np.mean(residual**2))) * HARTREE_TO_KCAL_MOL
-    warnings = _split_warning(settings, start) + _warnings(results, fold_baseline, start.kind)
+    warnings = ([w for w in [unknown_method_warning(data)] if w] + _split_warning(settings, start)
+                + _warnings(results, fold_baseline, start.kind))
     ensemble = build_ani(SYMBOLS, start.layer_dims, list(map(float, self_energies)), settings.members)
     for r in results:
         ensemble.neural_networks.members[r.index].load_state_dict(r.state)
