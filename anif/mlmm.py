@@ -229,8 +229,8 @@ def solute_molecule(structure: Structure, smiles: Optional[str] = None, sdf: Opt
         raise InputError(f"OpenFF cannot read the solute {smiles or sdf} ({reason})") from None
     if [a.atomic_number for a in molecule.atoms] != [int(z) for z in structure.numbers]:
         raise AnifError(f"the OpenFF molecule of {smiles or sdf} does not list the atoms of the structure in order")
-    molecule._conformers = None
-    molecule.add_conformer(np.asarray(structure.coordinates, dtype=float) * offunit.angstrom)
+    if molecule.n_conformers == 0:  # an SDF brings its own (the structure's) coordinates
+        molecule.add_conformer(np.asarray(structure.coordinates, dtype=float) * offunit.angstrom)
     return molecule
 
 

@@ -168,3 +168,24 @@ def test_solvent_bad_input(tmp_path, monkeypatch, capsys, args, message):
     code, _, err = run_anif(monkeypatch, capsys, "md", *args, "--steps", 5, "--out", out)
     assert code == 1 and err.strip().startswith("error:") and message in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_sdf_partial_charges_are_kept(tmp_path):
+    """An SDF's own partial charges (OpenFF's atom.dprop.PartialCharge) are the solute's MM charges."""
+    _need_openff()
+    from openff.toolkit import Molecule
+    from openff.units import unit as offunit
+
+    from anif.mlmm import solvated_system
+    from anif.structures import read_structures
+
+    molecule = Molecule.from_smiles("CCO")
+    molecule.generate_conformers(n_conformers=1)
+    given = np.array([-0.2, 0.15, -0.6, 0.05, 0.05, 0.05, 0.03, 0.03, 0.44])  # sums to 0
+    molecule.partial_charges = given * offunit.elementary_charge
+    molecule.to_file(str(tmp_path / "ethanol.sdf"), file_format="SDF")
+    structure = read_structures(tmp_path / "ethanol.sdf")[0]
+    built = solvated_system(structure, 2.0, sdf=tmp_path / "ethanol.sdf", cache=tmp_path / "unused.json")
+    assert built.mm["charges"] == "sdf" and built.mm["cache"] is None
+    np.testing.assert_allclose(_particles(built.system, built.solute_atoms)[:, 0], given, atol=1e-6)
+    assert not (tmp_path / "unused.json").exists()  # given charges are not cached as AM1-BCC ones
