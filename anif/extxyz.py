@@ -28,7 +28,7 @@ GROUP_KEY = "anif_group"
 #: Store columns that are not per-conformer scalars to carry in the comment line.
 _NOT_CARRIED = ("species", "coordinates", "energies", "forces", "structure_key")
 #: Comment-line keys that ASE itself writes or reads, never store columns.
-_ASE_KEYS = ("pbc", "Lattice", "Properties", "energy", "free_energy", "forces", "stress", "virial", "config_type")
+_ASE_KEYS = ("pbc", "Lattice", "Properties", "energy", "free_energy", "forces", "stress", "virial")
 
 
 def _per_ev(units: str) -> float:
@@ -113,20 +113,19 @@ def import_extxyz(path: str | Path, out: str | Path, energy_key: str = "energy",
     for group, numbers, coords, energy, forces, columns in frames:
         if method is not None and not columns.get("method"):
             columns["method"] = method
-        key = (group, tuple(int(z) for z in numbers), tuple(sorted(columns)))
-        batches.setdefault(key, []).append((coords, energy, forces, columns))
+        batches.setdefault((group, tuple(int(z) for z in numbers)), []).append((coords, energy, forces, columns))
     store = open_output(out, kind="labels")
     added = 0
     with store.transaction():
-        for (group, numbers, names), rows in batches.items():
+        for (group, numbers), rows in batches.items():
             properties = {}
-            for name in names:
-                values = [r[3][name] for r in rows]
-                default = PROVENANCE.get(name)
-                if isinstance(default, str) or any(isinstance(v, str) for v in values):
-                    properties[name] = np.array([str(v) for v in values], dtype=object)
-                else:
-                    properties[name] = np.asarray(values)
+            for name in sorted({k for r in rows for k in r[3]}):  # a column some frames lack: its unset value
+                given = [r[3][name] for r in rows if name in r[3]]
+                text = isinstance(PROVENANCE.get(name), str) or any(isinstance(v, str) for v in given)
+                unset = PROVENANCE.get(name, "" if text else np.nan)
+                values = [r[3].get(name, unset) for r in rows]
+                properties[name] = (np.array([str(v) for v in values], dtype=object) if text
+                                    else np.asarray(values))
             forces = np.stack([r[2] for r in rows]) if rows[0][2] is not None else None
             added += store.append(group, list(numbers), np.stack([r[0] for r in rows]),
                                   np.array([r[1] for r in rows]), forces, **properties)
