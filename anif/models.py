@@ -161,7 +161,6 @@ def _ani1x_cache() -> Optional[Path]:
     else ``$XDG_CACHE_HOME/anif`` or ``~/.cache/anif``), named for the Neurochem files they come
     from and the torchani version; None while those files are not there (torchani fetches them)."""
     import hashlib
-    import os
 
     import torchani
 
@@ -171,11 +170,22 @@ def _ani1x_cache() -> Optional[Path]:
     except OSError:
         return None
     key = f"{info.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{torchani.__version__}"
+    root = cache_root()
+    if root is None:
+        return None
+    return root / f"ani1x-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def cache_root() -> Optional[Path]:
+    """anif's cache folder: ``$ANIF_CACHE_DIR``, else ``$XDG_CACHE_HOME/anif`` or ``~/.cache/anif``;
+    None without a home directory (no cache). Not created here."""
+    import os
+
     try:
         root = os.environ.get("ANIF_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anif"
     except RuntimeError:  # no home directory: no cache
         return None
-    return Path(root) / f"ani1x-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return Path(root)
 
 
 def _load_ani1x():

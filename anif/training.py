@@ -67,6 +67,7 @@ from .training_data import (
     element_counts,
     fit_self_energies,
     read_conformers,
+    unknown_method_warning,
     unlabelled,
 )
 from .training_settings import (  # noqa: F401 (re-exported: anif.training.TrainSettings etc.)
@@ -604,7 +605,8 @@ def train_ensemble(
     fold_baseline = [float(np.sqrt(np.mean(residual[plans[r.index].valid.numpy()] ** 2))) * HARTREE_TO_KCAL_MOL
                      for r in results]
     baseline = float(np.sqrt(np.mean(residual**2))) * HARTREE_TO_KCAL_MOL
-    warnings = _split_warning(settings, start) + _warnings(results, fold_baseline)
+    warnings = ([w for w in [unknown_method_warning(data)] if w] + _split_warning(settings, start)
+                + _warnings(results, fold_baseline))
     warnings += [f"member {i}: fold {i} holds no conformer ({len(data)} conformers in {settings.folds} folds); it "
                  "validated on its own training data" for i in empty]
     ensemble = build_ani(SYMBOLS, start.layer_dims, list(map(float, self_energies)), settings.members)

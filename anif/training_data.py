@@ -1,13 +1,13 @@
 """What anif train learns from: conformers read from ANI-format HDF5, their k-fold split, the
 self-energy fit, and the tensors one mini-batch is evaluated on.
 
-Labels: only conformers whose energies are reference labels train (:func:`unlabelled`).
-Samplers write candidates whose energy is the ensemble's mean, a placeholder until ``anif label``
-computes the reference; their ``method`` column is :data:`anif.datasets.CANDIDATE_METHOD` (older
-candidate files leave it empty). Any other non-empty ``method`` (``anif label`` writes
-``wb97x/6-31g*``; a teacher model's name for teacher labels) counts as a label, and so do files in
-the legacy ANI-1x / COMP6 v1 layout, which anif never writes candidates into (their ``lot``, when
-present, is the method).
+Labels: only the samplers' candidates are refused (:func:`unlabelled`). Samplers write candidates
+whose energy is the ensemble's mean, a placeholder until ``anif label`` computes the reference;
+their ``method`` column is :data:`anif.datasets.CANDIDATE_METHOD` (older candidate files, a store of
+kind "candidates", leave it empty). Any other ``method`` (``anif label`` writes ``wb97x/6-31g*``; a
+teacher model's name for teacher labels; the legacy ANI-1x / COMP6 v1 ``lot``) counts as a label.
+Files without a method (the ANI-1 and COMP6 releases, many ANI-format and imported extended-XYZ
+files) train too, with a warning that the method is unknown (:func:`unknown_method_warning`).
 
 Forces in a mini-batch come without autograd through the descriptor when the compiled kernels
 load: the networks give dE/dAEV, forces are ``-J^T dE/dAEV`` (``torch.ops.anif.aev_vjp``, J the
@@ -77,7 +77,7 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
     Legacy-layout (COMP6 v1) files store the energy gradient under ``forces``; it is flipped
     (:mod:`anif.comp6`). Forces are returned only when every conformer has finite ones.
     """
-    from .datasets import DatasetStore, stored_forces
+    from .datasets import CANDIDATE_METHOD, DatasetStore, stored_forces
 
     blocks = []
     for path in paths:
@@ -100,7 +100,10 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
             forces = record.get("forces")
             if forces is not None:
                 forces = stored_forces(forces, legacy).reshape(coords.shape)
-            blocks.append((name, species, coords, energies, forces, _methods(record, len(energies))))
+            methods = _methods(record, len(energies))
+            if store.stored_kind == "candidates":  # older candidate files leave method empty
+                methods[methods == ""] = CANDIDATE_METHOD
+            blocks.append((name, species, coords, energies, forces, methods))
     if not blocks:
         raise InputError(f"no conformers in {', '.join(str(p) for p in paths)}")
     names = sorted({b[0] for b in blocks})
@@ -131,10 +134,20 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
 
 
 def unlabelled(data: ConformerSet) -> np.ndarray:
-    """Mask of conformers whose energy is not a reference label (see the module docstring)."""
+    """Mask of conformers whose energy is not a reference label: the samplers' candidates (see the
+    module docstring)."""
     from .datasets import CANDIDATE_METHOD
 
-    return np.array([m in ("", CANDIDATE_METHOD) for m in data.method], dtype=bool)
+    return np.array([m == CANDIDATE_METHOD for m in data.method], dtype=bool)
+
+
+def unknown_method_warning(data: ConformerSet) -> Optional[str]:
+    """One line when some conformers carry no ``method`` (their energies train as labels), else None."""
+    n = int(sum(1 for m in data.method if m == ""))
+    if n == 0:
+        return None
+    return (f"{n} of {len(data)} conformers carry no 'method' column: the level of theory of their labels is "
+            "unknown (they train as reference labels)")
 
 
 def element_counts(species: np.ndarray, symbols: Sequence[str] = SYMBOLS) -> np.ndarray:

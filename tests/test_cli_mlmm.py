@@ -97,6 +97,8 @@ def test_solvated_molecule_keeps_waters_and_solute_whole(tmp_path, ani1x_torchan
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "md.json").read_text())
     assert record["ml_atoms"] == list(range(9)) and record["solvent"] == "water"
+    assert record["mm"]["solute"] == "gaff-2.11" and record["mm"]["charges"] == "am1bcc"
+    assert record["mm"]["versions"]["openmmforcefields"] and record["solute_in"] == "ml"
     traj, whole = check_ml_sigma(out, ani1x_torchani, list(range(9)), [6, 6, 8, 1, 1, 1, 1, 1, 1])
     waters = [r for r in traj.topology.residues if r.name == "HOH"]
     assert len(waters) > 200
@@ -111,6 +113,29 @@ def test_solvated_molecule_keeps_waters_and_solute_whole(tmp_path, ani1x_torchan
     # ethanol made whole: radius of gyration of a 9-atom molecule, not of atoms spread over the box
     assert 1.0 < analysis["summary"]["radius_of_gyration_mean_angstrom"] < 2.0
     assert analysis["summary"]["rmsd_max_angstrom"] < 1.5
+
+
+def test_solvated_molecule_mm_only(tmp_path, ani1x_torchani):
+    """--mm-only: the solute in MM too (its GAFF bonds hold it together), qbc.csv still the ensemble's
+    sigma on the ML atoms of every frame, and the potential that of the all-MM System."""
+    out = tmp_path / "mm"
+    result = run_anif("md", "--smiles", "CCO", "--solvent", "water", "--box", 2.0, "--steps", 30,
+                      "--report-every", 10, "--mm-only", "--out", out)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "md.json").read_text())
+    assert record["solute_in"] == "mm" and record["mm"]["solute"] == "gaff-2.11"
+    traj, whole = check_ml_sigma(out, ani1x_torchani, list(range(9)), [6, 6, 8, 1, 1, 1, 1, 1, 1])
+    # the potential in qbc.csv is the MM System's (lambda 0), recomputed here from the written frame
+    from anif.mlmm import solvated_system
+    from anif.structures import from_smiles
+
+    built = solvated_system(from_smiles("CCO"), 2.0, smiles="CCO")
+    context = openmm.Context(built.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPeriodicBoxVectors(*built.system.getDefaultPeriodicBoxVectors())
+    context.setPositions(traj.xyz[-1].astype(np.float64))
+    mm = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    rows = np.atleast_1d(np.genfromtxt(out / "qbc.csv", delimiter=",", names=True))
+    assert rows["potential_kj_mol"][-1] == pytest.approx(mm, abs=2.0)  # DCD positions are float32
 
 
 @pytest.mark.parametrize("args, message", [

@@ -19,7 +19,7 @@ LAYERS = {
     "anif.labeling_settings": 1, "anif.training_settings": 1, "anif.md_settings": 1,
     # engine pieces: ensemble and kernels, OpenMM forces/integrators/reporters, dataset store
     "anif.models": 2, "anif.fused": 2, "anif.kernels": 2, "anif.simulation": 2, "anif.datasets": 2,
-    "anif.comp6": 2, "anif.plausibility": 2, "anif.distributed": 2, "anif.vibrations": 2, "anif.outputs": 2,
+    "anif.comp6": 2, "anif.extxyz": 2, "anif.plausibility": 2, "anif.distributed": 2, "anif.vibrations": 2, "anif.outputs": 2,
     "anif.progress": 2, "anif.openmm_plugin": 2,  # the old name of anif.simulation (aliases)
     # base: structures, units, errors and numpy geometry
     "anif": 3, "anif.structures": 3, "anif.units": 3, "anif.errors": 3, "anif.geometry": 3, "anif.lazy": 3,

@@ -30,3 +30,12 @@ def test_exact_conversions_are_openmms():
     assert units.FS_PER_PS == unit.picosecond.conversion_factor_to(unit.femtosecond)
     assert units.KJ_PER_KCAL == unit.kilocalorie.conversion_factor_to(unit.kilojoule)
     assert units.KJ_MOL_TO_KCAL_MOL == pytest.approx(unit.kilojoule.conversion_factor_to(unit.kilocalorie), rel=1e-15)
+
+
+def test_hartree_to_ev_is_ases_and_torchanis():
+    """extended XYZ energies (eV) -> Hartree: ASE's constant, the same CODATA 2014 value as torchani's."""
+    import ase.units
+    from torchani.units import HARTREE_TO_EV
+
+    assert units.HARTREE_TO_EV == ase.units.Hartree
+    assert units.HARTREE_TO_EV == pytest.approx(float(HARTREE_TO_EV), rel=1e-12)

@@ -1,4 +1,5 @@
-"""``anif data info|merge|split``: ANI-format HDF5 datasets (:mod:`anif.datasets`)."""
+"""``anif data info|merge|split|import|export``: ANI-format HDF5 datasets (:mod:`anif.datasets`), and
+extended XYZ in and out (:mod:`anif.extxyz`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import typer
 from ..errors import InputError
 from .common import json_out_option
 
-data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split.", no_args_is_help=True)
+data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split, extended XYZ import/export.",
+                       no_args_is_help=True)
 #: `data info` prints this many warnings about implausible labels.
 SHOWN_WARNINGS = 10
 
@@ -92,3 +94,40 @@ def split_command(
     counts = split(path, out, fraction, *([] if seed is None else [seed]))
     for p, n in zip(out, counts):
         print(f"{p}: {n} conformers")
+
+
+_ENERGY_KEY = typer.Option("energy", "--energy-key", help="the frames' energy key (ASE's calculator result or info)")
+_FORCES_KEY = typer.Option("forces", "--forces-key", help="the frames' per-atom forces key")
+_UNITS = typer.Option("ev", "--units", help="energy units of the file: ev (ASE's: eV, eV/A) or hartree (Ha, Ha/A)")
+
+
+@data_app.command("import")
+def import_command(
+    path: Path = typer.Argument(..., help="extended XYZ file (.extxyz / .xyz), read with ASE"),
+    out: Path = typer.Option(..., "--out", help="label store (.h5) to create or append to"),
+    energy_key: str = _ENERGY_KEY,
+    forces_key: str = _FORCES_KEY,
+    units: str = _UNITS,
+    method: Optional[str] = typer.Option(None, "--method",
+                                         help="level of theory of frames whose comment line gives none"),
+) -> None:
+    """Extended XYZ frames (energies required, forces if present) into an ANI-format label store."""
+    from ..extxyz import import_extxyz
+
+    frames, added = import_extxyz(path, out, energy_key, forces_key, units, method)
+    print(f"{out}: {added} of {frames} conformers added")
+
+
+@data_app.command("export")
+def export_command(
+    path: Path = typer.Argument(..., help="ANI-format .h5 file"),
+    out: Path = typer.Option(..., "--out", help="extended XYZ file to write (replaced whole)"),
+    energy_key: str = _ENERGY_KEY,
+    forces_key: str = _FORCES_KEY,
+    units: str = _UNITS,
+) -> None:
+    """Every conformer of a store as extended XYZ (ASE's writer), provenance in the comment lines."""
+    from ..extxyz import export_extxyz
+
+    n = export_extxyz(path, out, energy_key, forces_key, units)
+    print(f"{out}: {n} conformers written")

@@ -69,6 +69,12 @@ def md_command(
                                            help="mdtraj selection of the ML atoms of a prepared system, e.g. 'resname LIG'"),
     solvent: Optional[str] = typer.Option(None, "--solvent", help="'water': the molecule in a TIP3P box (ML/MM)"),
     box: Optional[float] = typer.Option(None, "--box", callback=positive, help="edge of the cubic water box (nm)"),
+    mm_solute: Optional[str] = typer.Option(None, "--mm-solute",
+                                            help="the solute's MM terms with --solvent: gaff-2.11 (default; AM1-BCC "
+                                                 "charges, or an SDF's own) or mmff-uff (RDKit approximation)"),
+    mm_only: bool = typer.Option(False, "--mm-only",
+                                 help="the same system with the ML atoms in MM too (classical reference run; "
+                                      "qbc.csv still reports the ensemble on them)"),
     temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=positive, help="K"),
     timestep: float = typer.Option(MD_DEFAULTS.timestep_fs, "--timestep", callback=positive, help="fs"),
     friction: float = typer.Option(MD_DEFAULTS.friction, "--friction", callback=non_negative, help="ps^-1"),
@@ -87,7 +93,7 @@ def md_command(
     (ANI on the solute, mechanical embedding). A prepared system (--prmtop/--inpcrd or
     --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
     """
-    from ..md import MD_JSON, load_inputs, molecule_system, run_md
+    from ..md import MD_JSON, RHO_LIMIT, load_inputs, molecule_system, run_md
     from ..outputs import atomic_write_text, staged_directory
 
     if (steps is None) == (time_ps is None):
@@ -106,30 +112,32 @@ def md_command(
         raise InputError("a prepared system needs --ml-atoms SELECTION (mdtraj syntax, e.g. 'resname LIG')")
     if not prepared and ml_atoms is not None:
         raise InputError("--ml-atoms selects atoms of a prepared system (--prmtop or --system-xml)")
+    if mm_solute is not None and solvent is None:
+        raise InputError("--mm-solute goes with --solvent water (a prepared system brings its own MM terms)")
+    if mm_only and solvent is None and not prepared:
+        raise InputError("--mm-only needs an ML/MM system (--solvent water, or a prepared system with --ml-atoms)")
     with staged_directory(out) as stage:  # checks --out is writable; an earlier run there stays until this ends
         record: dict = {"model": model}
         if prepared:
-            from ..mlmm import mixed_system, prepared_system, select_atoms
+            from ..mlmm import mixed_system, mm_only_system, prepared_system, select_atoms
 
             topology, mm_system, positions = prepared_system(prmtop, inpcrd, system_xml, pdb)
             atoms = select_atoms(topology, ml_atoms)
-            system = mixed_system(topology, mm_system, atoms, model)
-            record.update(ml_atoms=atoms, ml_selection=ml_atoms)
+            system = (mm_only_system if mm_only else mixed_system)(topology, mm_system, atoms, model)
+            record.update(ml_atoms=atoms, ml_selection=ml_atoms, solute_in="mm" if mm_only else "ml")
+        elif solvent is not None:
+            from ..mlmm import DEFAULT_MM_SOLUTE, solvated_md_system
+
+            topology, system, positions, atoms, mm_record = solvated_md_system(
+                model, box, smiles, input, seed, mm_solute or DEFAULT_MM_SOLUTE, mm_only)
+            record.update(ml_atoms=atoms, solvent=solvent, box_nm=box, **mm_record)
         else:
             ensemble = load_model(model)
             structure = load_inputs(ensemble, smiles, input, seed)[0]
-            if solvent is not None:
-                from ..mlmm import mixed_system, solvated_molecule
-
-                if smiles is None:
-                    raise InputError("--solvent water needs --smiles (the solute's MMFF94 charges come from it)")
-                topology, mm_system, positions, atoms = solvated_molecule(structure, smiles, box, seed)
-                system = mixed_system(topology, mm_system, atoms, model)
-                record.update(ml_atoms=atoms, solvent=solvent, box_nm=box)
-            else:
-                topology, system, positions = molecule_system(structure, ensemble, backend)
+            topology, system, positions = molecule_system(structure, ensemble, backend)
         summary = run_md(topology, system, positions, stage, steps, temperature, timestep, friction, report_every,
-                         platform, seed, rho_hat, stop_on_rho, ml_atoms=record.get("ml_atoms"))
+                         platform, seed, rho_hat, stop_on_rho, ml_atoms=record.get("ml_atoms"),
+                         rho_limit=None if mm_only else RHO_LIMIT)
         atomic_write_text(stage / MD_JSON, json.dumps({**summary, **record}, indent=2))
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)

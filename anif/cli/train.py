@@ -47,7 +47,7 @@ def train_command(
     min_lr: Optional[float] = typer.Option(_D.min_lr, help=f"Stop when the learning rate falls below this (default: {MIN_LR_FRACTION:g} x the initial one)."),
     allow_unlabelled: bool = typer.Option(
         _D.allow_unlabelled, "--allow-unlabelled",
-        help="Also train on conformers whose energies are not reference labels (sampler candidates, unset method).",
+        help="Also train on sampler candidates (their energies are the ensemble mean, not reference labels).",
     ),
     checkpoint_every: float = typer.Option(_D.checkpoint_seconds, metavar="SECONDS", help="Checkpoint each member at most this often."),
     workers: int = typer.Option(0, "--workers", "--jobs",
