@@ -61,9 +61,16 @@ class Structure:
     charge: int = 0
     multiplicity: int = 1
     bonds: list[tuple[int, int]] = field(default_factory=list)
+    #: What reading changed (e.g. hydrogens added), for the command to say.
+    notes: list[str] = field(default_factory=list)
+    #: Why the structure is open-shell, where the reader knows (said with the open-shell error).
+    spin_hint: str = ""
 
     def __post_init__(self):
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        problem = element_range_problem(self.numbers)
+        if problem:
+            raise InputError(f"{self.name or 'structure'}: {problem}")
         self.coordinates = np.asarray(self.coordinates, dtype=np.float64).reshape(-1, 3)
         if len(self.numbers) != len(self.coordinates):
             raise InputError(
@@ -105,12 +112,28 @@ class Structure:
         problem = charge_spin_problem(int(self.numbers.sum()) - int(self.charge), int(self.charge),
                                       int(self.multiplicity), neutral_closed_shell)
         if problem:
-            raise InputError(f"{self.name or 'structure'}: {problem}")
+            hint = f"; {self.spin_hint}" if self.spin_hint and "open-shell" in problem else ""
+            raise InputError(f"{self.name or 'structure'}: {problem}{hint}")
         return self
 
     def require_neutral_closed_shell(self) -> "Structure":
         """ANI-1x describes neutral closed-shell molecules only."""
         return self.check_charge_spin(neutral_closed_shell=True)
+
+
+#: Atomic numbers of the periodic table.
+MAX_ATOMIC_NUMBER = 118
+
+
+def element_range_problem(numbers) -> str | None:
+    """Why ``numbers`` are not all atomic numbers of the periodic table (1 .. 118), or None."""
+    numbers = np.asarray(numbers)
+    if numbers.size == 0:
+        return None
+    bad = numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]
+    if bad.size:
+        return f"atomic number {int(bad[0])} is not an element (the periodic table is 1 .. {MAX_ATOMIC_NUMBER})"
+    return None
 
 
 def element_problem(numbers, supported) -> str | None:
@@ -210,7 +233,25 @@ def _read_sdf(path: Path) -> list[Structure]:
         if mol.GetNumConformers() == 0:
             raise InputError(f"{path}: record {k + 1} has no coordinates")
         name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else f"{path.stem}:{k + 1}"
-        out.append(from_rdkit(mol, name=name))
+        where = f"{path}: record {k + 1}"
+        notes = []
+        implicit = sum(a.GetTotalNumHs() for a in mol.GetAtoms())
+        if implicit:
+            if not mol.GetConformer().Is3D() and mol.GetNumAtoms() > 2:
+                raise InputError(f"{where} is a 2D record without explicit hydrogens (no 3D geometry to place "
+                                 "them on); give 3D coordinates with hydrogens, or the molecule as --smiles")
+            mol = Chem.AddHs(mol, addCoords=True)
+            notes.append(f"{where}: added {implicit} implicit hydrogen(s) (RDKit, with coordinates); "
+                         "the file has no explicit hydrogens for them")
+        radicals = [(a.GetIdx() + 1, a.GetSymbol(), a.GetNumRadicalElectrons()) for a in mol.GetAtoms()
+                    if a.GetNumRadicalElectrons()]
+        structure = from_rdkit(mol, name=name)
+        structure.notes.extend(notes)
+        if radicals:
+            i, sym, n = radicals[0]
+            structure.spin_hint = (f"atom {i} ({sym}) has {n} unpaired electron(s) as written in {where} "
+                                   "(a radical, or hydrogens missing from the record)")
+        out.append(structure)
     return out
 
 
@@ -225,6 +266,9 @@ def _read_pdb(path: Path) -> list[Structure]:
     if any(a.element is None for a in atoms):
         raise InputError(f"{path}: atoms without an element column")
     numbers = [a.element.atomic_number for a in atoms]
+    if 1 not in numbers and any(z in (6, 7) for z in numbers):
+        raise InputError(f"{path}: has no hydrogen atoms (carbon or nitrogen without them is not a molecule "
+                         "ANI-1x can describe); add hydrogens first (e.g. pdbfixer, reduce or obabel -h)")
     bonds = [(b[0].index, b[1].index) for b in pdb.topology.bonds()]
     return [
         Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * NM_TO_ANGSTROM,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import RHO_HAT
-from .common import check_writable, json_out_option, load_model, non_negative, positive
+from .common import check_not_input, check_writable_file, check_writable_folder, json_out_option, load_model, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)
 
@@ -53,10 +52,13 @@ def bench_comp6_command(
                              plot_error_vs_rho, plot_force_parity, plot_subset_bars, predict)
     from ..comp6 import read_comp6
     from ..errors import InputError
-    from ..outputs import atomic_write_text
+    from ..outputs import atomic_write_text, strict_json
 
     console = Console(stderr=True)
-    check_writable(json_out, plots)
+    inputs = list(data) + list(more_data or [])
+    check_not_input([json_out, plots], inputs + ([Path(model)] if Path(model).exists() else []))
+    check_writable_file(json_out)
+    check_writable_folder(plots)
     if threads:
         import torch
 
@@ -77,7 +79,7 @@ def bench_comp6_command(
     Console().print(metrics_table(metrics, f"{model} on COMP6 ({window}); kcal/mol, kcal/mol/Å"))
     console.print(f"throughput: {n_conf / seconds:.1f} conformers/s ({n_conf} conformers, energies + forces, {seconds:.1f} s)")
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(metrics, indent=2))
+        atomic_write_text(json_out, strict_json(metrics))
         console.print(f"metrics: {json_out}")
     if plots is not None:
         name = Path(model).name if model.lower() != "ani1x" else "ANI-1x"

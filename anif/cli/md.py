@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..md_settings import MD_DEFAULTS
 from ..qbc_calibration import RHO_HAT
 from ..units import FS_PER_PS
-from .common import load_model, non_negative, positive
+from .common import check_not_input, check_writable_file, load_model, non_negative, positive, seed_option
 
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
@@ -35,13 +35,16 @@ def energy_command(
     import numpy as np
 
     from ..md import EnsembleCalculator, load_inputs
+    from ..outputs import strict_json
 
     ensemble = load_model(model)
     structures = load_inputs(ensemble, smiles, input)
+    for note in dict.fromkeys(n for s in structures for n in s.notes):
+        print(f"note: {note}", file=sys.stderr)
     calculator = EnsembleCalculator(ensemble, platform, backend)
     results = [calculator.compute(s) for s in structures]
     if json_output:
-        print(json.dumps(results))
+        print(strict_json(results, indent=None))
         return
     from rich.console import Console
     from rich.table import Table
@@ -75,7 +78,7 @@ def md_command(
     report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
     model: str = _MODEL,
     platform: str = _PLATFORM,
-    seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
+    seed: int = seed_option(0, "seed for embedding, velocities and the thermostat"),
     rho_hat: Optional[float] = typer.Option(None, "--rho-hat", "--rho-threshold", callback=non_negative,
                                                   help="flag steps with rho above this (kcal/mol; --rho-threshold: old spelling)"),
     stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-hat"),
@@ -88,13 +91,18 @@ def md_command(
     --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
     """
     from ..md import MD_JSON, load_inputs, molecule_system, run_md
-    from ..outputs import atomic_write_text, staged_directory
+    from ..outputs import atomic_write_text, staged_directory, strict_json
 
     if (steps is None) == (time_ps is None):
         # a usage mistake, exit 2 as when --steps was a required option
         raise typer.BadParameter("give the MD length as --steps N or --time-ps PS (one of them)",
                                  param_hint="'--steps' / '--time-ps'")
     steps = steps if steps is not None else max(1, round(time_ps * FS_PER_PS / timestep))
+    if report_every > steps:
+        raise typer.BadParameter(f"{report_every} is longer than the run ({steps} steps): no frame would be written",
+                                 param_hint="'--report-every'")
+    if stop_on_rho and rho_hat is None:
+        raise typer.BadParameter("--stop-on-rho needs --rho-hat KCAL (the threshold to stop at)", param_hint="'--stop-on-rho'")
     prepared = any(x is not None for x in (prmtop, inpcrd, system_xml, pdb))
     if prepared and (smiles is not None or input is not None):
         raise InputError("give a molecule (--smiles/--input) or a prepared system (--prmtop/--system-xml), not both")
@@ -106,7 +114,14 @@ def md_command(
         raise InputError("a prepared system needs --ml-atoms SELECTION (mdtraj syntax, e.g. 'resname LIG')")
     if not prepared and ml_atoms is not None:
         raise InputError("--ml-atoms selects atoms of a prepared system (--prmtop or --system-xml)")
-    with staged_directory(out) as stage:  # checks --out is writable; an earlier run there stays until this ends
+    check_not_input([out], [input, prmtop, inpcrd, system_xml, pdb], replaces=True)
+    # refuses a folder that is not an earlier `anif md` run (nothing of a user's is ever deleted);
+    # an earlier run there stays until this one completes
+    staging = staged_directory(out, markers=(MD_JSON,), what="an `anif md` run")
+    out = staging_out = staging.destination
+    earlier = _complete_run(out)
+    notes: list[str] = []
+    with staging as stage:
         record: dict = {"model": model}
         if prepared:
             from ..mlmm import mixed_system, prepared_system, select_atoms
@@ -118,6 +133,9 @@ def md_command(
         else:
             ensemble = load_model(model)
             structure = load_inputs(ensemble, smiles, input, seed)[0]
+            notes = list(structure.notes)
+            for note in notes:  # said now, and kept in md.json's warnings
+                print(f"note: {note}", file=sys.stderr)
             if solvent is not None:
                 from ..mlmm import mixed_system, solvated_molecule
 
@@ -130,15 +148,41 @@ def md_command(
                 topology, system, positions = molecule_system(structure, ensemble, backend)
         summary = run_md(topology, system, positions, stage, steps, temperature, timestep, friction, report_every,
                          platform, seed, rho_hat, stop_on_rho, ml_atoms=record.get("ml_atoms"))
-        atomic_write_text(stage / MD_JSON, json.dumps({**summary, **record}, indent=2))
+        if summary["outcome"] == "left_model_domain" and earlier:
+            # an unfinished run never replaces an earlier complete one: it goes beside it
+            staging.destination = out = _beside(out, "left-domain")
+        atomic_write_text(stage / MD_JSON, strict_json({**summary, **record, "warnings": [*summary["warnings"], *notes]}))
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if summary["outcome"] == "left_model_domain":
+        kept = f" (beside the earlier complete run in {staging_out}, which is kept)" if out != staging_out else ""
         print(f"error: MD left the model's domain at step {summary['stopped_at_step']} ({summary['reason']}); "
-              f"the frames before are in {out} (md.json: outcome left_model_domain)", file=sys.stderr)
+              f"the frames before are in {out}{kept} (md.json: outcome left_model_domain)", file=sys.stderr)
         raise typer.Exit(3)
     stop = f", stopped at step {summary['stopped_at_step']}" if summary["stopped_at_step"] is not None else ""
     print(f"{summary['steps']} steps ({summary['time_ps']:.3f} ps) written to {out}{stop}")
+
+
+def _complete_run(folder: Path) -> bool:
+    """Whether ``folder`` holds an `anif md` run that did not stop outside the model's domain."""
+    from ..md import MD_JSON
+
+    try:
+        record = json.loads((folder / MD_JSON).read_text())
+    except (OSError, ValueError):
+        return (folder / MD_JSON).exists()
+    return not (isinstance(record, dict) and record.get("outcome") == "left_model_domain")
+
+
+def _beside(out: Path, tag: str) -> Path:
+    """A free sibling name ``OUT.TAG`` (or ``OUT.TAG-2`` ...) that holds nothing of a user's."""
+    from ..md import MD_JSON
+
+    for k in range(1, 1000):
+        candidate = out.with_name(f"{out.name}.{tag}" + ("" if k == 1 else f"-{k}"))
+        if not candidate.exists() or (candidate / MD_JSON).is_file():
+            return candidate
+    raise InputError(f"no free name beside {out} for the unfinished run")
 
 
 def analyze_command(
