@@ -208,6 +208,12 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
         raise InputError(f"{files['qbc.csv']}: unreadable QBC log ({exc})") from None
     if traj.n_frames == 0 or len(rho) == 0:
         raise InputError(f"{folder}: the trajectory is empty")
+    bad = np.flatnonzero(~np.isfinite(traj.xyz).all(axis=(1, 2)))
+    if bad.size:
+        raise InputError(f"{files['trajectory.dcd']}: frame {int(bad[0]) + 1} has NaN or infinite coordinates")
+    bad = np.flatnonzero(~(np.isfinite(rho) & np.isfinite(time_ps)))
+    if bad.size:
+        raise InputError(f"{files['qbc.csv']}: row {int(bad[0]) + 1} has a time or rho_kcal_mol that is not a finite number")
     ml_atoms = _ml_atoms(folder)
     if ml_atoms is not None:
         traj = make_whole(traj, ml_atoms).atom_slice(ml_atoms)
@@ -232,7 +238,9 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
             "fraction_rho_above_hat": float((rho > rho_hat).mean()),
         },
     }
-    (folder / "analysis.json").write_text(json.dumps(result, indent=2))
+    from .outputs import atomic_write_text, strict_json
+
+    atomic_write_text(folder / "analysis.json", strict_json(result))
     _plot_analysis(folder, frame_time, rmsd, rg, time_ps, rho, rho_hat)
     return result
 

@@ -11,7 +11,6 @@ each test set (Fig. 5), rho of the candidates per cycle, labels by sampler per c
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -88,7 +87,9 @@ def history(folder: str | Path, ledger: Ledger) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_plain))
+    from ..outputs import strict_json  # NaN/inf (undefined numbers) as null: valid JSON
+
+    atomic_write_text(path, strict_json(data, default=_plain))
 
 
 def _plain(x):

@@ -187,7 +187,7 @@ def _beside(out: Path, tag: str) -> Path:
 
 def analyze_command(
     folder: Path = typer.Argument(..., help="an `anif md` output folder"),
-    rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", help="threshold drawn on the rho plot (kcal/mol)"),
+    rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative, help="threshold drawn on the rho plot (kcal/mol)"),
 ):
     """RMSD, radius of gyration and rho over time (mdtraj); writes analysis.json and PNG plots."""
     from ..md import analyze

@@ -19,14 +19,14 @@ import typer
 from ..errors import AnifError, InputError
 from ..qbc_calibration import RHO_HAT
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
-from .common import load_model, non_negative, positive
+from .common import check_not_input, load_model, non_negative, positive, seed_option
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
 _RHO = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative, help="QBC threshold rho_hat (kcal/mol)")
-_SEED = typer.Option(0, "--seed", help="master seed (per-molecule seeds derive from it)")
+_SEED = seed_option(0, "master seed (per-molecule seeds derive from it)")
 _OUT = typer.Option(..., "--out", help="output HDF5 (appended to)")
 _WORKERS = typer.Option(None, "--workers", min=0, help="Dask worker processes (default: one per core; 0: no Dask)")
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
@@ -101,10 +101,11 @@ def _all_inputs(inputs: Optional[list[str]], smiles: Optional[list[str]], input:
     return list(inputs or []) + list(smiles or []) + ([str(input)] if input is not None else [])
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an unwritable --out or a label store before any work."""
+def _check_out(out: Path, inputs=()) -> None:
+    """Refuse an unwritable --out, an --out that is one of the inputs, or a label store before any work."""
     from ..datasets import open_output
 
+    check_not_input([out], [Path(i) for i in inputs if Path(i).exists()])
     open_output(out, kind="candidates")
 
 
@@ -160,7 +161,7 @@ def rts_command(
 ):
     """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
 
-    _check_out(out)
+    _check_out(out, [input] if input is not None else [])
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
     settings = RTSSettings(t_start, t_end, ramp_ps, timestep, friction, repeats)
     _run("rts", model, structures, rho_hat, seed, settings, out, workers, scheduler)
@@ -183,7 +184,7 @@ def dnms_command(
 
     if hessian not in ("ensemble", "reference"):
         raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
-    _check_out(out)
+    _check_out(out, [input] if input is not None else [])
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
     settings = DNMSSettings(temperature, pool, keep, min_rmsd, bias, hessian=hessian)
     _run("dnms", model, structures, rho_hat, seed, settings, out, workers, scheduler)
@@ -210,7 +211,7 @@ def dimers_command(
     inputs = _all_inputs(inputs, smiles, input)
     if not inputs:
         raise InputError("no conformers: give SMILES strings or files, --smiles or --input")
-    _check_out(out)
+    _check_out(out, inputs)
     conformers = _load(load_model(model), inputs, seed)
     settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
                              interval=interval, cutoff=cutoff)
@@ -236,7 +237,7 @@ def search_command(
     from ..sampling import search
 
     inputs = _all_inputs(inputs, smiles, input)
-    _check_out(out)
+    _check_out(out, inputs)
     sources: list[tuple[str, list, list]] = []
     if inputs:
         molecules, structures = _molecule_list(inputs)
