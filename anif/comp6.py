@@ -33,7 +33,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .datasets import STORED_FORCES_TO_FORCES, DatasetStore, stored_forces  # noqa: F401 (re-exported)
+from .datasets import STORED_FORCES_TO_FORCES, DatasetStore, check_labels, stored_forces  # noqa: F401 (re-exported)
 from .errors import InputError
 
 #: (pattern on the file name, subset name as the paper writes it)
@@ -102,6 +102,7 @@ def read_comp6_file(path: str | Path, subset: Optional[str] = None) -> list[Comp
             forces = stored_forces(forces, legacy)
             if forces.shape != coords.shape:
                 raise InputError(f"{path}: group {group!r} forces {forces.shape} != coordinates {coords.shape}")
+        check_labels(f"{path}: group {group!r}", {**data, "forces": forces} if forces is not None else data)
         molecules.append(
             Comp6Molecule(subset, group, data["species"], coords, np.asarray(data["energies"], np.float64), forces)
         )

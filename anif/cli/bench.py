@@ -86,6 +86,7 @@ def bench_comp6_command(
         keep = [energy_window(p.molecule.energies, max_energy) for p in predictions]
         rho = np.concatenate([p.rho_kcal_mol[k] for p, k in zip(predictions, keep)])
         worst = np.concatenate([p.worst_member_error_per_sqrt_atom[k] for p, k in zip(predictions, keep)])
+        plots.mkdir(parents=True, exist_ok=True)
         paths = []
         if any(s["F_ref"].size for s in samples.values()):
             paths.append(plot_force_parity(samples, plots / "force_parity.png", name))

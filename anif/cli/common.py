@@ -89,14 +89,20 @@ def load_model(spec: str):
 
 
 def _probe(folder: Path, path: Path) -> None:
-    """Create and remove a file in ``folder``: the only sure test (read-only mounts, /proc, root)."""
+    """Create and remove a file in ``folder`` (or its nearest existing parent, if it is still to be
+    made): the only sure test (read-only mounts, /proc, root)."""
     import tempfile
 
     from ..errors import InputError
 
+    folder = Path(os.path.abspath(folder))
+    existing = folder
+    while not existing.exists() and existing != existing.parent:  # nothing is created here
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot write to {path} ({existing} is not a folder)")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".anif-probe-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".anif-probe-"):
             pass
     except OSError as exc:
         raise InputError(f"cannot write to {path} ({exc.strerror or exc})") from None

@@ -56,5 +56,6 @@ def qbc_calibrate_command(
     if json_out is not None:
         atomic_write_text(json_out, strict_json(asdict(cal)))
     if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
         plot_error_vs_rho(rho, worst, cal.rho_hat, error, plot, f"{model}: rho_hat calibration on {data.name}")
         print(f"plot: {plot}")
