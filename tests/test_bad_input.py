@@ -3,8 +3,13 @@
 earlier good output byte-identical."""
 
 import hashlib
+import json
+import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,10 +46,97 @@ def files(tmp_path_factory, s66x8_path):
         labels.append(None, data["species"], data["coordinates"][:2], data["energies"][:2], method="wb97x/6-31g*")
     write_candidates(d / "candidates.h5", [Candidate(from_smiles("CCO", seed=1), 0.5, -155.0, {"sampler": "test"})])
     (d / "blocker").write_text("a file where a folder is needed")
+    # a user's project folder: no `--out` may delete or change it
+    (d / "proj" / "data").mkdir(parents=True)
+    (d / "proj" / "notes.txt").write_text("my notes\n")
+    (d / "proj" / "data" / "important.csv").write_text("a,b\n1,2\n")
+    (d / "z200.xyz").write_text(GOOD_XYZ.replace("\nO ", "\n200 "))
+    (d / "flat2d.sdf").write_text(ETHANOL_2D)
+    (d / "noh.pdb").write_text(ETHANOL_NO_H_PDB)
+    _edited_store(d / "labels.h5", d / "kcal.h5", "energies", lambda e: e * 627.5094740631)
+    _edited_store(d / "labels.h5", d / "nan.h5", "energies", lambda e: e * math.nan)
+    _edited_store(d / "labels.h5", d / "short.h5", "energies", lambda e: e[:1])
+    _edited_store(d / "labels.h5", d / "z200.h5", "species", lambda z: z * 0 + 200)
+    _damaged_models(d)
+    (d / "bad.toml").write_text('[campaign]\nseed = 0\n[qbc]\nrho_hat = -1.0\n[test_sets.t]\nsmiles = ["CCO"]\n')
+    (d / "ok.toml").write_text('[campaign]\nseed = 0\n[test_sets.t]\nsmiles = ["CCO"]\n')
     (d / "run").mkdir()
     for name, text in {"topology.pdb": "END\n", "trajectory.dcd": "x", "qbc.csv": "step\n1\n", "md.json": "{}"}.items():
         (d / "run" / name).write_text(text)
     return d
+
+
+ETHANOL_2D = """ethanol
+  a 2D record without hydrogens, as PubChem and many exports give
+
+  3  2  0  0  0  0  0  0  0  0999 V2000
+    2.5369   -0.1550    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0
+    3.4030    0.3450    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0
+    4.2690   -0.1550    0.0000 O   0  0  0  0  0  0  0  0  0  0  0  0
+  1  2  1  0
+  2  3  1  0
+M  END
+$$$$
+"""
+ETHANOL_3D_NO_H = ETHANOL_2D.replace("  a 2D record without hydrogens, as PubChem and many exports give",
+                                     "  RDKit          3D").replace("0.0000 C ", "0.1000 C ", 1)
+ETHANOL_NO_H_PDB = """HETATM    1  C1  ETH A   1       0.000   0.000   0.000  1.00  0.00           C
+HETATM    2  C2  ETH A   1       1.520   0.000   0.000  1.00  0.00           C
+HETATM    3  O1  ETH A   1       2.020   1.350   0.000  1.00  0.00           O
+END
+"""
+
+
+def _edited_store(source: Path, dest: Path, field: str, edit) -> None:
+    """A copy of an ANI-format store with ``field`` of its first group changed (as a foreign tool might)."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(source, dest)
+    with h5py.File(dest, "a") as f:
+        groups = []
+        f.visititems(lambda name, obj: groups.append(obj) if isinstance(obj, h5py.Group) and field in obj else None)
+        group = groups[0]
+        value = edit(group[field][()])
+        del group[field]
+        group[field] = value
+
+
+def _damaged_models(d: Path) -> None:
+    """A small valid anif model folder and damaged copies of it."""
+    import hashlib as _hashlib
+    import io
+    import shutil
+
+    import torch
+
+    from anif.models import StockAniEnsemble, build_ani, save_model
+
+    symbols = ["H", "C", "N", "O"]
+    ani = build_ani(symbols, {s: [384, 4, 1] for s in symbols}, [-0.5, -38.0, -54.7, -75.2], 2)
+    save_model(StockAniEnsemble(ani), d / "model_ok")
+
+    def copy(name, spec_edit=None, state_edit=None):
+        shutil.copytree(d / "model_ok", d / name)
+        spec = json.loads((d / name / "model.json").read_text())
+        if state_edit is not None:
+            state = torch.load(d / name / "weights.pt", weights_only=True)
+            state_edit(state)
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            (d / name / "weights.pt").write_bytes(buffer.getvalue())
+            spec["weights_sha256"] = _hashlib.sha256(buffer.getvalue()).hexdigest()
+        if spec_edit is not None:
+            spec_edit(spec)
+        (d / name / "model.json").write_text(json.dumps(spec))
+
+    copy("model_nokey", spec_edit=lambda s: s.pop("layer_dims"))
+    copy("model_types", spec_edit=lambda s: s.update(members="two"))
+    copy("model_element", spec_edit=lambda s: s.update(symbols=["H", "C", "N", "Qq"]))
+    first = lambda st: next(k for k, v in st.items() if v.ndim == 2)  # noqa: E731
+    copy("model_shape", state_edit=lambda st: st.update({first(st): st[first(st)][:, :-1].clone()}))
+    copy("model_list", state_edit=lambda st: st.update({first(st): st[first(st)].tolist()}))
 
 
 # (arguments, exit status, text the message holds); {d} is the fixture folder
@@ -109,6 +201,93 @@ CASES = [
     ("sample dimers C --density 1e6 --out {d}/c.h5", 2, "--density"),
     ("sample rts --smiles C --out {d}/labels.h5 --workers 0", 1, "label"),
     ("sample search C1CC --out {d}/c.h5 --workers 0", 1, "no usable molecule"),
+    # --- issue 24: nothing lost, nothing wrong -------------------------------------------------------
+    # --out is never a licence to delete: a user's folder, a file, the input itself
+    ("md --smiles C --steps 10 --out {d}/proj", 1, "not an `anif md` run"),
+    ("md --smiles C --steps 10 --out {d}/good.xyz", 1, "not a folder"),
+    ("md --input {d}/good.xyz --steps 10 --out {d}/good.xyz", 1, "is also an input"),
+    ("md --smiles C --steps 10 --out /proc/anif-run", 1, "cannot write"),
+    ("train --data {d}/labels.h5 --out {d}/proj", 1, "not an `anif train` model folder"),
+    ("train --data {d}/labels.h5 --out {d}/labels.h5", 1, "not a folder"),
+    ("train --data {d}/labels.h5 --out /proc/anif-model", 1, "cannot write"),
+    ("al run {d}/ok.toml --out {d}/proj", 1, "not an `anif al` campaign folder"),
+    ("al run {d}/ok.toml --out {d}/ok.toml", 1, "not a folder"),
+    # no output may be an input
+    ("data info {d}/labels.h5 --json-out {d}/labels.h5", 1, "is also an input"),
+    ("data info {d}/labels.h5 --json {d}/labels.h5", 1, "is also an input"),
+    ("data merge {d}/labels.h5 {d}/labels.h5", 1, "is also an input"),
+    ("data split {d}/labels.h5 --out {d}/labels.h5 --fraction 1", 1, "is also an input"),
+    ("bench comp6 --model ani1x --data {d}/labels.h5 --json-out {d}/labels.h5", 1, "is also an input"),
+    ("qbc calibrate --model ani1x --data {d}/labels.h5 --json-out {d}/labels.h5", 1, "is also an input"),
+    ("qbc calibrate --model ani1x --data {d}/labels.h5 --plot {d}/labels.h5", 1, "is also an input"),
+    ("label --input {d}/labels.h5 --out {d}/labels.h5", 1, "is also an input"),
+    ("sample search {d}/candidates.h5 --out {d}/candidates.h5", 1, "is also an input"),
+    ("energy --input {d}/good.xyz --model {d}/model_ok --json", 0, ""),  # (the small model itself is fine)
+    # outputs checked before work: unwritable, a folder where a file goes, under /proc
+    ("data info {d}/labels.h5 --json-out {d}/proj", 1, "is a folder"),
+    ("data info {d}/labels.h5 --json-out {d}/blocker/x.json", 1, "cannot write"),
+    ("data merge /proc/anif-merged.h5 {d}/labels.h5", 1, "cannot write"),
+    ("bench comp6 --model ani1x --data {d}/labels.h5 --json-out /proc/anif.json", 1, "cannot write"),
+    ("bench comp6 --model ani1x --data {d}/labels.h5 --plots {d}/good.xyz", 1, "not a folder"),
+    ("qbc calibrate --model ani1x --data {d}/labels.h5 --plot {d}/proj", 1, "is a folder"),
+    # structures are what they say
+    ("md --input {d}/z200.xyz --steps 10 --out {d}/run", 1, "atomic number 200 is not an element"),
+    ("energy --input {d}/z200.xyz", 1, "atomic number 200 is not an element"),
+    ("energy --input {d}/z200.h5", 1, "not an element"),
+    ("energy --input {d}/flat2d.sdf", 1, "2D record without explicit hydrogens"),
+    ("md --input {d}/flat2d.sdf --steps 10 --out {d}/run", 1, "2D record"),
+    ("energy --input {d}/noh.pdb", 1, "no hydrogen atoms"),
+    # numbers finite and in range, seeds in the RNGs' range, options that need another
+    ("md --smiles C --time-ps inf --out {d}/run", 2, "--time-ps"),
+    ("md --smiles C --steps 10 --temperature inf --out {d}/run", 2, "--temperature"),
+    ("md --smiles C --steps 10 --timestep nan --out {d}/run", 2, "--timestep"),
+    ("md --smiles C --steps 10 --friction inf --out {d}/run", 2, "--friction"),
+    ("md --smiles C --steps 10 --solvent water --box inf --out {d}/run", 2, "--box"),
+    ("md --smiles C --steps 10 --seed -1 --out {d}/run", 2, "--seed"),
+    ("md --smiles C --steps 10 --seed 4294967296 --out {d}/run", 2, "--seed"),
+    ("md --smiles C --steps 10 --rho-hat nan --out {d}/run", 2, "--rho-hat"),
+    ("md --smiles C --steps 10 --stop-on-rho --out {d}/run", 2, "--rho-hat"),
+    ("md --smiles C --steps 10 --report-every 50 --out {d}/run", 2, "--report-every"),
+    ("analyze {d}/run --rho-hat inf", 2, "--rho-hat"),
+    ("train --data {d}/labels.h5 --out {d}/model --seed -3", 2, "--seed"),
+    ("train --data {d}/labels.h5 --out {d}/model --checkpoint-every inf", 2, "--checkpoint-every"),
+    ("train --data {d}/labels.h5 --out {d}/model --workers -1", 2, "--workers"),
+    ("data split {d}/labels.h5 --out {d}/a.h5 --fraction 1 --seed 4294967296", 2, "--seed"),
+    ("data split {d}/labels.h5 --out {d}/a.h5 --fraction nan", 2, "--fraction"),
+    ("data split {d}/labels.h5 --out {d}/a.h5 --fraction 1.5", 2, "--fraction"),
+    ("bench comp6 --model ani1x --data {d}/labels.h5 --rho-hat inf", 2, "--rho-hat"),
+    ("bench comp6 --model ani1x --data {d}/labels.h5 --max-energy inf", 2, "--max-energy"),
+    ("qbc calibrate --model ani1x --data {d}/labels.h5 --error inf", 2, "--error"),
+    ("qbc calibrate --model ani1x --data {d}/labels.h5 --capture nan", 2, "--capture"),
+    ("sample rts --smiles C --seed -1 --out {d}/c.h5", 2, "--seed"),
+    ("sample rts --smiles C --time-ps inf --out {d}/c.h5", 2, "--time-ps"),
+    ("sample rts --smiles C --friction inf --out {d}/c.h5", 2, "--friction"),
+    ("sample dimers C --density nan --out {d}/c.h5", 2, "--density"),
+    ("sample dnms --smiles C --min-rmsd inf --out {d}/c.h5", 2, "--min-rmsd"),
+    ("label --input {d}/good.xyz --out {d}/new_labels.h5 --multiplicity 0", 2, "--multiplicity"),
+    ("label --input {d}/good.xyz --out {d}/new_labels.h5 --grid 0,302", 1, "--grid"),
+    ("al run {d}/bad.toml --out {d}/camp", 1, "[qbc] rho_hat must be > 0"),
+    ("al run {d}/ok.toml --out {d}/camp --workers -1", 2, "--workers"),
+    # data are what they claim, in every reader
+    ("data info {d}/short.h5", 1, "field 'energies' has 1 value(s)"),
+    ("data info {d}/z200.h5", 1, "field 'species'"),
+    ("train --data {d}/kcal.h5 --out {d}/model", 1, "Hartree"),
+    ("train --data {d}/nan.h5 --out {d}/model", 1, "NaN"),
+    ("train --data {d}/short.h5 --out {d}/model", 1, "field 'energies'"),
+    ("bench comp6 --model ani1x --data {d}/kcal.h5", 1, "Hartree"),
+    ("bench comp6 --model ani1x --data {d}/nan.h5", 1, "NaN"),
+    ("bench comp6 --model ani1x --data {d}/short.h5", 1, "field 'energies'"),
+    ("qbc calibrate --model ani1x --data {d}/nan.h5", 1, "NaN"),
+    ("qbc calibrate --model ani1x --data {d}/kcal.h5", 1, "Hartree"),
+    ("data merge {d}/merged.h5 {d}/kcal.h5", 1, "Hartree"),
+    # a model folder is validated before use
+    ("energy --input {d}/good.xyz --model {d}/model_nokey", 1, "model.json lacks the key 'layer_dims'"),
+    ("energy --input {d}/good.xyz --model {d}/model_types", 1, "'members' must be a positive integer"),
+    ("energy --input {d}/good.xyz --model {d}/model_element", 1, "not an element"),
+    ("energy --input {d}/good.xyz --model {d}/model_shape", 1, "weights.pt does not fit model.json"),
+    ("energy --input {d}/good.xyz --model {d}/model_list", 1, "not a plain tensor"),
+    ("bench comp6 --model {d}/model_shape --data {d}/labels.h5", 1, "does not fit"),
+    ("md --smiles C --steps 10 --model {d}/model_nokey --out {d}/run", 1, "lacks the key"),
     # no command, unknown command
     ("", 2, "Missing command"),
     ("frobnicate", 2, "No such command"),
@@ -117,7 +296,7 @@ CASES = [
 
 @pytest.mark.parametrize("args, status, message", CASES, ids=[c[0][:60] for c in CASES])
 def test_bad_input_is_one_clear_line(monkeypatch, capsys, files, args, status, message):
-    before = {name: digest(files / name) for name in ("run", "labels.h5", "candidates.h5")}
+    before = {name: digest(files / name) for name in ("run", "labels.h5", "candidates.h5", "proj", "good.xyz", "ok.toml")}
     code, _, err = run_anif(monkeypatch, capsys, *args.format(d=files).split())
     assert code == status, err
     assert "Traceback" not in err and message in err, err
@@ -126,15 +305,16 @@ def test_bad_input_is_one_clear_line(monkeypatch, capsys, files, args, status, m
         assert len(lines) == 1, err
     for name, value in before.items():
         assert digest(files / name) == value, f"{name} changed"
-    for name in ("missing.h5", "merged.h5", "a.h5", "c.h5", "new_labels.h5"):  # nothing made where nothing was done
+    for name in ("missing.h5", "merged.h5", "a.h5", "c.h5", "new_labels.h5", "camp"):  # nothing made where nothing was done
         assert not (files / name).exists(), name
+    assert not list(files.glob(".*partial*")) and not list(files.glob(".anif-probe-*"))
     assert not (files / "model").exists() or not any((files / "model").iterdir())
 
 
 def test_battery_covers_every_command():
     commands = {c[0].split()[0] for c in CASES if c[0]}
-    assert {"md", "energy", "analyze", "train", "label", "data", "bench", "qbc", "sample"} <= commands
-    assert len(CASES) >= 40
+    assert {"md", "energy", "analyze", "train", "label", "data", "bench", "qbc", "sample", "al"} <= commands
+    assert len(CASES) >= 130
 
 
 def test_no_traceback_from_the_installed_entry_point(tmp_path):
