@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_anif
@@ -78,8 +79,18 @@ ETHANOL_2D = """ethanol
 M  END
 $$$$
 """
-ETHANOL_3D_NO_H = ETHANOL_2D.replace("  a 2D record without hydrogens, as PubChem and many exports give",
-                                     "  RDKit          3D").replace("0.0000 C ", "0.1000 C ", 1)
+ETHANOL_3D_NO_H = """ethanol
+  RDKit          3D
+
+  3  2  0  0  0  0  0  0  0  0999 V2000
+    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0
+    1.5200    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0
+    2.0100    1.3400    0.1000 O   0  0  0  0  0  0  0  0  0  0  0  0
+  1  2  1  0
+  2  3  1  0
+M  END
+$$$$
+"""
 ETHANOL_NO_H_PDB = """HETATM    1  C1  ETH A   1       0.000   0.000   0.000  1.00  0.00           C
 HETATM    2  C2  ETH A   1       1.520   0.000   0.000  1.00  0.00           C
 HETATM    3  O1  ETH A   1       2.020   1.350   0.000  1.00  0.00           O
@@ -324,3 +335,138 @@ def test_no_traceback_from_the_installed_entry_point(tmp_path):
     assert usage.returncode == 2 and "No such option: --epochs" in usage.stderr and "Traceback" not in usage.stderr
     bad = subprocess.run([str(anif), "energy", "--input", str(tmp_path / "none.xyz")], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ---- nothing lost: --out and staging (issue 24) -------------------------------------------------
+def _anif(*args, cwd=None):
+    anif = Path(sys.executable).parent / "anif"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(anif), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_out_dot_is_refused_and_the_folder_untouched(monkeypatch, capsys, files):
+    """`--out .` names the folder the user stands in: refused in one line, nothing changed, no staging."""
+    before = digest(files / "proj")
+    monkeypatch.chdir(files / "proj")
+    code, _, err = run_anif(monkeypatch, capsys, "md", "--smiles", "C", "--steps", "10", "--out", ".")
+    assert code == 1 and err.startswith("error: --out") and "current folder" in err and len(err.splitlines()) == 1
+    assert digest(files / "proj") == before
+    assert not list(files.glob(".*partial*")) and not list((files / "proj").glob(".*"))
+
+
+def test_an_empty_folder_and_an_earlier_run_may_be_out(monkeypatch, capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run_anif(monkeypatch, capsys, "md", "--smiles", "C", "--steps", "10", "--out", empty)
+    assert code == 0, err
+    first = json.loads((empty / "md.json").read_text())
+    assert first["outcome"] == "completed" and first["steps"] == 10
+    code, out, err = run_anif(monkeypatch, capsys, "md", "--smiles", "C", "--steps", "20", "--out", empty)
+    assert code == 0, err  # an earlier completed run is replaced by a completed one
+    assert json.loads((empty / "md.json").read_text())["steps"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_a_run_that_left_the_domain_does_not_replace_an_earlier_good_run(tmp_path):
+    out = tmp_path / "run"
+    good = _anif("md", "--smiles", "CCO", "--steps", 40, "--out", out)
+    assert good.returncode == 0, good.stderr
+    before = digest(out)
+    # an 8 fs timestep blows ethanol apart: exit 3, frames kept beside the earlier run, which is untouched
+    blown = _anif("md", "--smiles", "CCO", "--steps", 400, "--timestep", 8, "--out", out)
+    assert blown.returncode == 3, blown.stderr
+    assert digest(out) == before
+    beside = tmp_path / "run.left-domain"
+    record = json.loads((beside / "md.json").read_text())
+    assert record["outcome"] == "left_model_domain" and record["steps"] < 400
+    assert str(beside) in blown.stderr and "which is kept" in blown.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.left-domain"]
+
+
+def test_sigterm_of_md_removes_its_staging_folder(tmp_path):
+    anif = Path(sys.executable).parent / "anif"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(anif), "md", "--smiles", "CCO", "--steps", "1000000", "--out", str(tmp_path / "long")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until MD writes frames in its staging folder
+        if any((p / "qbc.csv").is_file() for p in tmp_path.glob(".long.partial-*")):
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("MD did not start within 120 s")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no half run
+
+
+# ---- JSON outputs are JSON ---------------------------------------------------------------------------
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_output_parses_strictly(monkeypatch, capsys, files, tmp_path):
+    """energy --json, md.json, analysis.json, data info, bench and qbc --json-out: valid JSON (no NaN)."""
+    code, out, err = run_anif(monkeypatch, capsys, "energy", "--input", files / "good.xyz", "--json")
+    assert code == 0, err
+    assert _strict(out)[0]["n_atoms"] == 3
+    run = tmp_path / "run"
+    code, _, err = run_anif(monkeypatch, capsys, "md", "--smiles", "C", "--steps", "20", "--out", run)
+    assert code == 0, err
+    assert _strict((run / "md.json").read_text())["steps"] == 20
+    code, _, err = run_anif(monkeypatch, capsys, "analyze", run)
+    assert code == 0, err
+    assert _strict((run / "analysis.json").read_text())["n_frames"] == 2
+    code, _, err = run_anif(monkeypatch, capsys, "data", "info", files / "labels.h5", "--json-out", tmp_path / "info.json")
+    assert code == 0, err
+    assert _strict((tmp_path / "info.json").read_text())["conformers"] == 4
+    code, _, err = run_anif(monkeypatch, capsys, "bench", "comp6", "--model", "ani1x", "--data", files / "labels.h5",
+                            "--json-out", tmp_path / "bench.json")
+    assert code == 0, err
+    metrics = _strict((tmp_path / "bench.json").read_text())
+    assert metrics["overall"]["n_conformers"] == 4
+    code, _, err = run_anif(monkeypatch, capsys, "qbc", "calibrate", "--model", "ani1x", "--data", files / "labels.h5",
+                            "--error", "0.001", "--json-out", tmp_path / "qbc.json")
+    assert code == 0, err
+    assert _strict((tmp_path / "qbc.json").read_text())["n_structures"] == 4
+
+
+def test_strict_json_writes_null_for_undefined_numbers():
+    from anif.outputs import strict_json
+
+    text = strict_json({"a": math.nan, "b": [1.0, math.inf, np.float32("nan")], "c": np.arange(2)})
+    assert _strict(text) == {"a": None, "b": [1.0, None, None], "c": [0, 1]}
+
+
+# ---- structures are what they say -------------------------------------------------------------------
+def test_sdf_without_hydrogens_gets_them_with_coordinates(monkeypatch, capsys, tmp_path):
+    """A 3D SDF record without explicit hydrogens is ethanol (9 atoms), not a C-C-O skeleton; the
+    note is said, and the energies are those of the completed molecule written out as XYZ."""
+    from anif.structures import read_structures, write_xyz
+
+    sdf = tmp_path / "ethanol.sdf"
+    sdf.write_text(ETHANOL_3D_NO_H)
+    (ethanol,) = read_structures(sdf)
+    assert ethanol.n_atoms == 9 and sorted(ethanol.numbers.tolist()) == [1] * 6 + [6, 6, 8]
+    assert "added 6 implicit hydrogen(s)" in ethanol.notes[0]
+    bonded = np.linalg.norm(ethanol.coordinates[3:] - ethanol.coordinates[[0, 0, 0, 1, 1, 2]], axis=1)
+    assert np.all((bonded > 0.9) & (bonded < 1.15))  # each H placed at a bond length from its atom
+    code, out, err = run_anif(monkeypatch, capsys, "energy", "--input", sdf, "--json")
+    assert code == 0, err
+    assert "note:" in err and "implicit hydrogen" in err
+    from_sdf = _strict(out)[0]
+    write_xyz([ethanol], tmp_path / "ethanol.xyz")
+    code, out, err = run_anif(monkeypatch, capsys, "energy", "--input", tmp_path / "ethanol.xyz", "--json")
+    assert code == 0, err
+    assert from_sdf["n_atoms"] == 9
+    assert from_sdf["energy_hartree"] == pytest.approx(_strict(out)[0]["energy_hartree"], abs=1e-5)
+    code, _, err = run_anif(monkeypatch, capsys, "md", "--input", sdf, "--steps", "10", "--out", tmp_path / "run")
+    assert code == 0, err
+    warnings = json.loads((tmp_path / "run" / "md.json").read_text())["warnings"]
+    assert any("implicit hydrogen" in w for w in warnings)
