@@ -100,12 +100,12 @@ def _probe(folder: Path, path: Path) -> None:
     while not existing.exists() and existing != existing.parent:  # nothing is created here
         existing = existing.parent
     if not existing.is_dir():
-        raise InputError(f"cannot write to {path} ({existing} is not a folder)")
+        raise InputError(f"{path}: cannot write there ({existing} is not a folder)")
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".anif-probe-"):
             pass
     except OSError as exc:
-        raise InputError(f"cannot write to {path} ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def check_writable_file(*paths: Optional[Path]) -> None:
@@ -122,9 +122,9 @@ def check_writable_file(*paths: Optional[Path]) -> None:
         if path.exists() and not path.is_file():
             raise InputError(f"{path}: is not a regular file")
         if path.exists() and not os.access(path, os.W_OK):
-            raise InputError(f"cannot write to {path} (permission denied)")
+            raise InputError(f"{path}: cannot write there (permission denied)")
         if path.parent.exists() and not path.parent.is_dir():
-            raise InputError(f"cannot write to {path} ({path.parent} is not a folder)")
+            raise InputError(f"{path}: cannot write there ({path.parent} is not a folder)")
         _probe(path.parent, path)
 
 
