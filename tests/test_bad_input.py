@@ -60,6 +60,8 @@ def files(tmp_path_factory, s66x8_path):
     _edited_store(d / "labels.h5", d / "z200.h5", "species", lambda z: z * 0 + 200)
     _damaged_models(d)
     (d / "bad.toml").write_text('[campaign]\nseed = 0\n[qbc]\nrho_hat = -1.0\n[test_sets.t]\nsmiles = ["CCO"]\n')
+    (d / "kcal.toml").write_text('[campaign]\nseed = 0\n[test_sets.t]\nfile = "kcal.h5"\n')
+    (d / "short.toml").write_text('[campaign]\nseed = 0\n[bootstrap]\ndataset = "short.h5"\n[test_sets.t]\nfile = "labels.h5"\n')
     (d / "ok.toml").write_text('[campaign]\nseed = 0\n[test_sets.t]\nsmiles = ["CCO"]\n')
     (d / "run").mkdir()
     for name, text in {"topology.pdb": "END\n", "trajectory.dcd": "x", "qbc.csv": "step\n1\n", "md.json": "{}"}.items():
@@ -278,6 +280,8 @@ CASES = [
     ("label --input {d}/good.xyz --out {d}/new_labels.h5 --multiplicity 0", 2, "--multiplicity"),
     ("label --input {d}/good.xyz --out {d}/new_labels.h5 --grid 0,302", 1, "--grid"),
     ("al run {d}/bad.toml --out {d}/camp", 1, "[qbc] rho_hat must be > 0"),
+    ("al run {d}/kcal.toml --out {d}/camp", 1, "[test_sets.t] file"),
+    ("al run {d}/short.toml --out {d}/camp", 1, "[bootstrap] dataset"),
     ("al run {d}/ok.toml --out {d}/camp --workers -1", 2, "--workers"),
     # data are what they claim, in every reader
     ("data info {d}/short.h5", 1, "field 'energies' has 1 value(s)"),

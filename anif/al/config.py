@@ -366,10 +366,29 @@ def _check_numbers(config: "Config") -> None:
         raise InputError(f"[training]: {str(exc).replace('--', '').replace('-', '_')}") from None
 
 
+def _check_data_file(label: str, path: str) -> None:
+    """A labelled file the campaign reads holds what it claims (shapes, elements, finite labels in
+    Hartree, the checks ``merge`` makes), before anything runs."""
+    from ..datasets import DatasetStore, check_labels
+
+    try:
+        store = DatasetStore(path, "r")
+        for group, data in store.iter_groups(("coordinates", "energies", "forces")):
+            if "energies" not in data:
+                raise InputError(f"{path}: group {group!r} has no field 'energies' (reference labels expected)")
+            check_labels(f"{path}: group {group!r}", data)
+    except InputError as exc:
+        raise InputError(f"{label}: {exc}") from None
+
+
 def validate(config: Config) -> None:
     """Range and consistency checks (raise InputError)."""
     c = config
     _check_numbers(c)
+    for label, path in [("[bootstrap] dataset", c.bootstrap.dataset),
+                        *((f"[test_sets.{t.name}] file", t.file) for t in c.test_sets)]:
+        if path and Path(path).is_file():
+            _check_data_file(label, path)
     oracle = c.campaign.oracle
     if oracle != "pyscf" and not oracle.startswith("model:"):
         raise InputError(f"[campaign] oracle must be 'pyscf', 'model:ani1x' or 'model:PATH', got {oracle!r}")
