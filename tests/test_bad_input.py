@@ -54,6 +54,7 @@ def files(tmp_path_factory, s66x8_path):
     (d / "z200.xyz").write_text(GOOD_XYZ.replace("\nO ", "\n200 "))
     (d / "flat2d.sdf").write_text(ETHANOL_2D)
     (d / "noh.pdb").write_text(ETHANOL_NO_H_PDB)
+    (d / "radical.sdf").write_text(METHYL_RADICAL)
     _edited_store(d / "labels.h5", d / "kcal.h5", "energies", lambda e: e * 627.5094740631)
     _edited_store(d / "labels.h5", d / "nan.h5", "energies", lambda e: e * math.nan)
     _edited_store(d / "labels.h5", d / "short.h5", "energies", lambda e: e[:1])
@@ -90,6 +91,21 @@ ETHANOL_3D_NO_H = """ethanol
     2.0100    1.3400    0.1000 O   0  0  0  0  0  0  0  0  0  0  0  0
   1  2  1  0
   2  3  1  0
+M  END
+$$$$
+"""
+METHYL_RADICAL = """methyl
+  RDKit          3D
+
+  4  3  0  0  0  0  0  0  0  0999 V2000
+    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0
+    1.0790    0.0000    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0
+   -0.5395    0.9344    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0
+   -0.5395   -0.9344    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0
+  1  2  1  0
+  1  3  1  0
+  1  4  1  0
+M  RAD  1   1   2
 M  END
 $$$$
 """
@@ -269,6 +285,9 @@ CASES = [
     ("data split {d}/labels.h5 --out {d}/a.h5 --fraction nan", 2, "--fraction"),
     ("data split {d}/labels.h5 --out {d}/a.h5 --fraction 1.5", 2, "--fraction"),
     ("bench comp6 --model ani1x --data {d}/labels.h5 --rho-hat inf", 2, "--rho-hat"),
+    ("bench comp6 --model ani1x --data {d}/labels.h5 --rho-hat 0.5", 2, "give --plots"),
+    ("md --smiles C --steps 10 --solvent water --box 2 --backend python --out {d}/run", 2, "vacuum only"),
+    ("energy --input {d}/radical.sdf", 1, "atom 1 (C) has 1 unpaired electron"),
     ("bench comp6 --model ani1x --data {d}/labels.h5 --max-energy inf", 2, "--max-energy"),
     ("qbc calibrate --model ani1x --data {d}/labels.h5 --error inf", 2, "--error"),
     ("qbc calibrate --model ani1x --data {d}/labels.h5 --capture nan", 2, "--capture"),

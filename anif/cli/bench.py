@@ -31,6 +31,7 @@ def metrics_table(metrics: dict[str, dict], title: str):
 
 @bench_app.command("comp6")
 def bench_comp6_command(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", help="'ani1x' or an anif model directory"),
     data: list[Path] = typer.Option(..., "--data", help="COMP6 (or any ANI-format) .h5 file or folder; repeatable"),
     more_data: Optional[list[Path]] = typer.Argument(None, help="more files/folders after --data", show_default=False),
@@ -55,6 +56,8 @@ def bench_comp6_command(
     from ..outputs import atomic_write_text, strict_json
 
     console = Console(stderr=True)
+    if plots is None and ctx.get_parameter_source("rho_hat").name != "DEFAULT":
+        raise typer.BadParameter("is drawn on the --plots figures; give --plots DIR", param_hint="'--rho-hat'")
     inputs = list(data) + list(more_data or [])
     check_not_input([json_out, plots], inputs + ([Path(model)] if Path(model).exists() else []))
     check_writable_file(json_out)

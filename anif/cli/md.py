@@ -118,6 +118,9 @@ def md_command(
         raise InputError("a prepared system needs --ml-atoms SELECTION (mdtraj syntax, e.g. 'resname LIG')")
     if not prepared and ml_atoms is not None:
         raise InputError("--ml-atoms selects atoms of a prepared system (--prmtop or --system-xml)")
+    if (prepared or solvent is not None) and ctx.get_parameter_source("backend").name != "DEFAULT":
+        raise typer.BadParameter("applies to a molecule in vacuum only (ML/MM systems use the TorchForce)",
+                                 param_hint="'--backend'")
     check_not_input([out], [input, prmtop, inpcrd, system_xml, pdb], replaces=True)
     # refuses a folder that is not an earlier `anif md` run (nothing of a user's is ever deleted);
     # an earlier run there stays until this one completes
