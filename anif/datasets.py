@@ -102,6 +102,14 @@ def _as_numbers(values, label: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line (h5py's run over several: folder, errno, buffer ...)."""
+    text = str(exc).strip()
+    if "Is a directory" in text:
+        return "it is a folder"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _check_shapes(where: str, data: dict) -> None:
     """Raise InputError (naming ``where`` and the field) when a group's arrays cannot be what they
     claim: atomic numbers outside the periodic table, coordinates not (C, N, 3), energies not
@@ -354,7 +362,7 @@ class DatasetStore:
         try:
             f = h5py.File(self.path, "r")
         except OSError as exc:
-            raise InputError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+            raise InputError(f"{self.path}: not a readable HDF5 file ({_first_line(exc)})") from None
         with f:
             yield f
 
@@ -594,7 +602,7 @@ class DatasetStore:
                     if "grouping" not in f.attrs and len(f):
                         raise InputError(f"{self.path}: legacy-layout file is read-only; merge it into a new file")
             except OSError as exc:
-                raise InputError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+                raise InputError(f"{self.path}: not a readable HDF5 file ({_first_line(exc)})") from None
             shutil.copyfile(self.path, tmp)
         else:
             tmp.unlink(missing_ok=True)

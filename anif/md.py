@@ -173,6 +173,11 @@ def run_md(
         outcome, stopped_at = "rho_threshold", exc.step
     except LeftModelDomain as exc:
         outcome, stopped_at, reason = "left_model_domain", exc.step, exc.reason
+    except Exception as exc:  # OpenMM: "Particle coordinate is NaN" and kin (a blown-up integration)
+        if "nan" not in str(exc).lower():
+            raise
+        outcome, stopped_at = "left_model_domain", simulation.currentStep
+        reason = f"the integration blew up ({str(exc).strip().splitlines()[0]})"
     finally:
         qbc.close()
         simulation.reporters.clear()  # DCDReporter closes its file when released

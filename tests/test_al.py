@@ -405,6 +405,7 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     (lambda t: _set(t, "test_sets.held_out", "conformers", "0"), "[test_sets.held_out] conformers must be >= 1"),
     (lambda t: _set(t, "training", "lr", "inf"), "[training] lr must be a finite number"),
     (lambda t: _set(t, "rts", "timestep_fs", "0.0"), "[rts] timestep_fs must be > 0"),
+    (lambda t: _set(t, "dnms", "temperature", "1e9"), "[dnms] temperature must be > 0 and <= 20000"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, edit, message):
     from anif.al import load_config

@@ -269,6 +269,9 @@ CASES = [
     # numbers finite and in range, seeds in the RNGs' range, options that need another
     ("md --smiles C --time-ps inf --out {d}/run", 2, "--time-ps"),
     ("md --smiles C --steps 10 --temperature inf --out {d}/run", 2, "--temperature"),
+    ("md --smiles C --steps 10 --temperature 1e300 --out {d}/run", 2, "at most 20000 K"),
+    ("sample rts --smiles C --t-end 1e9 --out {d}/c.h5", 2, "--t-end"),
+    ("data info {d}/proj", 1, "it is a folder"),
     ("md --smiles C --steps 10 --timestep nan --out {d}/run", 2, "--timestep"),
     ("md --smiles C --steps 10 --friction inf --out {d}/run", 2, "--friction"),
     ("md --smiles C --steps 10 --solvent water --box inf --out {d}/run", 2, "--box"),

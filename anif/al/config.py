@@ -314,18 +314,18 @@ _RANGES = {
     ("bootstrap", "max_heavy_atoms"): (1, None, False),
     ("conformational", "dimer_boxes"): (1, None, False),
     ("conformational", "patience"): (1, None, False),
-    ("rts", "t_start"): (0, None, True), ("rts", "t_end"): (0, None, True), ("rts", "ramp_ps"): (0, None, True),
+    ("rts", "t_start"): (0, 20000, True), ("rts", "t_end"): (0, 20000, True), ("rts", "ramp_ps"): (0, None, True),
     ("rts", "timestep_fs"): (0, None, True), ("rts", "repeats"): (1, None, False),
     ("dimers", "molecules"): (2, None, False), ("dimers", "density"): (0, 2, True),
     ("dimers", "time_ps"): (0, None, True), ("dimers", "timestep_fs"): (0, None, True),
-    ("dimers", "temperature"): (0, None, True), ("dimers", "interval"): (1, None, False),
+    ("dimers", "temperature"): (0, 20000, True), ("dimers", "interval"): (1, None, False),
     ("dimers", "cutoff"): (0, None, True), ("dimers", "min_distance"): (0, None, True),
-    ("dnms", "temperature"): (0, None, True), ("dnms", "pool"): (1, None, False), ("dnms", "keep"): (1, None, False),
+    ("dnms", "temperature"): (0, 20000, True), ("dnms", "pool"): (1, None, False), ("dnms", "keep"): (1, None, False),
     ("dnms", "bias"): (0, None, True),
     ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),
     ("qbc", "max_per_cycle"): (1, None, False),
     ("stop", "patience"): (1, None, False),
-    ("test_sets", "conformers"): (1, None, False), ("test_sets", "temperature"): (0, None, True),
+    ("test_sets", "conformers"): (1, None, False), ("test_sets", "temperature"): (0, 20000, True),
 }
 
 

@@ -49,6 +49,18 @@ def non_negative(value):
     return value
 
 
+#: Hotter than any molecule survives; beyond it velocities overflow and MD is nonsense.
+MAX_TEMPERATURE = 20000.0
+
+
+def temperature(value):
+    """typer callback: a temperature (K), finite, > 0 and at most :data:`MAX_TEMPERATURE`."""
+    positive(value)
+    if value is not None and value > MAX_TEMPERATURE:
+        raise typer.BadParameter(f"must be at most {MAX_TEMPERATURE:g} K (got {value:g})")
+    return value
+
+
 def fraction(value):
     """typer callback: the value, if None or in (0, 1]."""
     _finite(value)

@@ -13,7 +13,8 @@ from ..errors import InputError
 from ..md_settings import MD_DEFAULTS
 from ..qbc_calibration import RHO_HAT
 from ..units import FS_PER_PS
-from .common import check_not_input, check_writable_file, load_model, non_negative, positive, seed_option
+from .common import check_not_input, load_model, non_negative, positive, seed_option
+from .common import temperature as temperature_check
 
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
@@ -73,7 +74,7 @@ def md_command(
                                            help="mdtraj selection of the ML atoms of a prepared system, e.g. 'resname LIG'"),
     solvent: Optional[str] = typer.Option(None, "--solvent", help="'water': the molecule in a TIP3P box (ML/MM)"),
     box: Optional[float] = typer.Option(None, "--box", callback=positive, help="edge of the cubic water box (nm)"),
-    temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=positive, help="K"),
+    temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=temperature_check, help="K"),
     timestep: float = typer.Option(MD_DEFAULTS.timestep_fs, "--timestep", callback=positive, help="fs"),
     friction: float = typer.Option(MD_DEFAULTS.friction, "--friction", callback=non_negative, help="ps^-1"),
     report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1,

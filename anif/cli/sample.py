@@ -20,6 +20,7 @@ from ..errors import AnifError, InputError
 from ..qbc_calibration import RHO_HAT
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
 from .common import check_not_input, load_model, non_negative, positive, seed_option
+from .common import temperature as _kelvin
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
@@ -151,8 +152,8 @@ def rts_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     repeats: int = typer.Option(_RTS.repeats, "--repeats", min=1, help="trajectories per molecule (K)"),
-    t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=positive, help="initial temperature (K)"),
-    t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=positive, help="final thermostat temperature (K)"),
+    t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=_kelvin, help="initial temperature (K)"),
+    t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=_kelvin, help="final thermostat temperature (K)"),
     ramp_ps: float = typer.Option(_RTS.ramp_ps, "--time-ps", "--ramp-ps", callback=positive,
                                   help="trajectory length = heating time (ps); --ramp-ps: old spelling"),
     timestep: float = typer.Option(_RTS.timestep_fs, "--timestep", callback=positive, help="fs"),
@@ -171,7 +172,7 @@ def rts_command(
 def dnms_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    temperature: float = typer.Option(_DNMS.temperature, "--temperature", callback=positive, help="K"),
+    temperature: float = typer.Option(_DNMS.temperature, "--temperature", callback=_kelvin, help="K"),
     pool: int = typer.Option(_DNMS.pool, "--pool", min=1, help="normal-mode draws per molecule"),
     keep: int = typer.Option(_DNMS.keep, "--keep", min=1, help="most diverse conformers QBC-tested per molecule"),
     min_rmsd: float = typer.Option(_DNMS.min_rmsd, "--min-rmsd", callback=non_negative,
@@ -202,7 +203,7 @@ def dimers_command(
     time_ps: float = typer.Option(_DIMERS.time_ps, "--time-ps", callback=positive, help="MD length (ps)"),
     interval: int = typer.Option(_DIMERS.interval, "--interval", min=1, help="steps between box cuts"),
     cutoff: float = typer.Option(_DIMERS.cutoff, "--cutoff", callback=positive, help="closest contact of a dimer pair (A)"),
-    temperature: float = typer.Option(_DIMERS.temperature, "--temperature", callback=positive, help="K"),
+    temperature: float = typer.Option(_DIMERS.temperature, "--temperature", callback=_kelvin, help="K"),
     timestep: float = typer.Option(_DIMERS.timestep_fs, "--timestep", callback=positive, help="fs"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
