@@ -219,6 +219,9 @@ def _read_xyz(path: Path) -> list[Structure]:
                 coords.append([float(x) for x in parts[1:4]])
             except ValueError:
                 raise InputError(f"{path}: frame {frame}: bad coordinates in {line!r}") from None
+        problem = element_range_problem(numbers)
+        if problem:
+            raise InputError(f"{path}: frame {frame}: {problem}")
         out.append(Structure(numbers, coords, name=f"{path.stem}:{frame}" if not comment else comment))
         i += 2 + n
     return out
@@ -227,7 +230,11 @@ def _read_xyz(path: Path) -> list[Structure]:
 def _read_sdf(path: Path) -> list[Structure]:
     RDLogger.DisableLog("rdApp.*")
     out = []
-    for k, mol in enumerate(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)):
+    try:
+        supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)
+    except OSError as exc:  # RDKit: "File error: Invalid input file" for an empty file
+        raise InputError(f"{path}: not a readable SDF/MOL file ({str(exc).strip().splitlines()[0]})") from None
+    for k, mol in enumerate(supplier):
         if mol is None:
             raise InputError(f"{path}: record {k + 1} could not be parsed")
         if mol.GetNumConformers() == 0:

@@ -55,6 +55,7 @@ def files(tmp_path_factory, s66x8_path):
     (d / "flat2d.sdf").write_text(ETHANOL_2D)
     (d / "noh.pdb").write_text(ETHANOL_NO_H_PDB)
     (d / "radical.sdf").write_text(METHYL_RADICAL)
+    (d / "empty.sdf").write_text("")
     _edited_store(d / "labels.h5", d / "kcal.h5", "energies", lambda e: e * 627.5094740631)
     _edited_store(d / "labels.h5", d / "nan.h5", "energies", lambda e: e * math.nan)
     _edited_store(d / "labels.h5", d / "short.h5", "energies", lambda e: e[:1])
@@ -260,7 +261,7 @@ CASES = [
     ("bench comp6 --model ani1x --data {d}/labels.h5 --plots {d}/good.xyz", 1, "not a folder"),
     ("qbc calibrate --model ani1x --data {d}/labels.h5 --plot {d}/proj", 1, "is a folder"),
     # structures are what they say
-    ("md --input {d}/z200.xyz --steps 10 --out {d}/run", 1, "atomic number 200 is not an element"),
+    ("md --input {d}/z200.xyz --steps 10 --out {d}/run", 1, "z200.xyz: frame 1: atomic number 200 is not an element"),
     ("energy --input {d}/z200.xyz", 1, "atomic number 200 is not an element"),
     ("energy --input {d}/z200.h5", 1, "not an element"),
     ("energy --input {d}/flat2d.sdf", 1, "2D record without explicit hydrogens"),
@@ -272,6 +273,9 @@ CASES = [
     ("md --smiles C --steps 10 --temperature 1e300 --out {d}/run", 2, "at most 20000 K"),
     ("sample rts --smiles C --t-end 1e9 --out {d}/c.h5", 2, "--t-end"),
     ("data info {d}/proj", 1, "it is a folder"),
+    ("energy --input {d}/empty.sdf", 1, "not a readable SDF"),
+    ("data split {d}/labels.h5 --out {d}/a.h5 --out {d}/c.h5 --fraction 0.6 --fraction 0.6", 2, "add up to 1"),
+    ("data split {d}/labels.h5 --out {d}/a.h5 --fraction 0.5", 2, "add up to 1"),
     ("md --smiles C --steps 10 --timestep nan --out {d}/run", 2, "--timestep"),
     ("md --smiles C --steps 10 --friction inf --out {d}/run", 2, "--friction"),
     ("md --smiles C --steps 10 --solvent water --box inf --out {d}/run", 2, "--box"),

@@ -85,6 +85,9 @@ def split_command(
             _fraction(f)
         except typer.BadParameter as exc:
             raise typer.BadParameter(str(exc), param_hint="'--fraction'") from None
+    if len(fraction) == len(out) and abs(sum(fraction) - 1.0) > 1e-6:
+        raise typer.BadParameter(f"the fractions must add up to 1 (they add up to {sum(fraction):g})",
+                                 param_hint="'--fraction'")
     check_not_input(out, [path])
     check_writable_file(*out)
     counts = split(path, out, fraction, *([] if seed is None else [seed]))
