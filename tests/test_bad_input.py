@@ -269,6 +269,8 @@ CASES = [
     ("energy --input {d}/noh.pdb", 1, "no hydrogen atoms"),
     # numbers finite and in range, seeds in the RNGs' range, options that need another
     ("md --smiles C --time-ps inf --out {d}/run", 2, "--time-ps"),
+    ("md --smiles C --time-ps 1e12 --out {d}/run", 2, "beyond OpenMM"),
+    ("md --smiles C --steps 3000000000 --out {d}/run", 2, "--steps"),
     ("md --smiles C --steps 10 --temperature inf --out {d}/run", 2, "--temperature"),
     ("md --smiles C --steps 10 --temperature 1e300 --out {d}/run", 2, "at most 20000 K"),
     ("sample rts --smiles C --t-end 1e9 --out {d}/c.h5", 2, "--t-end"),

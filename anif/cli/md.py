@@ -60,7 +60,7 @@ def energy_command(
 
 def md_command(
     ctx: typer.Context,
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="number of MD steps (or --time-ps)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=2**31 - 1, help="number of MD steps (or --time-ps)"),
     time_ps: Optional[float] = typer.Option(None, "--time-ps", callback=positive,
                                             help="MD length (ps), instead of --steps: steps = time / timestep"),
     out: Path = typer.Option(..., "--out", help="output folder"),
@@ -77,7 +77,7 @@ def md_command(
     temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=temperature_check, help="K"),
     timestep: float = typer.Option(MD_DEFAULTS.timestep_fs, "--timestep", callback=positive, help="fs"),
     friction: float = typer.Option(MD_DEFAULTS.friction, "--friction", callback=non_negative, help="ps^-1"),
-    report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1,
+    report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1, max=2**31 - 1,
                                      help="steps between DCD frames and qbc.csv rows (the default shrinks to a shorter run's length)"),
     model: str = _MODEL,
     platform: str = _PLATFORM,
@@ -101,6 +101,8 @@ def md_command(
         raise typer.BadParameter("give the MD length as --steps N or --time-ps PS (one of them)",
                                  param_hint="'--steps' / '--time-ps'")
     steps = steps if steps is not None else max(1, round(time_ps * FS_PER_PS / timestep))
+    if steps > 2**31 - 1:
+        raise typer.BadParameter(f"{time_ps:g} ps is {steps} steps, beyond OpenMM's 2**31 - 1", param_hint="'--time-ps'")
     if report_every > steps and ctx.get_parameter_source("report_every").name == "DEFAULT":
         report_every = steps  # the default, not the user's choice: a short run still writes its frames
     if report_every > steps:
