@@ -201,7 +201,10 @@ def analyze_command(
 ):
     """RMSD, radius of gyration and rho over time (mdtraj); writes analysis.json and PNG plots."""
     from ..md import analyze
+    from .common import check_writable_folder
 
+    if folder.is_dir():
+        check_writable_folder(folder)  # analysis.json and the plots go beside md's files (nothing else is touched)
     summary = analyze(folder, rho_hat)["summary"]
     for key, value in summary.items():
         print(f"{key:36s} {value:.4f}")
