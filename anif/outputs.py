@@ -5,6 +5,9 @@
 - :func:`staged_directory`: a run folder built in a hidden sibling and swapped into place only
   when the run ends; an exception leaves any earlier folder untouched and removes the partial one.
   Creating the sibling first also checks that the destination is writable before any work.
+- :func:`check_output_folder`: ``--out`` is never a licence to delete: only a new or empty folder,
+  or an earlier run of the same command (it holds a marker file), may become a run folder.
+- :func:`strict_json`: JSON every parser reads (NaN and infinities as null).
 """
 
 from __future__ import annotations
@@ -76,11 +79,6 @@ def check_output_folder(out: str | Path, markers: tuple[str, ...] = (), what: st
         raise InputError(f"--out {out}: a folder that is not {what} (no {' or '.join(markers) or 'run marker'}) "
                          "and not empty; it is left alone: name a new or empty folder")
     return out
-
-
-def is_earlier_run(out: str | Path, markers: tuple[str, ...]) -> bool:
-    out = Path(out)
-    return out.is_dir() and _is_run(out, markers)
 
 
 class _Staging:
