@@ -217,8 +217,12 @@ def _load_anif_dir(directory: Path):
         if digest != spec["weights_sha256"]:
             raise InputError(f"{directory}: {MODEL_WEIGHTS} does not belong to its {MODEL_JSON} (a save was "
                              "interrupted); save or train the model again")
+    import warnings
+
     try:
-        state = torch.load(directory / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(directory / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's message runs over several lines: its first says why
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"{directory}: corrupt or unsafe {MODEL_WEIGHTS} ({reason})") from None

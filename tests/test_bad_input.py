@@ -167,6 +167,15 @@ def _damaged_models(d: Path) -> None:
     first = lambda st: next(k for k, v in st.items() if v.ndim == 2)  # noqa: E731
     copy("model_shape", state_edit=lambda st: st.update({first(st): st[first(st)][:, :-1].clone()}))
     copy("model_list", state_edit=lambda st: st.update({first(st): st[first(st)].tolist()}))
+    # a planted pickle (it would call a function on load): refused by torch's weights-only reader
+    import pickle
+
+    shutil.copytree(d / "model_ok", d / "model_pickle")
+    planted = pickle.dumps({"weights": print})
+    (d / "model_pickle" / "weights.pt").write_bytes(planted)
+    spec = json.loads((d / "model_pickle" / "model.json").read_text())
+    spec["weights_sha256"] = _hashlib.sha256(planted).hexdigest()
+    (d / "model_pickle" / "model.json").write_text(json.dumps(spec))
 
 
 # (arguments, exit status, text the message holds); {d} is the fixture folder
@@ -329,6 +338,7 @@ CASES = [
     ("energy --input {d}/good.xyz --model {d}/model_element", 1, "not an element"),
     ("energy --input {d}/good.xyz --model {d}/model_shape", 1, "weights.pt does not fit model.json"),
     ("energy --input {d}/good.xyz --model {d}/model_list", 1, "not a plain tensor"),
+    ("energy --input {d}/good.xyz --model {d}/model_pickle", 1, "corrupt or unsafe weights.pt"),
     ("bench comp6 --model {d}/model_shape --data {d}/labels.h5", 1, "does not fit"),
     ("md --smiles C --steps 10 --model {d}/model_nokey --out {d}/run", 1, "lacks the key"),
     # no command, unknown command
