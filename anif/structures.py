@@ -214,7 +214,10 @@ def _read_xyz(path: Path) -> list[Structure]:
             parts = line.split()
             if len(parts) < 4:
                 raise InputError(f"{path}: frame {frame}: bad atom line {line!r}")
-            numbers.append(int(parts[0]) if parts[0].isdigit() else atomic_number(parts[0]))
+            try:
+                numbers.append(int(parts[0]) if parts[0].isdigit() else atomic_number(parts[0]))
+            except InputError as exc:
+                raise InputError(f"{path}: frame {frame}: {exc}") from None
             try:
                 coords.append([float(x) for x in parts[1:4]])
             except ValueError:

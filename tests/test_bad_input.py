@@ -51,6 +51,7 @@ def files(tmp_path_factory, s66x8_path):
     (d / "proj" / "data").mkdir(parents=True)
     (d / "proj" / "notes.txt").write_text("my notes\n")
     (d / "proj" / "data" / "important.csv").write_text("a,b\n1,2\n")
+    (d / "xx.xyz").write_text(GOOD_XYZ.replace("\nO ", "\nXx "))
     (d / "z200.xyz").write_text(GOOD_XYZ.replace("\nO ", "\n200 "))
     (d / "flat2d.sdf").write_text(ETHANOL_2D)
     (d / "noh.pdb").write_text(ETHANOL_NO_H_PDB)
@@ -272,6 +273,7 @@ CASES = [
     # structures are what they say
     ("md --input {d}/z200.xyz --steps 10 --out {d}/run", 1, "z200.xyz: frame 1: atomic number 200 is not an element"),
     ("energy --input {d}/z200.xyz", 1, "atomic number 200 is not an element"),
+    ("energy --input {d}/xx.xyz", 1, "xx.xyz: frame 1: unknown element symbol 'Xx'"),
     ("energy --input {d}/z200.h5", 1, "not an element"),
     ("energy --input {d}/flat2d.sdf", 1, "2D record without explicit hydrogens"),
     ("md --input {d}/flat2d.sdf --steps 10 --out {d}/run", 1, "2D record"),
