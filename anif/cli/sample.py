@@ -79,6 +79,8 @@ def _load(model, inputs: list[str], seed: int) -> list:
     supported = supported_numbers(model)
     embedded, skipped = embed(molecules, supported, seed)
     structures = [s for s, _ in embedded]
+    for note in dict.fromkeys(n for s in ready for n in s.notes):
+        _say(f"note: {note}")
     for s in ready:
         try:
             structures.append(s.validate(supported).require_neutral_closed_shell())
