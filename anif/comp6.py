@@ -90,6 +90,9 @@ def comp6_files(paths: Iterable[str | Path]) -> list[Path]:
 def read_comp6_file(path: str | Path, subset: Optional[str] = None) -> list[Comp6Molecule]:
     """All molecules of one COMP6 v1 (legacy ANI layout) file, forces converted to -dE/dx."""
     store = DatasetStore(path, "r")
+    if store.stored_kind == "candidates":
+        raise InputError(f"{path}: holds sampler candidates (their energies are the ensemble's own mean), "
+                         "not reference labels; label them first (anif label)")
     subset = subset or subset_name(path)
     legacy = store.legacy
     molecules = []

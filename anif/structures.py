@@ -276,9 +276,9 @@ def _read_pdb(path: Path) -> list[Structure]:
     if any(a.element is None for a in atoms):
         raise InputError(f"{path}: atoms without an element column")
     numbers = [a.element.atomic_number for a in atoms]
-    if 1 not in numbers and any(z in (6, 7) for z in numbers):
-        raise InputError(f"{path}: has no hydrogen atoms (carbon or nitrogen without them is not a molecule "
-                         "ANI-1x can describe); add hydrogens first (e.g. pdbfixer, reduce or obabel -h)")
+    if 1 not in numbers and any(z in (6, 7, 8) for z in numbers):
+        raise InputError(f"{path}: has no hydrogen atoms (PDB files often leave them out; ANI-1x needs every "
+                         "atom); add hydrogens first (e.g. pdbfixer, reduce or obabel -h)")
     bonds = [(b[0].index, b[1].index) for b in pdb.topology.bonds()]
     return [
         Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * NM_TO_ANGSTROM,
@@ -293,6 +293,8 @@ _READERS = {".xyz": _read_xyz, ".sdf": _read_sdf, ".mol": _read_sdf, ".pdb": _re
 def read_structures(path: str | Path) -> list[Structure]:
     """Read every structure of an XYZ (multi-frame), SDF or PDB file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a structure file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     reader = _READERS.get(path.suffix.lower())

@@ -194,3 +194,17 @@ def check_not_input(outputs, inputs, replaces: bool = False) -> None:
                 raise InputError(f"{out}: is also an input ({given}); write the output elsewhere")
             if replaces and o in r.parents:
                 raise InputError(f"{out}: the output folder holds the input {given}; write the output elsewhere")
+
+
+def check_distinct(paths, what: str = "input") -> None:
+    """The same file given twice (by any spelling or link) would be counted twice: refused."""
+    from ..errors import InputError
+
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p is None:
+            continue
+        key = _resolved(Path(p))
+        if key in seen:
+            raise InputError(f"{p}: given twice as {what} (also as {seen[key]}); each file counts once")
+        seen[key] = Path(p)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import check_not_input, check_writable_folder, non_negative, seed_option
+from .common import check_distinct, check_not_input, check_writable_folder, non_negative, seed_option
 from ..training_settings import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings
 
 _D = TrainSettings()
@@ -66,6 +66,7 @@ def train_command(
     from ..outputs import check_output_folder
 
     files = list(data) + list(more_data or [])
+    check_distinct(files, "--data")
     # a model folder is written into (and resumed from): refuse a user's folder that is not one
     check_output_folder(out, ("model.json", "checkpoints/run.json"), "an `anif train` model folder")
     check_not_input([out], files + ([Path(init)] if init and Path(init).exists() else []), replaces=True)
