@@ -339,7 +339,7 @@ CASES = [
     ("train --data {d}/labels.h5 --data {d}/labels.h5 --out {d}/model", 1, "given twice"),
     ("bench comp6 --model ani1x --data {d}/labels.h5 {d}/labels.h5", 1, "given twice"),
     ("energy --input {d}/proj", 1, "is a folder"),
-    ("label --input {d}/good.xyz --out {d}/new_labels.h5 --workers 0", 2, "--workers"),
+    ("label --input {d}/good.xyz --out {d}/new_labels.h5 --workers 0", 1, "workers must be >= 1"),
     # a model folder is validated before use
     ("energy --input {d}/good.xyz --model {d}/model_nokey", 1, "model.json lacks the key 'layer_dims'"),
     ("energy --input {d}/good.xyz --model {d}/model_types", 1, "'members' must be a positive integer"),

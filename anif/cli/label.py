@@ -31,7 +31,7 @@ def label_command(
     basis: Annotated[str, typer.Option(help="Basis set (Pople sets use Cartesian d, as Gaussian).")] = _DEFAULT.basis,
     charge: Annotated[Optional[int], typer.Option(help="Total charge (default: from the input, else 0).")] = None,
     multiplicity: Annotated[Optional[int], typer.Option(min=1, help="Spin multiplicity (default: from the input, else 1).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Local worker processes (default: sized to the machine).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Local worker processes (default: sized to the machine).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing Dask scheduler.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="PySCF (OpenMP) threads per labelling worker process (default: cores / workers).")] = None,
     density_fit: Annotated[bool, typer.Option("--density-fit", help="Density fitting (faster, ~0.01-0.04 kcal/mol off).")] = _DEFAULT.density_fit,
