@@ -72,7 +72,7 @@ def check_output_folder(out: str | Path, markers: tuple[str, ...] = (), what: st
         raise InputError(f"--out {out}: the current folder (or one above it) cannot be replaced by {what}; "
                          "name a new folder, e.g. --out run1")
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+        raise InputError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and not os.access(out, os.R_OK | os.X_OK):
         raise InputError(f"cannot write to {out} (permission denied)")
     if out.is_dir() and any(out.iterdir()) and not _is_run(out, markers):

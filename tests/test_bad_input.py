@@ -244,14 +244,14 @@ CASES = [
     # --- issue 24: nothing lost, nothing wrong -------------------------------------------------------
     # --out is never a licence to delete: a user's folder, a file, the input itself
     ("md --smiles C --steps 10 --out {d}/proj", 1, "not an `anif md` run"),
-    ("md --smiles C --steps 10 --out {d}/good.xyz", 1, "not a folder"),
+    ("md --smiles C --steps 10 --out {d}/good.xyz", 1, "not a directory"),
     ("md --input {d}/good.xyz --steps 10 --out {d}/good.xyz", 1, "is also an input"),
     ("md --smiles C --steps 10 --out /proc/anif-run", 1, "cannot write"),
     ("train --data {d}/labels.h5 --out {d}/proj", 1, "not an `anif train` model folder"),
-    ("train --data {d}/labels.h5 --out {d}/labels.h5", 1, "not a folder"),
+    ("train --data {d}/labels.h5 --out {d}/labels.h5", 1, "not a directory"),
     ("train --data {d}/labels.h5 --out /proc/anif-model", 1, "cannot write"),
     ("al run {d}/ok.toml --out {d}/proj", 1, "not an `anif al` campaign folder"),
-    ("al run {d}/ok.toml --out {d}/ok.toml", 1, "not a folder"),
+    ("al run {d}/ok.toml --out {d}/ok.toml", 1, "not a directory"),
     # no output may be an input
     ("data info {d}/labels.h5 --json-out {d}/labels.h5", 1, "is also an input"),
     ("data info {d}/labels.h5 --json {d}/labels.h5", 1, "is also an input"),
