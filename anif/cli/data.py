@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputError
 from .common import check_not_input, check_writable_file, fraction as _fraction, json_out_option, seed_option
 
 data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split.", no_args_is_help=True)
