@@ -43,7 +43,7 @@ def load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: 
 
         structures = [s for s, _ in read_any(input_file)]
     for s in structures:
-        s.validate(supported_numbers(model)).require_neutral_closed_shell()
+        s.validate(supported_numbers(model)).check_units().require_neutral_closed_shell()
     return structures
 
 

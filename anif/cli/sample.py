@@ -83,7 +83,7 @@ def _load(model, inputs: list[str], seed: int) -> list:
         _say(f"note: {note}")
     for s in ready:
         try:
-            structures.append(s.validate(supported).require_neutral_closed_shell())
+            structures.append(s.validate(supported).check_units().require_neutral_closed_shell())
         except AnifError as exc:
             skipped.append((s.name, str(exc)))
     for name, reason in skipped:
