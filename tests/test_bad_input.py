@@ -351,6 +351,8 @@ CASES = [
     ("energy --input {d}/good.xyz --model {d}/model_list", 1, "not a plain tensor"),
     ("energy --input {d}/good.xyz --model {d}/model_pickle", 1, "corrupt or unsafe weights.pt"),
     ("bench comp6 --model {d}/model_shape --data {d}/labels.h5", 1, "does not fit"),
+    ("bench comp6 --model {d}/model_ok --data {d}/labels.h5 --json-out {d}/model_ok/model.json", 1, "is also an input"),
+    ("qbc calibrate --model {d}/model_ok --data {d}/labels.h5 --plot {d}/model_ok/weights.pt", 1, "is also an input"),
     ("md --smiles C --steps 10 --model {d}/model_nokey --out {d}/run", 1, "lacks the key"),
     # no command, unknown command
     ("", 2, "Missing command"),

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import RHO_HAT
-from .common import check_distinct, check_not_input, check_writable_file, check_writable_folder, json_out_option, load_model, non_negative, positive
+from .common import model_inputs, check_distinct, check_not_input, check_writable_file, check_writable_folder, json_out_option, load_model, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)
 
@@ -60,7 +60,7 @@ def bench_comp6_command(
         raise typer.BadParameter("is drawn on the --plots figures; give --plots DIR", param_hint="'--rho-hat'")
     inputs = list(data) + list(more_data or [])
     check_distinct(inputs, "--data")
-    check_not_input([json_out, plots], inputs + ([Path(model)] if Path(model).exists() else []))
+    check_not_input([json_out, plots], inputs + model_inputs(model))
     check_writable_file(json_out)
     check_writable_folder(plots)
     if threads:

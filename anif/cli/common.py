@@ -208,3 +208,11 @@ def check_distinct(paths, what: str = "input") -> None:
         if key in seen:
             raise InputError(f"{p}: given twice as {what} (also as {seen[key]}); each file counts once")
         seen[key] = Path(p)
+
+
+def model_inputs(model: str) -> list[Path]:
+    """The files a ``--model`` folder is read from (none for 'ani1x'), for :func:`check_not_input`."""
+    path = Path(model)
+    if not path.is_dir():
+        return []
+    return [path, path / "model.json", path / "weights.pt"]

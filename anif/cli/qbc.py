@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import calibrate
-from .common import check_not_input, check_writable_file, json_out_option, load_model, positive
+from .common import model_inputs, check_not_input, check_writable_file, json_out_option, load_model, positive
 
 _CAL = inspect.signature(calibrate).parameters  # the defaults of --error and --capture
 qbc_app = typer.Typer(help="Query-by-committee threshold tools.", no_args_is_help=True)
@@ -40,7 +40,7 @@ def qbc_calibrate_command(
     from ..comp6 import read_comp6
     from ..outputs import atomic_write_text, strict_json
 
-    check_not_input([json_out, plot], [data] + ([Path(model)] if Path(model).exists() else []))
+    check_not_input([json_out, plot], [data] + model_inputs(model))
     check_writable_file(json_out, plot)
     predictions = predict(load_model(model).double(), read_comp6([data]), forces=False)
     rho = np.concatenate([p.rho_kcal_mol for p in predictions])
