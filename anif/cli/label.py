@@ -46,6 +46,13 @@ def label_command(
     from .common import check_not_input
 
     check_not_input([out, failures_path(out)], [input])
+    if input.suffix.lower() in (".sdf", ".mol") and input.is_file():  # hydrogens the reader adds are said
+        import sys
+
+        from ..structures import read_structures
+
+        for note in dict.fromkeys(n for s in read_structures(input) for n in s.notes):
+            print(f"note: {note}", file=sys.stderr)
     level = Level(method=method, basis=basis, cartesian=False if spherical else None, grid=_parse_grid(grid),
                   density_fit=density_fit, max_cycle=max_cycle)
     summary = label_file(input, out, level, charge, multiplicity, workers, scheduler, threads, retry_failed, dashboard)
