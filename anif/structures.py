@@ -235,9 +235,35 @@ def _read_xyz(path: Path) -> list[Structure]:
         problem = element_range_problem(numbers)
         if problem:
             raise InputError(f"{path}: frame {frame}: {problem}")
+        if _hydrogens_missing(numbers, coords):
+            raise InputError(f"{path}: frame {frame}: no hydrogen atoms, and its {len(numbers)} heavy atoms have no "
+                             "neutral closed-shell bonding: hydrogens missing from the file? (ANI-1x needs every atom)")
         out.append(Structure(numbers, coords, name=f"{path.stem}:{frame}" if not comment else comment))
         i += 2 + n
     return out
+
+
+def _hydrogens_missing(numbers, coordinates) -> bool:
+    """Whether a frame without any hydrogen (C, N or O among its atoms) is a skeleton whose hydrogens
+    were left out: RDKit finds no neutral Lewis structure for it (CO2, CO, N2, cyanogen pass; the
+    C-C-O skeleton of ethanol does not)."""
+    from rdkit.Chem import rdDetermineBonds
+
+    if 1 in numbers or not any(z in (6, 7, 8) for z in numbers) or len(numbers) < 2:
+        return False
+    block = f"{len(numbers)}\n\n" + "".join(
+        f"{symbol(z)} {x[0]:.6f} {x[1]:.6f} {x[2]:.6f}\n" for z, x in zip(numbers, np.asarray(coordinates, float)))
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        mol = Chem.MolFromXYZBlock(block)
+        if mol is None:
+            return False
+        rdDetermineBonds.DetermineBonds(mol, charge=0)
+    except ValueError:  # "could not find valid bond ordering"
+        return True
+    except Exception:  # anything else is not evidence of missing hydrogens
+        return False
+    return False
 
 
 def _read_sdf(path: Path) -> list[Structure]:

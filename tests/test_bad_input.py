@@ -51,6 +51,7 @@ def files(tmp_path_factory, s66x8_path):
     (d / "proj" / "data").mkdir(parents=True)
     (d / "proj" / "notes.txt").write_text("my notes\n")
     (d / "proj" / "data" / "important.csv").write_text("a,b\n1,2\n")
+    (d / "skeleton.xyz").write_text("3\nethanol without its hydrogens\nC 0 0 0\nC 1.52 0 0\nO 2.01 1.34 0.1\n")
     (d / "xx.xyz").write_text(GOOD_XYZ.replace("\nO ", "\nXx "))
     (d / "z200.xyz").write_text(GOOD_XYZ.replace("\nO ", "\n200 "))
     (d / "flat2d.sdf").write_text(ETHANOL_2D)
@@ -281,6 +282,8 @@ CASES = [
     ("energy --input {d}/flat2d.sdf", 1, "2D record without explicit hydrogens"),
     ("md --input {d}/flat2d.sdf --steps 10 --out {d}/run", 1, "2D record"),
     ("energy --input {d}/noh.pdb", 1, "no hydrogen atoms"),
+    ("energy --input {d}/skeleton.xyz", 1, "hydrogens missing from the file?"),
+    ("md --input {d}/skeleton.xyz --steps 10 --out {d}/run", 1, "hydrogens missing"),
     # numbers finite and in range, seeds in the RNGs' range, options that need another
     ("md --smiles C --time-ps inf --out {d}/run", 2, "--time-ps"),
     ("md --smiles C --time-ps 1e12 --out {d}/run", 2, "beyond OpenMM"),
@@ -525,3 +528,13 @@ def test_sdf_without_hydrogens_gets_them_with_coordinates(monkeypatch, capsys, t
     assert code == 0, err
     warnings = json.loads((tmp_path / "run" / "md.json").read_text())["warnings"]
     assert any("implicit hydrogen" in w for w in warnings)
+
+
+def test_xyz_without_hydrogens_that_is_a_molecule_is_read(tmp_path):
+    """CO2 and cyanogen have no hydrogens and are molecules: read as given (only skeletons are refused)."""
+    from anif.structures import read_structures
+
+    (tmp_path / "co2.xyz").write_text("3\nCO2\nO 0 0 0\nC 1.16 0 0\nO 2.32 0 0\n")
+    (tmp_path / "c2n2.xyz").write_text("4\ncyanogen\nN 0 0 0\nC 1.16 0 0\nC 2.54 0 0\nN 3.70 0 0\n")
+    assert read_structures(tmp_path / "co2.xyz")[0].numbers.tolist() == [8, 6, 8]
+    assert read_structures(tmp_path / "c2n2.xyz")[0].n_atoms == 4
