@@ -33,7 +33,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .datasets import STORED_FORCES_TO_FORCES, DatasetStore, stored_forces  # noqa: F401 (re-exported)
+from .datasets import STORED_FORCES_TO_FORCES, DatasetStore, check_labels, stored_forces  # noqa: F401 (re-exported)
 from .errors import InputError
 
 #: (pattern on the file name, subset name as the paper writes it)
@@ -90,6 +90,9 @@ def comp6_files(paths: Iterable[str | Path]) -> list[Path]:
 def read_comp6_file(path: str | Path, subset: Optional[str] = None) -> list[Comp6Molecule]:
     """All molecules of one COMP6 v1 (legacy ANI layout) file, forces converted to -dE/dx."""
     store = DatasetStore(path, "r")
+    if store.stored_kind == "candidates":
+        raise InputError(f"{path}: holds sampler candidates (their energies are the ensemble's own mean), "
+                         "not reference labels; label them first (anif label)")
     subset = subset or subset_name(path)
     legacy = store.legacy
     molecules = []
@@ -102,6 +105,7 @@ def read_comp6_file(path: str | Path, subset: Optional[str] = None) -> list[Comp
             forces = stored_forces(forces, legacy)
             if forces.shape != coords.shape:
                 raise InputError(f"{path}: group {group!r} forces {forces.shape} != coordinates {coords.shape}")
+        check_labels(f"{path}: group {group!r}", {**data, "forces": forces} if forces is not None else data)
         molecules.append(
             Comp6Molecule(subset, group, data["species"], coords, np.asarray(data["energies"], np.float64), forces)
         )

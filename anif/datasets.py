@@ -102,6 +102,58 @@ def _as_numbers(values, label: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line (h5py's run over several: folder, errno, buffer ...)."""
+    text = str(exc).strip()
+    if "Is a directory" in text:
+        return "it is a folder"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_shapes(where: str, data: dict) -> None:
+    """Raise InputError (naming ``where`` and the field) when a group's arrays cannot be what they
+    claim: atomic numbers outside the periodic table, coordinates not (C, N, 3), energies not
+    one per conformer, forces not the coordinates' shape."""
+    from .structures import element_range_problem
+
+    species = data["species"]
+    problem = element_range_problem(species)
+    if problem:
+        raise InputError(f"{where}: field 'species': {problem}")
+    if "coordinates" not in data:
+        return
+    coords = data["coordinates"]
+    n_atoms = species.shape[0]
+    if coords.dtype.kind not in "fiu" or coords.ndim != 3 or coords.shape[1:] != (n_atoms, 3):
+        raise InputError(f"{where}: field 'coordinates' has shape {coords.shape} ({coords.dtype}), expected "
+                         f"(conformers, {n_atoms}, 3) numbers for {n_atoms} atoms")
+    n_conf = coords.shape[0]
+    energies = data.get("energies")
+    if energies is not None and (energies.dtype.kind not in "fiu" or energies.size != n_conf
+                                 or (energies.ndim and energies.shape[0] != n_conf)):
+        raise InputError(f"{where}: field 'energies' has {energies.size} value(s) of {energies.dtype} for "
+                         f"{n_conf} conformers (one number each expected)")
+    forces = data.get("forces")
+    if forces is not None and (forces.dtype.kind not in "fiu" or forces.shape != coords.shape):
+        raise InputError(f"{where}: field 'forces' has shape {forces.shape}, expected the coordinates' {coords.shape}")
+
+
+def check_labels(where: str, data: dict) -> None:
+    """Raise InputError when a group's reference labels cannot be right in ANI units (NaN or
+    infinite values, energies not in Hartree, coordinates in Bohr or nm, forces not Ha/A): the
+    checks ``merge`` makes, for every reader that computes with the labels."""
+    coords = np.asarray(data["coordinates"], dtype=np.float64)
+    if not np.isfinite(coords).all():
+        raise InputError(f"{where}: field 'coordinates' holds NaN or infinite values")
+    if "energies" in data:
+        energies = np.asarray(data["energies"], dtype=np.float64).ravel()
+        if not np.isfinite(energies).all():
+            raise InputError(f"{where}: field 'energies' holds NaN or infinite values")
+    problems = label_problems(data["species"], coords, data.get("energies", np.zeros(0)), data.get("forces"))
+    if problems:
+        raise InputError(f"{where}: {problems[0]}")
+
+
 def _decode(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind in "SO":
         return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()]).reshape(arr.shape)
@@ -310,7 +362,7 @@ class DatasetStore:
         try:
             f = h5py.File(self.path, "r")
         except OSError as exc:
-            raise InputError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+            raise InputError(f"{self.path}: not a readable HDF5 file ({_first_line(exc)})") from None
         with f:
             yield f
 
@@ -390,6 +442,7 @@ class DatasetStore:
                 )
             species = species[0] if species.shape[0] else np.zeros(0, dtype=np.int64)
         out["species"] = species
+        _check_shapes(f"{self.path}: group {group!r}", out)
         return out
 
     def species(self, group: str, f: Optional[h5py.File] = None) -> np.ndarray:
@@ -549,7 +602,7 @@ class DatasetStore:
                     if "grouping" not in f.attrs and len(f):
                         raise InputError(f"{self.path}: legacy-layout file is read-only; merge it into a new file")
             except OSError as exc:
-                raise InputError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+                raise InputError(f"{self.path}: not a readable HDF5 file ({_first_line(exc)})") from None
             shutil.copyfile(self.path, tmp)
         else:
             tmp.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ def load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: 
 
         structures = [s for s, _ in read_any(input_file)]
     for s in structures:
-        s.validate(supported_numbers(model)).require_neutral_closed_shell()
+        s.validate(supported_numbers(model)).check_units().require_neutral_closed_shell()
     return structures
 
 
@@ -173,6 +173,11 @@ def run_md(
         outcome, stopped_at = "rho_threshold", exc.step
     except LeftModelDomain as exc:
         outcome, stopped_at, reason = "left_model_domain", exc.step, exc.reason
+    except Exception as exc:  # OpenMM: "Particle coordinate is NaN" and kin (a blown-up integration)
+        if "nan" not in str(exc).lower():
+            raise
+        outcome, stopped_at = "left_model_domain", simulation.currentStep
+        reason = f"the integration blew up ({str(exc).strip().splitlines()[0]})"
     finally:
         qbc.close()
         simulation.reporters.clear()  # DCDReporter closes its file when released
@@ -208,6 +213,12 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
         raise InputError(f"{files['qbc.csv']}: unreadable QBC log ({exc})") from None
     if traj.n_frames == 0 or len(rho) == 0:
         raise InputError(f"{folder}: the trajectory is empty")
+    bad = np.flatnonzero(~np.isfinite(traj.xyz).all(axis=(1, 2)))
+    if bad.size:
+        raise InputError(f"{files['trajectory.dcd']}: frame {int(bad[0]) + 1} has NaN or infinite coordinates")
+    bad = np.flatnonzero(~(np.isfinite(rho) & np.isfinite(time_ps)))
+    if bad.size:
+        raise InputError(f"{files['qbc.csv']}: row {int(bad[0]) + 1} has a time or rho_kcal_mol that is not a finite number")
     ml_atoms = _ml_atoms(folder)
     if ml_atoms is not None:
         traj = make_whole(traj, ml_atoms).atom_slice(ml_atoms)
@@ -232,7 +243,9 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
             "fraction_rho_above_hat": float((rho > rho_hat).mean()),
         },
     }
-    (folder / "analysis.json").write_text(json.dumps(result, indent=2))
+    from .outputs import atomic_write_text, strict_json
+
+    atomic_write_text(folder / "analysis.json", strict_json(result))
     _plot_analysis(folder, frame_time, rmsd, rg, time_ps, rho, rho_hat)
     return result
 

@@ -60,7 +60,27 @@ def select_atoms(topology, selection: str) -> list[int]:
         raise InputError(f"invalid --ml-atoms selection {selection!r} ({reason})") from None
     if len(atoms) == 0:
         raise InputError(f"--ml-atoms selection {selection!r} matches no atom")
-    return [int(i) for i in atoms]
+    atoms = [int(i) for i in atoms]
+    cut = cut_bond(topology, atoms)
+    if cut:
+        raise InputError(f"--ml-atoms {selection!r} cuts the bond {cut}: ANI-1x would see a radical fragment; "
+                         "select whole molecules")
+    return atoms
+
+
+def cut_bond(topology, atoms) -> Optional[str]:
+    """The first bond of ``topology`` with one atom in ``atoms`` and one outside, described
+    (``O1-H2 of residue HOH 5``), or None when the selection is whole molecules."""
+    chosen = set(atoms)
+    for bond in topology.bonds():
+        a, b = bond[0], bond[1]
+        if (a.index in chosen) != (b.index in chosen):
+            first, second = (a, b) if a.index in chosen else (b, a)
+            if first.residue is second.residue:
+                return f"{first.name}-{second.name} of residue {first.residue.name} {first.residue.id}"
+            return (f"{first.name} of residue {first.residue.name} {first.residue.id} - "
+                    f"{second.name} of residue {second.residue.name} {second.residue.id}")
+    return None
 
 
 def prepared_system(prmtop: Optional[Path] = None, inpcrd: Optional[Path] = None, system_xml: Optional[Path] = None,

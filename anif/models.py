@@ -130,14 +130,83 @@ def save_model(model: Ensemble, directory: str | Path, **metadata) -> Path:
     return directory
 
 
+def _spec_problem(spec) -> Optional[str]:
+    """Why a model.json does not describe an ensemble :func:`build_ani` can build, or None."""
+    import math
+
+    from .structures import atomic_number
+
+    if not isinstance(spec, dict):
+        return "is not a JSON object"
+    if spec.get("format") != MODEL_FORMAT:
+        return "is not an anif ensemble (no \"format\": \"anif-ensemble\")"
+    for key in ("symbols", "layer_dims", "self_energies", "members", "weights_sha256"):
+        if key not in spec:
+            return f"lacks the key {key!r}"
+    symbols, dims, shifts, members = spec["symbols"], spec["layer_dims"], spec["self_energies"], spec["members"]
+    if not isinstance(symbols, list) or not symbols or not all(isinstance(x, str) for x in symbols) \
+            or len(set(symbols)) != len(symbols):
+        return "'symbols' must be a list of distinct element symbols"
+    for x in symbols:
+        try:
+            atomic_number(x)
+        except InputError:
+            return f"'symbols' holds {x!r}, not an element"
+    if not isinstance(dims, dict) or sorted(dims) != sorted(symbols):
+        return "'layer_dims' must give the layer sizes of each element of 'symbols'"
+    for x, d in dims.items():
+        if not isinstance(d, list) or len(d) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in d):
+            return f"'layer_dims' of {x} must be a list of at least two positive integers"
+        if d[-1] != 1:
+            return f"'layer_dims' of {x} must end in 1 (one energy per atom)"
+    if not isinstance(shifts, list) or len(shifts) != len(symbols) or not all(
+            isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in shifts):
+        return "'self_energies' must be one finite number per symbol"
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        return "'members' must be a positive integer"
+    if spec.get("aev") is not None and not isinstance(spec["aev"], dict):
+        return "'aev' must be an object"
+    sha = spec["weights_sha256"]
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        return "'weights_sha256' must be a SHA-256 hex digest"
+    return None
+
+
+def _state_problem(state, expected: dict) -> Optional[str]:
+    """Why a loaded weights file does not fit the architecture (plain tensors, names, shapes), or None."""
+    if not isinstance(state, dict):
+        return "is not a dictionary of tensors"
+    for key, value in state.items():
+        if type(value) is not torch.Tensor:
+            return f"entry {key!r} is a {type(value).__name__}, not a plain tensor"
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        return f"lacks {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        return f"holds {extra[0]!r}, which the architecture in {MODEL_JSON} has not"
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            return (f"{key!r} has shape {tuple(state[key].shape)}, the architecture in {MODEL_JSON} "
+                    f"{tuple(tensor.shape)}")
+        if not torch.isfinite(state[key]).all() and state[key].is_floating_point():
+            return f"{key!r} holds NaN or infinite values"
+    return None
+
+
 def _load_anif_dir(directory: Path):
     try:
         spec = json.loads((directory / MODEL_JSON).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{directory}: unreadable {MODEL_JSON} ({exc})") from None
-    if spec.get("format") != MODEL_FORMAT:
-        raise InputError(f"{directory}: {MODEL_JSON} is not an anif ensemble")
-    ani = build_ani(spec["symbols"], spec["layer_dims"], spec["self_energies"], spec["members"], spec.get("aev"))
+    problem = _spec_problem(spec)
+    if problem:
+        raise InputError(f"{directory}: {MODEL_JSON} {problem}")
+    try:
+        ani = build_ani(spec["symbols"], spec["layer_dims"], spec["self_energies"], spec["members"], spec.get("aev"))
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{directory}: {MODEL_JSON} does not describe a buildable ensemble ({reason})") from None
     if "weights_sha256" in spec:
         import hashlib
 
@@ -148,11 +217,23 @@ def _load_anif_dir(directory: Path):
         if digest != spec["weights_sha256"]:
             raise InputError(f"{directory}: {MODEL_WEIGHTS} does not belong to its {MODEL_JSON} (a save was "
                              "interrupted); save or train the model again")
+    import warnings
+
     try:
-        state = torch.load(directory / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(directory / MODEL_WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's message runs over several lines: its first says why
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{directory}: corrupt or unsafe {MODEL_WEIGHTS} ({reason})") from None
+    problem = _state_problem(state, ani.state_dict())
+    if problem:
+        raise InputError(f"{directory}: {MODEL_WEIGHTS} does not fit {MODEL_JSON}: {problem}")
+    try:
         ani.load_state_dict(state)
     except Exception as exc:
-        raise InputError(f"{directory}: corrupt or mismatched {MODEL_WEIGHTS} ({exc})") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{directory}: corrupt or mismatched {MODEL_WEIGHTS} ({reason})") from None
     return ani
 
 

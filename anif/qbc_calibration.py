@@ -50,6 +50,8 @@ def calibrate(
     rho, worst_error, energy_error = (np.asarray(a, dtype=float).ravel() for a in (rho, worst_error, energy_error))
     if not (rho.shape == worst_error.shape == energy_error.shape) or rho.size == 0:
         raise InputError("calibration needs one rho, worst error and energy error per structure")
+    if not (np.isfinite(rho).all() and np.isfinite(worst_error).all() and np.isfinite(energy_error).all()):
+        raise InputError("calibration needs finite rho and errors (the data hold NaN or infinite values)")
     if not 0.0 < capture <= 1.0:
         raise InputError(f"capture must be in (0, 1], got {capture}")
     bad = np.sort(rho[worst_error > error_bound])[::-1]

@@ -61,9 +61,16 @@ class Structure:
     charge: int = 0
     multiplicity: int = 1
     bonds: list[tuple[int, int]] = field(default_factory=list)
+    #: What reading changed (e.g. hydrogens added), for the command to say.
+    notes: list[str] = field(default_factory=list)
+    #: Why the structure is open-shell, where the reader knows (said with the open-shell error).
+    spin_hint: str = ""
 
     def __post_init__(self):
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        problem = element_range_problem(self.numbers)
+        if problem:
+            raise InputError(f"{self.name or 'structure'}: {problem}")
         self.coordinates = np.asarray(self.coordinates, dtype=np.float64).reshape(-1, 3)
         if len(self.numbers) != len(self.coordinates):
             raise InputError(
@@ -100,17 +107,43 @@ class Structure:
                 )
         return self
 
+    def check_units(self) -> "Structure":
+        """Raise InputError when the coordinates look like Bohr or nm, not Angstrom
+        (:func:`anif.plausibility.coordinate_problem`, the check `anif label` makes)."""
+        from .plausibility import coordinate_problem
+
+        problem = coordinate_problem(self.numbers, self.coordinates)
+        if problem:
+            raise InputError(f"{self.name or 'structure'}: {problem.split(': ', 1)[-1]}")
+        return self
+
     def check_charge_spin(self, neutral_closed_shell: bool = False) -> "Structure":
         """Raise InputError for an impossible charge and multiplicity (see :func:`charge_spin_problem`)."""
         problem = charge_spin_problem(int(self.numbers.sum()) - int(self.charge), int(self.charge),
                                       int(self.multiplicity), neutral_closed_shell)
         if problem:
-            raise InputError(f"{self.name or 'structure'}: {problem}")
+            hint = f"; {self.spin_hint}" if self.spin_hint and "open-shell" in problem else ""
+            raise InputError(f"{self.name or 'structure'}: {problem}{hint}")
         return self
 
     def require_neutral_closed_shell(self) -> "Structure":
         """ANI-1x describes neutral closed-shell molecules only."""
         return self.check_charge_spin(neutral_closed_shell=True)
+
+
+#: Atomic numbers of the periodic table.
+MAX_ATOMIC_NUMBER = 118
+
+
+def element_range_problem(numbers) -> str | None:
+    """Why ``numbers`` are not all atomic numbers of the periodic table (1 .. 118), or None."""
+    numbers = np.asarray(numbers)
+    if numbers.size == 0:
+        return None
+    bad = numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]
+    if bad.size:
+        return f"atomic number {int(bad[0])} is not an element (the periodic table is 1 .. {MAX_ATOMIC_NUMBER})"
+    return None
 
 
 def element_problem(numbers, supported) -> str | None:
@@ -191,26 +224,80 @@ def _read_xyz(path: Path) -> list[Structure]:
             parts = line.split()
             if len(parts) < 4:
                 raise InputError(f"{path}: frame {frame}: bad atom line {line!r}")
-            numbers.append(int(parts[0]) if parts[0].isdigit() else atomic_number(parts[0]))
+            try:
+                numbers.append(int(parts[0]) if parts[0].isdigit() else atomic_number(parts[0]))
+            except InputError as exc:
+                raise InputError(f"{path}: frame {frame}: {exc}") from None
             try:
                 coords.append([float(x) for x in parts[1:4]])
             except ValueError:
                 raise InputError(f"{path}: frame {frame}: bad coordinates in {line!r}") from None
+        problem = element_range_problem(numbers)
+        if problem:
+            raise InputError(f"{path}: frame {frame}: {problem}")
+        if _hydrogens_missing(numbers, coords):
+            raise InputError(f"{path}: frame {frame}: no hydrogen atoms, and its {len(numbers)} heavy atoms have no "
+                             "neutral closed-shell bonding: hydrogens missing from the file? (ANI-1x needs every atom)")
         out.append(Structure(numbers, coords, name=f"{path.stem}:{frame}" if not comment else comment))
         i += 2 + n
     return out
 
 
+def _hydrogens_missing(numbers, coordinates) -> bool:
+    """Whether a frame without any hydrogen (C, N or O among its atoms) is a skeleton whose hydrogens
+    were left out: RDKit finds no neutral Lewis structure for it (CO2, CO, N2, cyanogen pass; the
+    C-C-O skeleton of ethanol does not)."""
+    from rdkit.Chem import rdDetermineBonds
+
+    if 1 in numbers or not any(z in (6, 7, 8) for z in numbers) or len(numbers) < 2:
+        return False
+    block = f"{len(numbers)}\n\n" + "".join(
+        f"{symbol(z)} {x[0]:.6f} {x[1]:.6f} {x[2]:.6f}\n" for z, x in zip(numbers, np.asarray(coordinates, float)))
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        mol = Chem.MolFromXYZBlock(block)
+        if mol is None:
+            return False
+        rdDetermineBonds.DetermineBonds(mol, charge=0)
+    except ValueError:  # "could not find valid bond ordering"
+        return True
+    except Exception:  # anything else is not evidence of missing hydrogens
+        return False
+    return False
+
+
 def _read_sdf(path: Path) -> list[Structure]:
     RDLogger.DisableLog("rdApp.*")
     out = []
-    for k, mol in enumerate(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)):
+    try:
+        supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=True)
+    except OSError as exc:  # RDKit: "File error: Invalid input file" for an empty file
+        raise InputError(f"{path}: not a readable SDF/MOL file ({str(exc).strip().splitlines()[0]})") from None
+    for k, mol in enumerate(supplier):
         if mol is None:
             raise InputError(f"{path}: record {k + 1} could not be parsed")
         if mol.GetNumConformers() == 0:
             raise InputError(f"{path}: record {k + 1} has no coordinates")
         name = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else f"{path.stem}:{k + 1}"
-        out.append(from_rdkit(mol, name=name))
+        where = f"{path}: record {k + 1}"
+        notes = []
+        implicit = sum(a.GetTotalNumHs() for a in mol.GetAtoms())
+        if implicit:
+            if not mol.GetConformer().Is3D() and mol.GetNumAtoms() > 2:
+                raise InputError(f"{where} is a 2D record without explicit hydrogens (no 3D geometry to place "
+                                 "them on); give 3D coordinates with hydrogens, or the molecule as --smiles")
+            mol = Chem.AddHs(mol, addCoords=True)
+            notes.append(f"{where}: added {implicit} implicit hydrogen(s) (RDKit, with coordinates); "
+                         "the file has no explicit hydrogens for them")
+        radicals = [(a.GetIdx() + 1, a.GetSymbol(), a.GetNumRadicalElectrons()) for a in mol.GetAtoms()
+                    if a.GetNumRadicalElectrons()]
+        structure = from_rdkit(mol, name=name)
+        structure.notes.extend(notes)
+        if radicals:
+            i, sym, n = radicals[0]
+            structure.spin_hint = (f"atom {i} ({sym}) has {n} unpaired electron(s) as written in {where} "
+                                   "(a radical, or hydrogens missing from the record)")
+        out.append(structure)
     return out
 
 
@@ -225,6 +312,9 @@ def _read_pdb(path: Path) -> list[Structure]:
     if any(a.element is None for a in atoms):
         raise InputError(f"{path}: atoms without an element column")
     numbers = [a.element.atomic_number for a in atoms]
+    if 1 not in numbers and any(z in (6, 7, 8) for z in numbers):
+        raise InputError(f"{path}: has no hydrogen atoms (PDB files often leave them out; ANI-1x needs every "
+                         "atom); add hydrogens first (e.g. pdbfixer, reduce or obabel -h)")
     bonds = [(b[0].index, b[1].index) for b in pdb.topology.bonds()]
     return [
         Structure(numbers, np.array(pdb.getPositions(asNumpy=True, frame=f)._value) * NM_TO_ANGSTROM,
@@ -239,6 +329,8 @@ _READERS = {".xyz": _read_xyz, ".sdf": _read_sdf, ".mol": _read_sdf, ".pdb": _re
 def read_structures(path: str | Path) -> list[Structure]:
     """Read every structure of an XYZ (multi-frame), SDF or PDB file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a structure file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     reader = _READERS.get(path.suffix.lower())

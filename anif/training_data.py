@@ -77,7 +77,7 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
     Legacy-layout (COMP6 v1) files store the energy gradient under ``forces``; it is flipped
     (:mod:`anif.comp6`). Forces are returned only when every conformer has finite ones.
     """
-    from .datasets import CANDIDATE_METHOD, DatasetStore, stored_forces
+    from .datasets import CANDIDATE_METHOD, DatasetStore, check_labels, stored_forces
 
     blocks = []
     for path in paths:
@@ -100,6 +100,9 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
             forces = record.get("forces")
             if forces is not None:
                 forces = stored_forces(forces, legacy).reshape(coords.shape)
+            # energies in Hartree, coordinates in Angstrom, forces in Ha/A: the checks `merge` makes
+            check_labels(f"{path}: group {name!r}", {"species": species, "coordinates": coords, "energies": energies,
+                                                      **({"forces": forces} if forces is not None else {})})
             methods = _methods(record, len(energies))
             if store.stored_kind == "candidates":  # older candidate files leave method empty
                 methods[methods == ""] = CANDIDATE_METHOD

@@ -395,6 +395,20 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     assert got == pytest.approx(want, rel=1e-6)
 
 
+def _set(text: str, section: str, key: str, value: str) -> str:
+    """The config ``text`` with ``key = value`` in ``[section]`` (replaced, or added)."""
+    import re
+
+    head = f"[{section}]\n"
+    start = text.index(head) + len(head)
+    end = text.find("\n[", start)
+    end = len(text) if end < 0 else end + 1
+    body = text[start:end]
+    line = f"{key} = {value}\n"
+    body, n = re.subn(rf"^{key} = .*\n", line, body, flags=re.M)
+    return text[:start] + (body if n else line + body) + text[end:]
+
+
 # ---- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t + "\n[surprise]\nx = 1\n", "unknown section(s) surprise"),
@@ -407,6 +421,17 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["md"]'), "[conformational] samplers"),
     (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
     (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),
+    # every number finite and in range, field by field
+    (lambda t: _set(t, "qbc", "rho_hat", "-1.0"), "[qbc] rho_hat must be > 0, got -1.0"),
+    (lambda t: _set(t, "qbc", "capture", "1.5"), "[qbc] capture must be > 0 and <= 1"),
+    (lambda t: _set(t, "dnms", "pool", "-4"), "[dnms] pool must be >= 1"),
+    (lambda t: _set(t, "stop", "wall_time_h", "nan"), "[stop] wall_time_h must be a finite number"),
+    (lambda t: _set(t, "campaign", "seed", "4294967296"), "[campaign] seed must be >= 0 and <= 2147483647"),
+    (lambda t: _set(t, "campaign", "seed", "-1"), "[campaign] seed must be >= 0"),
+    (lambda t: _set(t, "test_sets.held_out", "conformers", "0"), "[test_sets.held_out] conformers must be >= 1"),
+    (lambda t: _set(t, "training", "lr", "inf"), "[training] lr must be a finite number"),
+    (lambda t: _set(t, "rts", "timestep_fs", "0.0"), "[rts] timestep_fs must be > 0"),
+    (lambda t: _set(t, "dnms", "temperature", "1e9"), "[dnms] temperature must be > 0 and <= 20000"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, edit, message):
     from anif.al import load_config

@@ -143,6 +143,8 @@ def test_solvated_molecule_mm_only(tmp_path, ani1x_torchani):
     (["--ml-atoms", "resname NA"], "not supported by the model"),
     (["--ml-atoms", "resname HOH and resid 0 to 3 or resname CL"], "not supported by the model"),
     (["--ml-atoms", "resid ("], "invalid --ml-atoms selection"),
+    (["--ml-atoms", "resid 0 and element O"], "cuts the bond O-H"),  # a water's O without its hydrogens
+    (["--ml-atoms", "index 1"], "cuts the bond H"),  # a lone hydrogen of a water
     ([], "needs --ml-atoms"),
 ])
 def test_prepared_system_bad_selection(tmp_path, amber_water_box, args, message):

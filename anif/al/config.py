@@ -321,9 +321,96 @@ def _test_sets(values: dict, base: Path) -> tuple[TestSet, ...]:
     return tuple(out)
 
 
+#: Seeds reach numpy, torch, RDKit and OpenMM; OpenMM's (a C int) is the narrowest.
+SEED_MAX = 2**31 - 1
+#: Number fields that may be infinite (``inf``: no bound).
+_MAY_BE_INFINITE = {("qbc", "upper_bound")}
+#: (section, key) -> (lowest, highest, lowest excluded); fields not named: finite and >= 0.
+_RANGES = {
+    ("campaign", "seed"): (0, SEED_MAX, False),
+    ("oracle", "max_scf_cycles"): (1, None, False),
+    ("oracle", "max_steps"): (1, None, False),
+    ("bootstrap", "fail_threshold"): (0, None, True),
+    ("bootstrap", "max_rounds"): (1, None, False),
+    ("bootstrap", "conformers"): (1, None, False),
+    ("bootstrap", "max_heavy_atoms"): (1, None, False),
+    ("conformational", "dimer_boxes"): (1, None, False),
+    ("conformational", "patience"): (1, None, False),
+    ("rts", "t_start"): (0, 20000, True), ("rts", "t_end"): (0, 20000, True), ("rts", "ramp_ps"): (0, None, True),
+    ("rts", "timestep_fs"): (0, None, True), ("rts", "repeats"): (1, None, False),
+    ("dimers", "molecules"): (2, None, False), ("dimers", "density"): (0, 2, True),
+    ("dimers", "time_ps"): (0, None, True), ("dimers", "timestep_fs"): (0, None, True),
+    ("dimers", "temperature"): (0, 20000, True), ("dimers", "interval"): (1, None, False),
+    ("dimers", "cutoff"): (0, None, True), ("dimers", "min_distance"): (0, None, True),
+    ("dnms", "temperature"): (0, 20000, True), ("dnms", "pool"): (1, None, False), ("dnms", "keep"): (1, None, False),
+    ("dnms", "bias"): (0, None, True),
+    ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),
+    ("qbc", "max_per_cycle"): (1, None, False),
+    ("stop", "patience"): (1, None, False),
+    ("test_sets", "conformers"): (1, None, False), ("test_sets", "temperature"): (0, 20000, True),
+}
+
+
+def _check_number(section: str, key: str, value, label: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value) and not (
+            math.isinf(value) and value > 0 and (section, key) in _MAY_BE_INFINITE):
+        raise InputError(f"{label} {key} must be a finite number, got {value}")
+    low, high, open_low = _RANGES.get((section, key), (0, None, False))
+    if (value <= low if open_low else value < low) or (high is not None and value > high):
+        bounds = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise InputError(f"{label} {key} must be {bounds}, got {value}")
+
+
+def _check_numbers(config: "Config") -> None:
+    """Every number of every section finite and in range (:data:`_RANGES`; by default >= 0)."""
+    for f in fields(config):
+        section = f.name
+        if section in ("path", "test_sets", "training"):
+            continue
+        value = getattr(config, section)
+        for g in fields(value):
+            item = getattr(value, g.name)
+            for v in (item if isinstance(item, tuple) else (item,)):
+                _check_number(section, g.name, v, f"[{section}]")
+    for t in config.test_sets:
+        for g in fields(t):
+            _check_number("test_sets", g.name, getattr(t, g.name), f"[test_sets.{t.name}]")
+    for g in fields(config.training.train):
+        value = getattr(config.training.train, g.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"[training] {g.name} must be a finite number, got {value}")
+    _check_number("training", "jobs", config.training.jobs, "[training]")
+    try:
+        config.training.train.check()
+    except InputError as exc:
+        raise InputError(f"[training]: {str(exc).replace('--', '').replace('-', '_')}") from None
+
+
+def _check_data_file(label: str, path: str) -> None:
+    """A labelled file the campaign reads holds what it claims (shapes, elements, finite labels in
+    Hartree, the checks ``merge`` makes), before anything runs."""
+    from ..datasets import DatasetStore, check_labels
+
+    try:
+        store = DatasetStore(path, "r")
+        for group, data in store.iter_groups(("coordinates", "energies", "forces")):
+            if "energies" not in data:
+                raise InputError(f"{path}: group {group!r} has no field 'energies' (reference labels expected)")
+            check_labels(f"{path}: group {group!r}", data)
+    except InputError as exc:
+        raise InputError(f"{label}: {exc}") from None
+
+
 def validate(config: Config) -> None:
     """Range and consistency checks (raise InputError)."""
     c = config
+    _check_numbers(c)
+    for label, path in [("[bootstrap] dataset", c.bootstrap.dataset),
+                        *((f"[test_sets.{t.name}] file", t.file) for t in c.test_sets)]:
+        if path and Path(path).is_file():
+            _check_data_file(label, path)
     oracle = c.campaign.oracle
     if oracle != "pyscf" and not oracle.startswith("model:"):
         raise InputError(f"[campaign] oracle must be 'pyscf', 'model:ani1x' or 'model:PATH', got {oracle!r}")

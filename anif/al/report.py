@@ -15,7 +15,6 @@ by sampler per cycle.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -107,7 +106,9 @@ def _baselines(ledger: Ledger) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_plain))
+    from ..outputs import strict_json  # NaN/inf (undefined numbers) as null: valid JSON
+
+    atomic_write_text(path, strict_json(data, default=_plain))
 
 
 def _plain(x):

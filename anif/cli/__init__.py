@@ -6,6 +6,7 @@ RDKit and the workflow modules only inside the command functions (``anif --help`
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -41,6 +42,28 @@ app.add_typer(al_app, name="al")
 # --- end of commands ------------------------------------------------------------------
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` and staged output cleans up."""
+
+
+def _on_sigterm_exit():
+    """SIGTERM raises :class:`_Terminated` (Python's default would end the process on the spot,
+    leaving staging folders behind); returns the previous handler (None off the main thread)."""
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:  # a forked worker: end as SIGTERM would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise _Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
 def main() -> None:
     """Entry point: run the app; AnifError (bad input) becomes 'error: ...' and exit 1, a usage
     mistake click's usage message and exit 2."""
@@ -48,6 +71,7 @@ def main() -> None:
 
     from ..errors import AnifError
 
+    previous = _on_sigterm_exit()
     try:
         code = app(standalone_mode=False)  # a typer.Exit(code) comes back as the return value
     except AnifError as exc:
@@ -59,5 +83,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(143)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if isinstance(code, int) and code:
         sys.exit(code)

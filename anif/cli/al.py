@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -16,7 +15,7 @@ al_app = typer.Typer(help="Active-learning campaigns: run (or resume), status, r
 def run_command(
     config: Path = typer.Argument(..., help="campaign config (TOML; see data/al_quickstart.toml)"),
     out: Path = typer.Option(..., "--out", help="campaign folder (created, or resumed)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="local Dask worker processes (default: one per core; 0: no Dask)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="local Dask worker processes (default: one per core; 0: no Dask)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
 ) -> None:
     """Start the campaign in OUT, or resume it where it stopped (same config; only the stop section may change)."""
@@ -24,12 +23,21 @@ def run_command(
     from rich.logging import RichHandler
 
     from ..al import load_config, run_campaign
+    from ..al.ledger import LEDGER
     from ..al.report import write_report
+    from ..outputs import check_output_folder
+    from .common import check_not_input, check_writable_folder
+
+    campaign_config = load_config(config)
+    # a campaign folder is written into and resumed: a user's folder that is not one is refused
+    check_output_folder(out, (LEDGER,), "an `anif al` campaign folder")
+    check_not_input([out], [config])
+    check_writable_folder(out)
 
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_level=False, markup=False)
     logging.getLogger("anif.al").addHandler(handler)
     logging.getLogger("anif.al").setLevel(logging.INFO)
-    result = run_campaign(load_config(config), out, workers=workers, scheduler=scheduler)
+    result = run_campaign(campaign_config, out, workers=workers, scheduler=scheduler)
     write_report(out)
     _print_table(result, out)
 
@@ -44,7 +52,9 @@ def status_command(
 
     result = status(folder)
     if json_out:
-        print(json.dumps(result, indent=2))
+        from ..outputs import strict_json
+
+        print(strict_json(result))
     else:
         _print_table(result, folder)
 

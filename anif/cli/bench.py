@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..qbc_calibration import RHO_HAT
-from .common import check_writable, json_out_option, load_model, non_negative, positive
+from .common import model_inputs, check_distinct, check_not_input, check_writable_file, check_writable_folder, json_out_option, load_model, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)
 
@@ -32,6 +31,7 @@ def metrics_table(metrics: dict[str, dict], title: str):
 
 @bench_app.command("comp6")
 def bench_comp6_command(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", help="'ani1x' or an anif model directory"),
     data: list[Path] = typer.Option(..., "--data", help="COMP6 (or any ANI-format) .h5 file or folder; repeatable"),
     more_data: Optional[list[Path]] = typer.Argument(None, help="more files/folders after --data", show_default=False),
@@ -53,10 +53,16 @@ def bench_comp6_command(
                              plot_error_vs_rho, plot_force_parity, plot_subset_bars, predict)
     from ..comp6 import read_comp6
     from ..errors import InputError
-    from ..outputs import atomic_write_text
+    from ..outputs import atomic_write_text, strict_json
 
     console = Console(stderr=True)
-    check_writable(json_out, plots)
+    if plots is None and ctx.get_parameter_source("rho_hat").name != "DEFAULT":
+        raise typer.BadParameter("is drawn on the --plots figures; give --plots DIR", param_hint="'--rho-hat'")
+    inputs = list(data) + list(more_data or [])
+    check_distinct(inputs, "--data")
+    check_not_input([json_out, plots], inputs + model_inputs(model))
+    check_writable_file(json_out)
+    check_writable_folder(plots)
     if threads:
         import torch
 
@@ -77,13 +83,14 @@ def bench_comp6_command(
     Console().print(metrics_table(metrics, f"{model} on COMP6 ({window}); kcal/mol, kcal/mol/Å"))
     console.print(f"throughput: {n_conf / seconds:.1f} conformers/s ({n_conf} conformers, energies + forces, {seconds:.1f} s)")
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(metrics, indent=2))
+        atomic_write_text(json_out, strict_json(metrics))
         console.print(f"metrics: {json_out}")
     if plots is not None:
         name = Path(model).name if model.lower() != "ani1x" else "ANI-1x"
         keep = [energy_window(p.molecule.energies, max_energy) for p in predictions]
         rho = np.concatenate([p.rho_kcal_mol[k] for p, k in zip(predictions, keep)])
         worst = np.concatenate([p.worst_member_error_per_sqrt_atom[k] for p, k in zip(predictions, keep)])
+        plots.mkdir(parents=True, exist_ok=True)
         paths = []
         if any(s["F_ref"].size for s in samples.values()):
             paths.append(plot_force_parity(samples, plots / "force_parity.png", name))

@@ -3,32 +3,18 @@ extended XYZ in and out (:mod:`anif.extxyz`)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import InputError
-from .common import json_out_option
+from .common import check_not_input, check_writable_file, fraction as _fraction, json_out_option, seed_option
 
 data_app = typer.Typer(help="ANI-format HDF5 datasets: summary, merge, split, extended XYZ import/export.",
                        no_args_is_help=True)
 #: `data info` prints this many warnings about implausible labels.
 SHOWN_WARNINGS = 10
-
-
-def _check_writable(path: Path) -> None:
-    """A one-line error now, not after the work, if ``path`` cannot be written (nothing is left behind)."""
-    existed = path.exists()
-    try:
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
-    if not existed:
-        path.unlink()
 
 
 @data_app.command("info")
@@ -42,8 +28,8 @@ def info_command(
 
     from ..datasets import summary
 
-    if json_out is not None:
-        _check_writable(json_out)
+    check_not_input([json_out], [path])
+    check_writable_file(json_out)
     s = summary(path)
     table = Table(title=str(path), show_header=False)
     if s["kind"]:
@@ -64,7 +50,9 @@ def info_command(
     if len(s["warnings"]) > SHOWN_WARNINGS:
         print(f"warning: ... {len(s['warnings']) - SHOWN_WARNINGS} more (all in --json-out)", file=sys.stderr)
     if json_out is not None:
-        json_out.write_text(json.dumps(s, indent=2))
+        from ..outputs import atomic_write_text, strict_json
+
+        atomic_write_text(json_out, strict_json(s))
 
 
 @data_app.command("merge")
@@ -75,6 +63,8 @@ def merge_command(
     """Append the molecules of INPUTS to OUTPUT (one atomic commit; conformers OUTPUT holds are skipped)."""
     from ..datasets import DatasetStore, merge
 
+    check_not_input([output], inputs)
+    check_writable_file(output)
     before = DatasetStore(output, "r").num_conformers() if output.exists() else 0
     store = merge(inputs, output)
     added = store.num_conformers() - before
@@ -86,11 +76,21 @@ def split_command(
     path: Path = typer.Argument(..., help="ANI-format .h5 file"),
     out: list[Path] = typer.Option(..., "--out", help="output .h5; repeat once per part"),
     fraction: list[float] = typer.Option(..., "--fraction", help="share of conformers per --out, in order"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the split (default: anif.datasets.SPLIT_SEED, the same split every run)"),
+    seed: Optional[int] = seed_option(None, "seed of the split (default: anif.datasets.SPLIT_SEED, the same split every run)"),
 ) -> None:
     """Split by molecule: whole molecules go to each --out in proportion to --fraction."""
     from ..datasets import split
 
+    for f in fraction:
+        try:
+            _fraction(f)
+        except typer.BadParameter as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--fraction'") from None
+    if len(fraction) == len(out) and abs(sum(fraction) - 1.0) > 1e-6:
+        raise typer.BadParameter(f"the fractions must add up to 1 (they add up to {sum(fraction):g})",
+                                 param_hint="'--fraction'")
+    check_not_input(out, [path])
+    check_writable_file(*out)
     counts = split(path, out, fraction, *([] if seed is None else [seed]))
     for p, n in zip(out, counts):
         print(f"{p}: {n} conformers")

@@ -13,7 +13,8 @@ from ..errors import InputError
 from ..md_settings import MD_DEFAULTS
 from ..qbc_calibration import RHO_HAT
 from ..units import FS_PER_PS
-from .common import load_model, non_negative, positive
+from .common import check_not_input, load_model, non_negative, positive, seed_option
+from .common import temperature as temperature_check
 
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
@@ -35,13 +36,16 @@ def energy_command(
     import numpy as np
 
     from ..md import EnsembleCalculator, load_inputs
+    from ..outputs import strict_json
 
     ensemble = load_model(model)
     structures = load_inputs(ensemble, smiles, input)
+    for note in dict.fromkeys(n for s in structures for n in s.notes):
+        print(f"note: {note}", file=sys.stderr)
     calculator = EnsembleCalculator(ensemble, platform, backend)
     results = [calculator.compute(s) for s in structures]
     if json_output:
-        print(json.dumps(results))
+        print(strict_json(results, indent=None))
         return
     from rich.console import Console
     from rich.table import Table
@@ -55,7 +59,8 @@ def energy_command(
 
 
 def md_command(
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="number of MD steps (or --time-ps)"),
+    ctx: typer.Context,
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=2**31 - 1, help="number of MD steps (or --time-ps)"),
     time_ps: Optional[float] = typer.Option(None, "--time-ps", callback=positive,
                                             help="MD length (ps), instead of --steps: steps = time / timestep"),
     out: Path = typer.Option(..., "--out", help="output folder"),
@@ -75,13 +80,14 @@ def md_command(
     mm_only: bool = typer.Option(False, "--mm-only",
                                  help="the same system with the ML atoms in MM too (classical reference run; "
                                       "qbc.csv still reports the ensemble on them)"),
-    temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=positive, help="K"),
+    temperature: float = typer.Option(MD_DEFAULTS.temperature, "--temperature", callback=temperature_check, help="K"),
     timestep: float = typer.Option(MD_DEFAULTS.timestep_fs, "--timestep", callback=positive, help="fs"),
     friction: float = typer.Option(MD_DEFAULTS.friction, "--friction", callback=non_negative, help="ps^-1"),
-    report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1, help="steps between DCD frames and qbc.csv rows"),
+    report_every: int = typer.Option(MD_DEFAULTS.report_every, "--report-every", min=1, max=2**31 - 1,
+                                     help="steps between DCD frames and qbc.csv rows (the default shrinks to a shorter run's length)"),
     model: str = _MODEL,
     platform: str = _PLATFORM,
-    seed: int = typer.Option(0, "--seed", help="seed for embedding, velocities and the thermostat"),
+    seed: int = seed_option(0, "seed for embedding, velocities and the thermostat"),
     rho_hat: Optional[float] = typer.Option(None, "--rho-hat", "--rho-threshold", callback=non_negative,
                                                   help="flag steps with rho above this (kcal/mol; --rho-threshold: old spelling)"),
     stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-hat"),
@@ -94,13 +100,22 @@ def md_command(
     --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
     """
     from ..md import MD_JSON, RHO_LIMIT, load_inputs, molecule_system, run_md
-    from ..outputs import atomic_write_text, staged_directory
+    from ..outputs import atomic_write_text, staged_directory, strict_json
 
     if (steps is None) == (time_ps is None):
         # a usage mistake, exit 2 as when --steps was a required option
         raise typer.BadParameter("give the MD length as --steps N or --time-ps PS (one of them)",
                                  param_hint="'--steps' / '--time-ps'")
     steps = steps if steps is not None else max(1, round(time_ps * FS_PER_PS / timestep))
+    if steps > 2**31 - 1:
+        raise typer.BadParameter(f"{time_ps:g} ps is {steps} steps, beyond OpenMM's 2**31 - 1", param_hint="'--time-ps'")
+    if report_every > steps and ctx.get_parameter_source("report_every").name == "DEFAULT":
+        report_every = steps  # the default, not the user's choice: a short run still writes its frames
+    if report_every > steps:
+        raise typer.BadParameter(f"{report_every} is longer than the run ({steps} steps): no frame would be written",
+                                 param_hint="'--report-every'")
+    if stop_on_rho and rho_hat is None:
+        raise typer.BadParameter("--stop-on-rho needs --rho-hat KCAL (the threshold to stop at)", param_hint="'--stop-on-rho'")
     prepared = any(x is not None for x in (prmtop, inpcrd, system_xml, pdb))
     if prepared and (smiles is not None or input is not None):
         raise InputError("give a molecule (--smiles/--input) or a prepared system (--prmtop/--system-xml), not both")
@@ -116,7 +131,17 @@ def md_command(
         raise InputError("--mm-solute goes with --solvent water (a prepared system brings its own MM terms)")
     if mm_only and solvent is None and not prepared:
         raise InputError("--mm-only needs an ML/MM system (--solvent water, or a prepared system with --ml-atoms)")
-    with staged_directory(out) as stage:  # checks --out is writable; an earlier run there stays until this ends
+    if (prepared or solvent is not None) and ctx.get_parameter_source("backend").name != "DEFAULT":
+        raise typer.BadParameter("applies to a molecule in vacuum only (ML/MM systems use the TorchForce)",
+                                 param_hint="'--backend'")
+    check_not_input([out], [input, prmtop, inpcrd, system_xml, pdb], replaces=True)
+    # refuses a folder that is not an earlier `anif md` run (nothing of a user's is ever deleted);
+    # an earlier run there stays until this one completes
+    staging = staged_directory(out, markers=(MD_JSON,), what="an `anif md` run")
+    out = staging_out = staging.destination
+    earlier = _complete_run(out)
+    notes: list[str] = []
+    with staging as stage:
         record: dict = {"model": model}
         if prepared:
             from ..mlmm import mixed_system, mm_only_system, prepared_system, select_atoms
@@ -134,28 +159,60 @@ def md_command(
         else:
             ensemble = load_model(model)
             structure = load_inputs(ensemble, smiles, input, seed)[0]
+            notes = list(structure.notes)
+            for note in notes:  # said now, and kept in md.json's warnings
+                print(f"note: {note}", file=sys.stderr)
             topology, system, positions = molecule_system(structure, ensemble, backend)
         summary = run_md(topology, system, positions, stage, steps, temperature, timestep, friction, report_every,
                          platform, seed, rho_hat, stop_on_rho, ml_atoms=record.get("ml_atoms"),
                          rho_limit=None if mm_only else RHO_LIMIT)
-        atomic_write_text(stage / MD_JSON, json.dumps({**summary, **record}, indent=2))
+        if summary["outcome"] == "left_model_domain" and earlier:
+            # an unfinished run never replaces an earlier complete one: it goes beside it
+            staging.destination = out = _beside(out, "left-domain")
+        atomic_write_text(stage / MD_JSON, strict_json({**summary, **record, "warnings": [*summary["warnings"], *notes]}))
     for warning in summary["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     if summary["outcome"] == "left_model_domain":
+        kept = f" (beside the earlier complete run in {staging_out}, which is kept)" if out != staging_out else ""
         print(f"error: MD left the model's domain at step {summary['stopped_at_step']} ({summary['reason']}); "
-              f"the frames before are in {out} (md.json: outcome left_model_domain)", file=sys.stderr)
+              f"the frames before are in {out}{kept} (md.json: outcome left_model_domain)", file=sys.stderr)
         raise typer.Exit(3)
     stop = f", stopped at step {summary['stopped_at_step']}" if summary["stopped_at_step"] is not None else ""
     print(f"{summary['steps']} steps ({summary['time_ps']:.3f} ps) written to {out}{stop}")
 
 
+def _complete_run(folder: Path) -> bool:
+    """Whether ``folder`` holds an `anif md` run that did not stop outside the model's domain."""
+    from ..md import MD_JSON
+
+    try:
+        record = json.loads((folder / MD_JSON).read_text())
+    except (OSError, ValueError):
+        return (folder / MD_JSON).exists()
+    return not (isinstance(record, dict) and record.get("outcome") == "left_model_domain")
+
+
+def _beside(out: Path, tag: str) -> Path:
+    """A free sibling name ``OUT.TAG`` (or ``OUT.TAG-2`` ...) that holds nothing of a user's."""
+    from ..md import MD_JSON
+
+    for k in range(1, 1000):
+        candidate = out.with_name(f"{out.name}.{tag}" + ("" if k == 1 else f"-{k}"))
+        if not candidate.exists() or (candidate / MD_JSON).is_file():
+            return candidate
+    raise InputError(f"no free name beside {out} for the unfinished run")
+
+
 def analyze_command(
     folder: Path = typer.Argument(..., help="an `anif md` output folder"),
-    rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", help="threshold drawn on the rho plot (kcal/mol)"),
+    rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative, help="threshold drawn on the rho plot (kcal/mol)"),
 ):
     """RMSD, radius of gyration and rho over time (mdtraj); writes analysis.json and PNG plots."""
     from ..md import analyze
+    from .common import check_writable_folder
 
+    if folder.is_dir():
+        check_writable_folder(folder)  # analysis.json and the plots go beside md's files (nothing else is touched)
     summary = analyze(folder, rho_hat)["summary"]
     for key, value in summary.items():
         print(f"{key:36s} {value:.4f}")

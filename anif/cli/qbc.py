@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..qbc_calibration import calibrate
-from .common import check_writable, json_out_option, load_model, positive
+from .common import model_inputs, check_not_input, check_writable_file, json_out_option, load_model, positive
 
 _CAL = inspect.signature(calibrate).parameters  # the defaults of --error and --capture
 qbc_app = typer.Typer(help="Query-by-committee threshold tools.", no_args_is_help=True)
 
 
 def _fraction(value: float) -> float:
-    if not 0 < value < 1:
+    if not 0 < value < 1:  # also NaN
         raise typer.BadParameter(f"must be between 0 and 1 (got {value})")
     return value
 
@@ -39,9 +38,10 @@ def qbc_calibrate_command(
 
     from ..accuracy import plot_error_vs_rho, predict
     from ..comp6 import read_comp6
-    from ..outputs import atomic_write_text
+    from ..outputs import atomic_write_text, strict_json
 
-    check_writable(json_out, plot.parent if plot is not None else None)
+    check_not_input([json_out, plot], [data] + model_inputs(model))
+    check_writable_file(json_out, plot)
     predictions = predict(load_model(model).double(), read_comp6([data]), forces=False)
     rho = np.concatenate([p.rho_kcal_mol for p in predictions])
     worst = np.concatenate([p.worst_member_error_per_sqrt_atom for p in predictions])
@@ -54,7 +54,8 @@ def qbc_calibrate_command(
     print(f"selected: {cal.selected_fraction:.1%} of {cal.n_structures} structures")
     print(f"ensemble energy RMSE above rho_hat: {above} kcal/mol; below: {below} kcal/mol")
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(asdict(cal), indent=2))
+        atomic_write_text(json_out, strict_json(asdict(cal)))
     if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
         plot_error_vs_rho(rho, worst, cal.rho_hat, error, plot, f"{model}: rho_hat calibration on {data.name}")
         print(f"plot: {plot}")

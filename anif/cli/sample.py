@@ -19,14 +19,15 @@ import typer
 from ..errors import AnifError, InputError
 from ..qbc_calibration import RHO_HAT
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
-from .common import load_model, non_negative, positive
+from .common import check_not_input, load_model, non_negative, positive, seed_option
+from .common import temperature as _kelvin
 
 sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
 _RHO = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative, help="QBC threshold rho_hat (kcal/mol)")
-_SEED = typer.Option(0, "--seed", help="master seed (per-molecule seeds derive from it)")
+_SEED = seed_option(0, "master seed (per-molecule seeds derive from it)")
 _OUT = typer.Option(..., "--out", help="output HDF5 (appended to)")
 _WORKERS = typer.Option(None, "--workers", min=0, help="Dask worker processes (default: one per core; 0: no Dask)")
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
@@ -78,9 +79,11 @@ def _load(model, inputs: list[str], seed: int) -> list:
     supported = supported_numbers(model)
     embedded, skipped = embed(molecules, supported, seed)
     structures = [s for s, _ in embedded]
+    for note in dict.fromkeys(n for s in ready for n in s.notes):
+        _say(f"note: {note}")
     for s in ready:
         try:
-            structures.append(s.validate(supported).require_neutral_closed_shell())
+            structures.append(s.validate(supported).check_units().require_neutral_closed_shell())
         except AnifError as exc:
             skipped.append((s.name, str(exc)))
     for name, reason in skipped:
@@ -101,10 +104,11 @@ def _all_inputs(inputs: Optional[list[str]], smiles: Optional[list[str]], input:
     return list(inputs or []) + list(smiles or []) + ([str(input)] if input is not None else [])
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an unwritable --out or a label store before any work."""
+def _check_out(out: Path, inputs=()) -> None:
+    """Refuse an unwritable --out, an --out that is one of the inputs, or a label store before any work."""
     from ..datasets import open_output
 
+    check_not_input([out], [Path(i) for i in inputs if Path(i).exists()])
     open_output(out, kind="candidates")
 
 
@@ -150,8 +154,8 @@ def rts_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
     repeats: int = typer.Option(_RTS.repeats, "--repeats", min=1, help="trajectories per molecule (K)"),
-    t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=positive, help="initial temperature (K)"),
-    t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=positive, help="final thermostat temperature (K)"),
+    t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=_kelvin, help="initial temperature (K)"),
+    t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=_kelvin, help="final thermostat temperature (K)"),
     ramp_ps: float = typer.Option(_RTS.ramp_ps, "--time-ps", "--ramp-ps", callback=positive,
                                   help="trajectory length = heating time (ps); --ramp-ps: old spelling"),
     timestep: float = typer.Option(_RTS.timestep_fs, "--timestep", callback=positive, help="fs"),
@@ -160,7 +164,7 @@ def rts_command(
 ):
     """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
 
-    _check_out(out)
+    _check_out(out, [input] if input is not None else [])
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
     settings = RTSSettings(t_start, t_end, ramp_ps, timestep, friction, repeats)
     _run("rts", model, structures, rho_hat, seed, settings, out, workers, scheduler)
@@ -170,7 +174,7 @@ def rts_command(
 def dnms_command(
     smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
     model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    temperature: float = typer.Option(_DNMS.temperature, "--temperature", callback=positive, help="K"),
+    temperature: float = typer.Option(_DNMS.temperature, "--temperature", callback=_kelvin, help="K"),
     pool: int = typer.Option(_DNMS.pool, "--pool", min=1, help="normal-mode draws per molecule"),
     keep: int = typer.Option(_DNMS.keep, "--keep", min=1, help="most diverse conformers QBC-tested per molecule"),
     min_rmsd: float = typer.Option(_DNMS.min_rmsd, "--min-rmsd", callback=non_negative,
@@ -183,7 +187,7 @@ def dnms_command(
 
     if hessian not in ("ensemble", "reference"):
         raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
-    _check_out(out)
+    _check_out(out, [input] if input is not None else [])
     structures = _load(load_model(model), _single_inputs(smiles, input), seed)
     settings = DNMSSettings(temperature, pool, keep, min_rmsd, bias, hessian=hessian)
     _run("dnms", model, structures, rho_hat, seed, settings, out, workers, scheduler)
@@ -201,7 +205,7 @@ def dimers_command(
     time_ps: float = typer.Option(_DIMERS.time_ps, "--time-ps", callback=positive, help="MD length (ps)"),
     interval: int = typer.Option(_DIMERS.interval, "--interval", min=1, help="steps between box cuts"),
     cutoff: float = typer.Option(_DIMERS.cutoff, "--cutoff", callback=positive, help="closest contact of a dimer pair (A)"),
-    temperature: float = typer.Option(_DIMERS.temperature, "--temperature", callback=positive, help="K"),
+    temperature: float = typer.Option(_DIMERS.temperature, "--temperature", callback=_kelvin, help="K"),
     timestep: float = typer.Option(_DIMERS.timestep_fs, "--timestep", callback=positive, help="fs"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
 ):
@@ -210,7 +214,7 @@ def dimers_command(
     inputs = _all_inputs(inputs, smiles, input)
     if not inputs:
         raise InputError("no conformers: give SMILES strings or files, --smiles or --input")
-    _check_out(out)
+    _check_out(out, inputs)
     conformers = _load(load_model(model), inputs, seed)
     settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
                              interval=interval, cutoff=cutoff)
@@ -236,7 +240,7 @@ def search_command(
     from ..sampling import search
 
     inputs = _all_inputs(inputs, smiles, input)
-    _check_out(out)
+    _check_out(out, inputs)
     sources: list[tuple[str, list, list]] = []
     if inputs:
         molecules, structures = _molecule_list(inputs)

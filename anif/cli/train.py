@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .common import check_distinct, check_not_input, check_writable_folder, non_negative, seed_option
 from ..training_settings import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings
 
 _D = TrainSettings()
@@ -39,7 +40,7 @@ def train_command(
     ),
     init: Optional[str] = typer.Option(_D.init, help="Start from 'ani1x' (the released networks) or an anif model directory."),
     max_epochs: int = typer.Option(_D.max_epochs, help="Maximum epochs per member (raise it to continue a finished run)."),
-    seed: int = typer.Option(_D.seed, help="Seed of the split, initial weights and shuffling."),
+    seed: int = seed_option(_D.seed, "Seed of the split, initial weights and shuffling"),
     batch_size: int = typer.Option(_D.batch_size, help="Conformers per mini-batch."),
     lr: Optional[float] = typer.Option(_D.lr, help=f"Initial AdamW learning rate (default per start: {_LR})."),
     patience: int = typer.Option(_D.patience, help="Stop after this many epochs without a better validation RMSE."),
@@ -49,8 +50,8 @@ def train_command(
         _D.allow_unlabelled, "--allow-unlabelled",
         help="Also train on sampler candidates (their energies are the ensemble mean, not reference labels).",
     ),
-    checkpoint_every: float = typer.Option(_D.checkpoint_seconds, metavar="SECONDS", help="Checkpoint each member at most this often."),
-    workers: int = typer.Option(0, "--workers", "--jobs",
+    checkpoint_every: float = typer.Option(_D.checkpoint_seconds, metavar="SECONDS", callback=non_negative, help="Checkpoint each member at most this often."),
+    workers: int = typer.Option(0, "--workers", "--jobs", min=0,
                                 help="Parallel processes, each training one member (1: one after another; 0: min(members, cores)); --jobs is the old spelling."),
 ) -> None:
     """Train an ANI ensemble on a k-fold split (by conformer); rerun the same command to resume."""
@@ -62,8 +63,16 @@ def train_command(
         allow_unlabelled=allow_unlabelled, checkpoint_seconds=checkpoint_every,
     )
     settings.check()
+    from ..outputs import check_output_folder
+
+    files = list(data) + list(more_data or [])
+    check_distinct(files, "--data")
+    # a model folder is written into (and resumed from): refuse a user's folder that is not one
+    check_output_folder(out, ("model.json", "checkpoints/run.json"), "an `anif train` model folder")
+    check_not_input([out], files + ([Path(init)] if init and Path(init).exists() else []), replaces=True)
+    check_writable_folder(out)
     _say_on_stdout("anif.training")  # e.g. "member 0: resuming after epoch 12"
-    result = train_ensemble(list(data) + list(more_data or []), out, settings, jobs=workers)
+    result = train_ensemble(files, out, settings, jobs=workers)
     rmse = ", ".join(f"{x:.3f}" for x in result.valid_rmse_kcal_mol)
     terms = f"energies + forces (weight {result.force_weight:g})" if result.force_weight else "energies only"
     print(f"saved {len(result.members)}-member ensemble to {out} ({terms}, learning rate {result.lr:g}); "
