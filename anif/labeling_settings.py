@@ -28,6 +28,7 @@ class Level:
     density_fit: bool = False
     conv_tol: float = 1e-9  # Hartree
     max_cycle: int = 100  # SCF iterations per rung of the retry ladder
+    device: str = "auto"  # "auto" (CUDA when present and gpu4pyscf imports), "cpu" or "cuda"; same numbers
 
     @property
     def use_cartesian(self) -> bool:
@@ -42,6 +43,11 @@ class Level:
         """Method/basis as COMP6's ``lot`` spells it, e.g. ``wb97x/6-31g*``."""
         return f"{self.method.lower()}/{self.basis.lower()}"
 
+
     @property
     def is_hf(self) -> bool:
         return self.method.lower() in ("hf", "rhf", "uhf")
+
+
+#: Where the SCF runs: ``auto`` picks ``cuda`` when torch sees a CUDA device and gpu4pyscf imports.
+DEVICES = ("auto", "cpu", "cuda")
