@@ -43,7 +43,6 @@ class Level:
         """Method/basis as COMP6's ``lot`` spells it, e.g. ``wb97x/6-31g*``."""
         return f"{self.method.lower()}/{self.basis.lower()}"
 
-
     @property
     def is_hf(self) -> bool:
         return self.method.lower() in ("hf", "rhf", "uhf")

@@ -3,8 +3,10 @@
 An oracle labels structures (energy in Hartree, forces in Hartree/Angstrom), optimises
 molecules and gives Hessians (Ha/A^2) for normal modes:
 
-- :class:`PySCFOracle`: wB97X/6-31G(d) (or any :class:`anif.labeling.Level`) with PySCF,
-  geomeTRIC optimisations with tight criteria, analytic Hessians;
+- :class:`PySCFOracle`: wB97X/6-31G(d) (or any :class:`anif.labeling.Level`) with PySCF (or
+  gpu4pyscf on a CUDA device), geomeTRIC optimisations with tight criteria, analytic Hessians;
+  each label's SCF starts from the nearest labelled conformer's orbitals kept in ``guesses``
+  (a folder shared by the workers; the campaign's ``densities/``);
 - :class:`TeacherOracle`: any ensemble (``model:ani1x``, ``model:PATH``) as the reference, in
   float64, for cheap experiments and tests: L-BFGS minimum and finite-difference Hessian of the
   teacher's energy.
@@ -20,15 +22,20 @@ import functools
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ..errors import AnifError
-from ..labeling import Level, check_level, hessian, label_structure, optimize
+from ..labeling import Level, check_level, hessian, label_structure, optimize, resolve_device
 from ..structures import Structure
 from .config import Config
+
+
+#: The campaign folder's converged orbitals (SCF initial guesses shared by the workers).
+DENSITIES = "densities"
 
 
 class Oracle:
@@ -54,13 +61,15 @@ class PySCFOracle(Oracle):
     threads: Optional[int] = None
     convergence: str = "GAU_TIGHT"
     max_steps: int = 200
+    guesses: Optional[str] = None  # folder of converged orbitals (labeling.Guesses); None: this process only
 
     @property
     def method(self) -> str:
-        return self.level.name
+        """The level as labels record it: ``wb97x/6-31g*``, ``wb97x/6-31g*/df`` with density fitting."""
+        return self.level.name + ("/df" if self.level.density_fit else "")
 
     def label(self, structure: Structure) -> dict:
-        return label_structure(structure, self.level, self.threads)
+        return label_structure(structure, self.level, self.threads, guesses=self.guesses or True)
 
     def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
         result = optimize(structure, self.level, self.convergence, self.max_steps, self.threads)
@@ -114,14 +123,18 @@ class TeacherOracle(Oracle):
         return ensemble_hessian(_teacher(self.spec), structure)
 
 
-def make_oracle(config: Config, threads: Optional[int] = None) -> Oracle:
-    """The oracle a config names (``[campaign] oracle``), its PySCF level from ``[oracle]``."""
+def make_oracle(config: Config, threads: Optional[int] = None, folder: Optional[str | Path] = None) -> Oracle:
+    """The oracle a config names (``[campaign] oracle``), its PySCF level from ``[oracle]``;
+    ``folder``: the campaign folder, whose ``densities/`` the PySCF oracle's workers share."""
     spec = config.campaign.oracle
     if spec.startswith("model:"):
         return TeacherOracle(spec[len("model:"):])
     o = config.oracle
-    level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit, max_cycle=o.max_scf_cycles))
-    return PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps)
+    level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit, max_cycle=o.max_scf_cycles,
+                              device=o.device))
+    level = replace(level, device=resolve_device(level.device))  # one-line error for cuda without one
+    return PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps,
+                       None if folder is None else str(Path(folder) / DENSITIES))
 
 
 def label_task(structure: Structure, oracle: Oracle) -> dict:
