@@ -178,16 +178,41 @@ def _mean_field(mol, level: Level):
     mf.max_cycle = level.max_cycle
     if level.device == "cuda":
         return mf.to_gpu()
-    if not level.is_hf:
+    if FAST_SCF and not level.is_hf:
         _incore_long_range(mf)
         _cache_ao_values(mf)
     return mf
 
 
 # ---- the same numbers, sooner ----------------------------------------------------------
+#: False: PySCF's own algorithms in every iteration, as before (scripts/benchmark_labeling.py's "today").
+FAST_SCF = True
 #: Bytes one SCF may hold for the in-core long-range ERIs and for the AO values on the grid
 #: (each). Above it PySCF's own direct algorithms run, as before.
 INCORE_BYTES = 1.5e9
+
+
+def _geometry(mol) -> bytes:
+    """What a cached integral or AO value depends on besides the basis: the nuclear positions."""
+    return np.ascontiguousarray(mol.atom_coords(), dtype=np.float64).tobytes() + mol._bas.tobytes()
+
+
+class _IncoreLongRange:
+    """Mixin of :func:`_incore_long_range`: erf-attenuated ERIs held per geometry (``mol``) and omega."""
+
+    def get_jk(self, mol=None, dm=None, hermi=1, with_j=True, with_k=True, omega=None):
+        if not omega or getattr(self, "with_df", None) is not None or float(self.mol.nao) ** 4 > INCORE_BYTES:
+            return super().get_jk(mol, dm, hermi, with_j, with_k, omega)
+        from pyscf.scf import hf
+
+        mol = self.mol if mol is None else mol
+        geometry = _geometry(mol)  # geomeTRIC moves the atoms of one Mole in place: compare coordinates
+        held = self.__dict__.get("_anif_lr")
+        if held is None or held[0] != geometry or held[1] != omega:
+            with mol.with_range_coulomb(omega):
+                held = (geometry, omega, mol.intor("int2e", aosym="s8"))
+            self._anif_lr = held
+        return hf.dot_eri_dm(held[2], self.make_rdm1() if dm is None else dm, hermi, with_j, with_k)
 
 
 def _incore_long_range(mf) -> None:
@@ -196,29 +221,13 @@ def _incore_long_range(mf) -> None:
     PySCF keeps the full-range ERIs in memory when they fit but recomputes the erf-attenuated
     ones every SCF iteration (direct SCF, 0.28 s of ethanol's 0.76 s per iteration on one core).
     Here they are computed once per geometry and contracted like the full-range ones: the same
-    integrals without direct SCF's 1e-13 screening (labels agree to ~1e-13 Ha). Geometry changes
-    (an optimisation's scanner resets ``mf.mol``) recompute them.
+    integrals without direct SCF's 1e-13 screening (labels agree to ~1e-13 Ha). A new geometry
+    (an optimisation's scanner resets ``mf.mol``) computes them anew; objects derived from
+    ``mf`` (scanner, second-order solver, gradients) inherit the behaviour with the class.
     """
-    if getattr(mf, "with_df", None) is not None:
-        return
-    omega, alpha, hyb = mf._numint.rsh_and_hybrid_coeff(mf.xc, spin=mf.mol.spin)
-    if not omega or alpha == 0 or float(mf.mol.nao) ** 4 > INCORE_BYTES:  # s8 ERIs: nao^4 / 8 doubles
-        return
-    from pyscf.scf import hf
-
-    base, held = mf.get_jk, {}
-
-    def get_jk(mol=None, dm=None, hermi=1, with_j=True, with_k=True, omega=None):
-        mol = mf.mol if mol is None else mol
-        if not omega or omega != held_omega:
-            return base(mol, dm, hermi, with_j, with_k, omega)
-        if held.get("mol") is not mol:
-            with mol.with_range_coulomb(omega):
-                held.update(mol=mol, eri=mol.intor("int2e", aosym="s8"))
-        return hf.dot_eri_dm(held["eri"], mf.make_rdm1() if dm is None else dm, hermi, with_j, with_k)
-
-    held_omega = omega
-    mf.get_jk = get_jk
+    omega, alpha, _ = mf._numint.rsh_and_hybrid_coeff(mf.xc, spin=mf.mol.spin)
+    if omega and alpha != 0 and not isinstance(mf, _IncoreLongRange):
+        mf.__class__ = type(mf.__class__.__name__, (_IncoreLongRange, mf.__class__), {})
 
 
 def _cache_ao_values(mf) -> None:
@@ -236,7 +245,8 @@ def _cache_ao_values(mf) -> None:
         if grids.coords is None:
             grids.build(with_non0tab=True)
         entry = held.get(deriv)
-        if entry is not None and entry[0] is mol and entry[1] is grids.coords and entry[2] is non0tab:
+        geometry = _geometry(mol)
+        if entry is not None and entry[0] == geometry and entry[1] is grids.coords and entry[2] is non0tab:
             yield from entry[3]
             return
         blocks, size = ([] if deriv <= 1 else None), 0
@@ -249,7 +259,7 @@ def _cache_ao_values(mf) -> None:
                     blocks = None
             yield ao, mask, weight, coords
         if blocks is not None:
-            held[deriv] = (mol, grids.coords, non0tab, blocks)
+            held[deriv] = (geometry, grids.coords, non0tab, blocks)
 
     ni.block_loop = block_loop
 
