@@ -433,3 +433,17 @@ def test_stage_times_are_recorded_and_plotted(tmp_path):
 
     groups = json.loads((tmp_path / "stage_times.json").read_text())["groups"]["1"]
     assert groups == {"sampling": 2.0, "labelling": 40.0, "training": 5.0, "evaluation": 1.0}
+
+
+def test_fast_scf_optimisation_equals_pyscf_own_algorithms(monkeypatch):
+    """geomeTRIC moves one Mole in place: the in-core long-range ERIs and the cached AO values
+    follow the geometry, so the optimisation takes the same steps to the same minimum."""
+    import anif.labeling as labeling
+
+    start = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
+    fast = optimize(start, FAST, "GAU")
+    monkeypatch.setattr(labeling, "FAST_SCF", False)
+    plain = optimize(start, FAST, "GAU")
+    assert fast.converged and fast.steps == plain.steps
+    assert fast.energy == pytest.approx(plain.energy, abs=1e-8)
+    np.testing.assert_allclose(fast.structure.coordinates, plain.structure.coordinates, atol=1e-5)
