@@ -769,9 +769,20 @@ def _geometric_log():
             root.setLevel(level)
 
 
+#: geomeTRIC settings of the oracle's optimisations (Hessian-free: its model Hessian, no computed one);
+#: ``optimize(..., optimizer={})`` runs geomeTRIC's defaults. See the README's gradient counts.
+OPTIMIZER: dict = {}
+
+
 def optimize(structure: Structure, level: Level = Level(), convergence: str = "GAU_TIGHT", max_steps: int = 200,
-             threads: Optional[int] = None) -> Optimized:
-    """Minimise ``structure`` at ``level`` with geomeTRIC (default: Gaussian's 'tight' criteria)."""
+             threads: Optional[int] = None, optimizer: Optional[dict] = None) -> Optimized:
+    """Minimise ``structure`` at ``level`` with geomeTRIC (default: Gaussian's 'tight' criteria).
+
+    ``optimizer``: geomeTRIC parameters (None: :data:`OPTIMIZER`). ``steps`` counts the gradients.
+    Each step's SCF starts from the previous step's density (PySCF's scanner does that) and the
+    fast SCF's caches follow the geometry; the minimum's energy is the last step's, which is
+    computed at the returned geometry, so no further SCF runs.
+    """
     from pyscf import lib
     from pyscf.geomopt import geometric_solver
 
@@ -780,18 +791,23 @@ def optimize(structure: Structure, level: Level = Level(), convergence: str = "G
     if threads:
         lib.num_threads(int(threads))
     mf, _, _ = run_scf(build_molecule(structure, level), level)
-    steps = [0]
+    steps, last = [0], {}
 
     def count(env):
         steps[0] += 1
+        last.update(energy=float(env["energy"]), coordinates=np.array(env["mol"].atom_coords()))
 
     with _geometric_log() as log_ini:
         converged, mol = geometric_solver.kernel(mf, maxsteps=max_steps, convergence_set=convergence,
-                                                 assert_convergence=False, callback=count, logIni=log_ini)
+                                                 assert_convergence=False, callback=count, logIni=log_ini,
+                                                 **(OPTIMIZER if optimizer is None else optimizer))
     result = Structure(structure.numbers, mol.atom_coords(unit="Angstrom"), name=structure.name,
                        charge=structure.charge, multiplicity=structure.multiplicity, bonds=structure.bonds)
-    final, _, _ = run_scf(build_molecule(result, level), level)
-    return Optimized(result, float(final.e_tot), bool(converged), steps[0])
+    if last and np.array_equal(last["coordinates"], mol.atom_coords()):
+        energy = last["energy"]
+    else:  # geomeTRIC returned a geometry it did not compute
+        energy = float(run_scf(build_molecule(result, level), level)[0].e_tot)
+    return Optimized(result, energy, bool(converged), steps[0])
 
 
 def hessian(structure: Structure, level: Level = Level(), finite_difference: bool = False, step: float = 5e-3,
