@@ -447,3 +447,15 @@ def test_fast_scf_optimisation_equals_pyscf_own_algorithms(monkeypatch):
     assert fast.converged and fast.steps == plain.steps
     assert fast.energy == pytest.approx(plain.energy, abs=1e-8)
     np.testing.assert_allclose(fast.structure.coordinates, plain.structure.coordinates, atol=1e-5)
+
+
+def test_oracle_starts_optimisations_at_the_ani1x_minimum():
+    from anif.al.oracles import ani1x_minimum
+
+    water = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
+    relaxed = ani1x_minimum(water)
+    assert relaxed.name == "water" and not np.allclose(relaxed.coordinates, water.coordinates)
+    oh = np.linalg.norm(relaxed.coordinates[1:] - relaxed.coordinates[0], axis=1)
+    np.testing.assert_allclose(oh, 0.96, atol=0.02)
+    cation = Structure([8, 1, 1], water.coordinates, charge=1, multiplicity=2)
+    assert ani1x_minimum(cation) is cation  # outside ANI-1x: unchanged
