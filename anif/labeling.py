@@ -337,6 +337,8 @@ class Guesses:
     (tests/test_labeling.py checks 1e-6 Ha and 1e-5 Ha/A).
     """
 
+    MEMORY_KEEP = 64
+
     def __init__(self, folder: Optional[str | Path] = None, max_rmsd: float = GUESS_MAX_RMSD):
         self.folder = Path(folder) if folder else None
         self.max_rmsd = max_rmsd
@@ -380,8 +382,11 @@ class Guesses:
         mo_coeff = np.asarray(mo_coeff, dtype=np.float64)
         mo_occ = np.asarray(mo_occ, dtype=np.float64)
         coords = np.array(structure.coordinates, dtype=np.float64)
-        self.held.setdefault(mid, {})[key] = (coords, mo_coeff, mo_occ)
-        if self.folder is None:
+        held = self.held.setdefault(mid, {})
+        if self.folder is None:  # this process only: the latest MEMORY_KEEP conformers of each molecule
+            held[key] = (coords, mo_coeff, mo_occ)
+            while len(held) > self.MEMORY_KEEP:
+                del held[next(iter(held))]
             return
         folder = self.folder / mid
         folder.mkdir(parents=True, exist_ok=True)
@@ -393,6 +398,7 @@ class Guesses:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        held[key] = (coords, folder / f"{key}.npz", None)  # orbitals read back when needed
 
     def initial_density(self, structure: Structure, level: Level, mol) -> tuple[Optional[np.ndarray], str]:
         """(density to start ``mol``'s SCF from, or None; what it is: ``minao`` or ``neighbour:RMSD``)."""
