@@ -641,12 +641,14 @@ def worker_policy(n_tasks: int, level: Level, workers: Optional[int] = None,
                   threads: Optional[int] = None) -> tuple[int, int]:
     """(worker processes, PySCF threads each) for ``n_tasks`` labels on this machine.
 
-    CPU: one single-threaded worker per core (up to the number of labels). Measured
-    (scripts/benchmark_labeling.py --policy, 2 cores, wB97X/6-31G(d)): PySCF's OpenMP scales
-    poorly on small molecules, so W workers x 1 thread beat 1 worker x W threads for the
-    2-6 heavy-atom molecules of a campaign; see the README's table. Fewer labels than cores
-    give each worker the spare cores as threads. CUDA: one process drives the GPU (several
-    would only queue on it), with all cores as threads for the CPU parts.
+    CPU: one single-threaded worker per core (up to the number of labels), as before issue 23;
+    fewer labels than cores give each worker the spare cores as threads. Labels are independent,
+    so W processes scale as W, while PySCF's OpenMP threads do not on the serial parts (Python,
+    diagonalisation, the small blocks of a 2-6 heavy-atom molecule). ``scripts/benchmark_labeling.py
+    --policy`` measures 1 worker x C threads against C workers x 1 thread; on the shared 2-core
+    development machine (load 10-13 from other jobs) no clean measurement could be made, so the
+    policy was not changed. CUDA: one process drives the GPU (several would only queue on it),
+    with all cores as threads for its CPU parts.
     """
     cores = available_cores()
     if workers is None:

@@ -89,7 +89,12 @@ def compare(name: str, structures, workers: int, threads: int, density_fit: bool
     tasks = [(i, s, folder, "today" if i % 2 else "new", density_fit) for i, s in enumerate(structures)]
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(threads,)) as pool:
-        results = sorted(pool.imap_unordered(_both, tasks), key=lambda r: r["index"])
+        results = []
+        for r in pool.imap_unordered(_both, tasks):
+            results.append(r)
+            print(f"  {structures[r['index']].name}: today {r['today']['wall_s']:.1f} s, new {r['new']['wall_s']:.1f} s "
+                  f"({r['new']['guess']})", flush=True)
+        results.sort(key=lambda r: r["index"])
     wall = time.perf_counter() - start
     bad = [structures[r["index"]].name for r in results for p in ("today", "new") if not r[p]["ok"]]
     if bad:
