@@ -183,6 +183,12 @@ def optimizer_counts(workers: int) -> list[dict]:
         return list(pool.imap(_optimize_task, tasks))
 
 
+def _round_robin(groups: list[list]) -> list:
+    """One conformer of each molecule in turn, as a campaign's labels of several molecules arrive
+    (and so that two workers do not start on the first two conformers of one molecule at once)."""
+    return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+
+
 def main() -> None:
     from anif.distributed import available_cores
     from anif.labeling import Level, worker_policy
@@ -202,9 +208,9 @@ def main() -> None:
     report = {"cores": cores}
     sets = {}
     if "campaign" in args.sets:
-        sets["campaign"] = [s for smi in args.molecules for s in conformers(smi, args.conformers)]
+        sets["campaign"] = _round_robin([conformers(smi, args.conformers) for smi in args.molecules])
     if "quickstart" in args.sets:
-        sets["quickstart"] = [s for smi, n in QUICKSTART for s in conformers(smi, n)]
+        sets["quickstart"] = _round_robin([conformers(smi, n) for smi, n in QUICKSTART])
     rows, summaries = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, structures in sets.items():
