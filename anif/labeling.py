@@ -18,6 +18,11 @@ object a line) and, on a rerun, computes only the structures that are in neither
 structures (same elements, coordinates to 1e-6 A, charge and multiplicity) are computed once,
 and the store's re-check under its lock keeps concurrent runs on one output from storing a
 structure twice. Input coordinates that look like Bohr or nm are refused before computing.
+
+Speed without other numbers: each SCF starts from the orbitals of the nearest labelled conformer
+of the same molecule (:class:`Guesses`, shared through ``OUT.dm/``), wB97X's long-range ERIs are
+held in memory and the AO values on the grid cached per geometry (:data:`FAST_SCF`); ``device``
+``cuda`` runs gpu4pyscf.
 """
 
 from __future__ import annotations
