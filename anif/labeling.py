@@ -18,10 +18,16 @@ object a line) and, on a rerun, computes only the structures that are in neither
 structures (same elements, coordinates to 1e-6 A, charge and multiplicity) are computed once,
 and the store's re-check under its lock keeps concurrent runs on one output from storing a
 structure twice. Input coordinates that look like Bohr or nm are refused before computing.
+
+Speed without other numbers: each SCF starts from the orbitals of the nearest labelled conformer
+of the same molecule (:class:`Guesses`, shared through ``OUT.dm/``), wB97X's long-range ERIs are
+held in memory and the AO values on the grid cached per geometry (:data:`FAST_SCF`); ``device``
+``cuda`` runs gpu4pyscf.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +36,7 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +45,7 @@ import numpy as np
 from .datasets import PROVENANCE, DatasetStore, open_output, structure_keys
 from .distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
 from .errors import AnifError, InputError, UnsupportedElementError
-from .labeling_settings import Level, gaussian_cartesian  # noqa: F401 (re-exported)
+from .labeling_settings import DEVICES, Level, gaussian_cartesian  # noqa: F401 (re-exported)
 from .plausibility import coordinate_problem
 from .structures import Structure, symbol
 from .vibrations import NormalModes, normal_modes  # noqa: F401 (re-exported: the labeller's normal modes)
@@ -54,11 +60,57 @@ class SCFConvergenceError(AnifError):
     """The SCF did not converge on any rung of the retry ladder."""
 
 
-def program_version() -> str:
+def program_version(device: str = "cpu") -> str:
     import pyscf
     from pyscf.dft import libxc
 
-    return f"pyscf {pyscf.__version__} (libxc {libxc.libxc_version()})"
+    text = f"pyscf {pyscf.__version__} (libxc {libxc.libxc_version()})"
+    if device == "cuda":
+        import gpu4pyscf
+
+        text += f" + gpu4pyscf {gpu4pyscf.__version__}"
+    return text
+
+
+# ---- device ----------------------------------------------------------------------------
+_CUDA: list[tuple[bool, str]] = []
+
+
+def cuda_available() -> tuple[bool, str]:
+    """(whether gpu4pyscf can run here, why not): torch sees a CUDA device and gpu4pyscf imports.
+
+    Asked once per process."""
+    if not _CUDA:
+        _CUDA.append(_probe_cuda())
+    return _CUDA[0]
+
+
+def _probe_cuda() -> tuple[bool, str]:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, "no CUDA device here (torch.cuda.is_available() is False)"
+    except ImportError:
+        return False, "torch is not installed"
+    try:
+        import gpu4pyscf  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure (missing CUDA libraries too) means no GPU path
+        return False, (f"gpu4pyscf does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                       "install gpu4pyscf-cuda12x (see the README)")
+    return True, ""
+
+
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for a Level's device; InputError (one line) for cuda where it cannot run."""
+    if device not in DEVICES:
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    ok, why = cuda_available()
+    if device == "cuda" and not ok:
+        raise InputError(f"--device cuda: {why}")
+    return "cuda" if ok else "cpu"
 
 
 # ---- checks and molecule building ------------------------------------------------------
@@ -94,6 +146,8 @@ def check_level(level: Level) -> Level:
         raise InputError(f"max SCF cycles must be >= 1, got {level.max_cycle}")
     if len(level.grid) != 2 or min(level.grid) < 1:
         raise InputError(f"grid must be two positive integers (radial, angular), got {level.grid}")
+    if level.device not in DEVICES:
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got {level.device!r}")
     return level
 
 
@@ -127,7 +181,92 @@ def _mean_field(mol, level: Level):
         mf = mf.density_fit()
     mf.conv_tol = level.conv_tol
     mf.max_cycle = level.max_cycle
+    if level.device == "cuda":
+        return mf.to_gpu()
+    if FAST_SCF and not level.is_hf:
+        _incore_long_range(mf)
+        _cache_ao_values(mf)
     return mf
+
+
+# ---- the same numbers, sooner ----------------------------------------------------------
+#: False: PySCF's own algorithms in every iteration, as before (scripts/benchmark_labeling.py's "today").
+FAST_SCF = True
+#: Bytes one SCF may hold for the in-core long-range ERIs and for the AO values on the grid
+#: (each). Above it PySCF's own direct algorithms run, as before.
+INCORE_BYTES = 1.5e9
+
+
+def _geometry(mol) -> bytes:
+    """What a cached integral or AO value depends on besides the basis: the nuclear positions."""
+    return np.ascontiguousarray(mol.atom_coords(), dtype=np.float64).tobytes() + mol._bas.tobytes()
+
+
+class _IncoreLongRange:
+    """Mixin of :func:`_incore_long_range`: erf-attenuated ERIs held per geometry (``mol``) and omega."""
+
+    def get_jk(self, mol=None, dm=None, hermi=1, with_j=True, with_k=True, omega=None):
+        if not omega or getattr(self, "with_df", None) is not None or float(self.mol.nao) ** 4 > INCORE_BYTES:
+            return super().get_jk(mol, dm, hermi, with_j, with_k, omega)
+        from pyscf.scf import hf
+
+        mol = self.mol if mol is None else mol
+        geometry = _geometry(mol)  # geomeTRIC moves the atoms of one Mole in place: compare coordinates
+        held = self.__dict__.get("_anif_lr")
+        if held is None or held[0] != geometry or held[1] != omega:
+            with mol.with_range_coulomb(omega):
+                held = (geometry, omega, mol.intor("int2e", aosym="s8"))
+            self._anif_lr = held
+        return hf.dot_eri_dm(held[2], self.make_rdm1() if dm is None else dm, hermi, with_j, with_k)
+
+
+def _incore_long_range(mf) -> None:
+    """Long-range (erf) exchange of a range-separated functional from in-core ERIs.
+
+    PySCF keeps the full-range ERIs in memory when they fit but recomputes the erf-attenuated
+    ones every SCF iteration (direct SCF, 0.28 s of ethanol's 0.76 s per iteration on one core).
+    Here they are computed once per geometry and contracted like the full-range ones: the same
+    integrals without direct SCF's 1e-13 screening (labels agree to ~1e-13 Ha). A new geometry
+    (an optimisation's scanner resets ``mf.mol``) computes them anew; objects derived from
+    ``mf`` (scanner, second-order solver, gradients) inherit the behaviour with the class.
+    """
+    omega, alpha, _ = mf._numint.rsh_and_hybrid_coeff(mf.xc, spin=mf.mol.spin)
+    if omega and alpha != 0 and not isinstance(mf, _IncoreLongRange):
+        mf.__class__ = type(mf.__class__.__name__, (_IncoreLongRange, mf.__class__), {})
+
+
+def _cache_ao_values(mf) -> None:
+    """AO values (and first derivatives) on the DFT grid computed once per geometry, not every iteration.
+
+    PySCF evaluates them anew in every SCF iteration (about half of the XC time); the cached
+    blocks are the same numbers. All or nothing: a grid whose AO values exceed
+    :data:`INCORE_BYTES` is evaluated as before. Second derivatives (the gradient's, used once)
+    are never cached.
+    """
+    ni = mf._numint
+    base, held = ni.block_loop, {}
+
+    def block_loop(mol, grids, nao=None, deriv=0, max_memory=2000, non0tab=None, blksize=None, buf=None):
+        if grids.coords is None:
+            grids.build(with_non0tab=True)
+        entry = held.get(deriv)
+        geometry = _geometry(mol)
+        if entry is not None and entry[0] == geometry and entry[1] is grids.coords and entry[2] is non0tab:
+            yield from entry[3]
+            return
+        blocks, size = ([] if deriv <= 1 else None), 0
+        for ao, mask, weight, coords in base(mol, grids, nao, deriv, max_memory, non0tab, blksize, buf):
+            if blocks is not None:
+                size += ao.nbytes
+                if size <= INCORE_BYTES:
+                    blocks.append((ao.copy(order="K"), mask, weight, coords))
+                else:
+                    blocks = None
+            yield ao, mask, weight, coords
+        if blocks is not None:
+            held[deriv] = (geometry, grids.coords, non0tab, blocks)
+
+    ni.block_loop = block_loop
 
 
 class _IterationCounter:
@@ -140,14 +279,18 @@ class _IterationCounter:
         self.iterations = max(self.iterations, int(env.get("cycle", env.get("imacro", -1))) + 1)
 
 
-def run_scf(mol, level: Level):
+def run_scf(mol, level: Level, dm0=None):
     """A converged mean-field object, trying the rungs of :data:`SCF_LADDER` in turn.
 
-    Each rung starts from the previous rung's density. Returns ``(mf, rung, iterations)``;
-    raises :class:`SCFConvergenceError` naming what each rung did.
+    ``dm0``: an initial density (e.g. :meth:`Guesses.initial_density`); the first rung starts
+    from it, and if that rung does not converge from it, again from PySCF's own guess before
+    the ladder goes on. Each later rung starts from the previous rung's density. Returns
+    ``(mf, rung, iterations)``; raises :class:`SCFConvergenceError` naming what each rung did.
     """
     dm, iterations, attempts = None, 0, []
-    for rung in SCF_LADDER:
+    rungs = [(SCF_LADDER[0], dm0)] if dm0 is not None else []
+    rungs += [(rung, None) for rung in SCF_LADDER]
+    for n, (rung, guess) in enumerate(rungs):
         mf = _mean_field(mol, level)
         if rung == "level_shift":
             mf.level_shift, mf.damp, mf.diis_start_cycle = 0.5, 0.5, 3
@@ -156,7 +299,7 @@ def run_scf(mol, level: Level):
         counter = _IterationCounter()
         mf.callback = counter
         try:
-            mf.kernel(dm0=dm)
+            mf.kernel(dm0=guess if guess is not None else dm)
         except (np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
             attempts.append(f"{rung}: {type(exc).__name__}: {exc}")
             continue
@@ -164,9 +307,146 @@ def run_scf(mol, level: Level):
             iterations += counter.iterations
         if mf.converged:
             return mf, rung, iterations
+        if guess is not None:  # the nearby conformer's density did not help: start afresh
+            attempts.append(f"{rung} from a neighbour's density: not converged in {level.max_cycle} cycles")
+            continue
         attempts.append(f"{rung}: not converged in {level.max_cycle} cycles")
         dm = mf.make_rdm1()
     raise SCFConvergenceError("SCF failed: " + "; ".join(attempts))
+
+
+# ---- initial guesses from labelled neighbours ------------------------------------------
+#: A labelled conformer further than this (RMSD, Angstrom, same atom order, no alignment) is
+#: not used as a guess. DNMS conformers of one molecule lie within ~0.05-0.3 A of each other.
+GUESS_MAX_RMSD = 0.5
+
+
+def molecule_id(structure: Structure, level: Level) -> str:
+    """What two structures must share for one's orbitals to start the other's SCF: atoms in
+    order, charge, multiplicity, basis and its convention."""
+    h = hashlib.sha1(np.ascontiguousarray(structure.numbers, dtype=np.int64).tobytes())
+    h.update(f"{int(structure.charge)},{int(structure.multiplicity)},{level.basis.lower()},{level.basis_convention}".encode())
+    return h.hexdigest()[:16]
+
+
+class Guesses:
+    """Converged orbitals of labelled structures, to start the SCF of a nearby conformer.
+
+    Kept in this process and, with ``folder``, on disk so that every worker (and a resumed
+    run) shares them: ``FOLDER/<molecule id>/<structure key>.npz`` holding ``coordinates``
+    (Angstrom), ``mo_coeff`` and ``mo_occ`` (float64, as PySCF returns them), each written
+    atomically. The guess for a structure is the density of the nearest stored conformer
+    (RMSD on the same atom order, at most :data:`GUESS_MAX_RMSD`), its occupied orbitals
+    re-orthonormalised in the new geometry's overlap (the AO basis moves with the atoms).
+    A guess only changes the SCF's path: the converged result is that of a fresh start
+    (tests/test_labeling.py checks 1e-6 Ha and 1e-5 Ha/A).
+    """
+
+    MEMORY_KEEP = 64
+
+    def __init__(self, folder: Optional[str | Path] = None, max_rmsd: float = GUESS_MAX_RMSD):
+        self.folder = Path(folder) if folder else None
+        self.max_rmsd = max_rmsd
+        self.held: dict[str, dict[str, tuple]] = {}  # molecule id -> key -> (coordinates, mo_coeff | path, mo_occ)
+
+    def _refresh(self, mid: str) -> dict:
+        held = self.held.setdefault(mid, {})
+        if self.folder is not None and (self.folder / mid).is_dir():
+            for path in (self.folder / mid).glob("*.npz"):
+                if path.stem not in held:
+                    try:
+                        with np.load(path) as data:
+                            held[path.stem] = (data["coordinates"], path, None)
+                    except (OSError, ValueError, KeyError):  # being written by another worker: next time
+                        continue
+        return held
+
+    def nearest(self, structure: Structure, level: Level) -> Optional[tuple[float, np.ndarray, np.ndarray]]:
+        """(RMSD, mo_coeff, mo_occ) of the nearest stored conformer within the cut-off, or None."""
+        held = self._refresh(molecule_id(structure, level))
+        best, best_key = self.max_rmsd, None
+        for key, (coords, _, _) in held.items():
+            if coords.shape != structure.coordinates.shape:
+                continue
+            rmsd = float(np.sqrt(np.mean(np.sum((coords - structure.coordinates) ** 2, axis=1))))
+            if rmsd <= best:
+                best, best_key = rmsd, key
+        if best_key is None:
+            return None
+        coords, mo_coeff, mo_occ = held[best_key]
+        if isinstance(mo_coeff, Path):
+            try:
+                with np.load(mo_coeff) as data:
+                    mo_coeff, mo_occ = data["mo_coeff"], data["mo_occ"]
+            except (OSError, ValueError, KeyError):
+                return None
+        return best, mo_coeff, mo_occ
+
+    def put(self, structure: Structure, level: Level, key: str, mo_coeff, mo_occ) -> None:
+        mid = molecule_id(structure, level)
+        mo_coeff = np.asarray(mo_coeff, dtype=np.float64)
+        mo_occ = np.asarray(mo_occ, dtype=np.float64)
+        coords = np.array(structure.coordinates, dtype=np.float64)
+        held = self.held.setdefault(mid, {})
+        if self.folder is None:  # this process only: the latest MEMORY_KEEP conformers of each molecule
+            held[key] = (coords, mo_coeff, mo_occ)
+            while len(held) > self.MEMORY_KEEP:
+                del held[next(iter(held))]
+            return
+        folder = self.folder / mid
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, coordinates=coords, mo_coeff=mo_coeff, mo_occ=mo_occ)
+            os.replace(tmp, folder / f"{key}.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        held[key] = (coords, folder / f"{key}.npz", None)  # orbitals read back when needed
+
+    def initial_density(self, structure: Structure, level: Level, mol) -> tuple[Optional[np.ndarray], str]:
+        """(density to start ``mol``'s SCF from, or None; what it is: ``minao`` or ``neighbour:RMSD``)."""
+        found = self.nearest(structure, level)
+        if found is None:
+            return None, "minao"
+        rmsd, mo_coeff, mo_occ = found
+        s = mol.intor_symmetric("int1e_ovlp")
+        if mo_coeff.shape[-2] != s.shape[0]:
+            return None, "minao"
+
+        def density(c, occ):
+            c = c[:, occ > 0]
+            w, v = np.linalg.eigh(c.T @ s @ c)
+            if w.min() < 1e-8:
+                raise np.linalg.LinAlgError("neighbour's orbitals are linearly dependent here")
+            c = c @ (v / np.sqrt(w)) @ v.T  # Loewdin: orthonormal in the new overlap
+            return (c * occ[occ > 0]) @ c.T
+
+        try:
+            if mo_coeff.ndim == 3:  # unrestricted: (alpha, beta)
+                dm = np.array([density(mo_coeff[k], mo_occ[k]) for k in range(2)])
+            else:
+                dm = density(mo_coeff, mo_occ)
+        except np.linalg.LinAlgError:
+            return None, "minao"
+        return dm, f"neighbour:{rmsd:.3f}"
+
+
+_GUESSES: dict[Optional[str], Guesses] = {}
+
+
+def guesses_for(folder: Optional[str | Path]) -> Guesses:
+    """This process's :class:`Guesses` for ``folder`` (None: in memory only), kept between labels."""
+    key = None if folder is None else str(Path(folder).resolve())
+    if key not in _GUESSES:
+        _GUESSES[key] = Guesses(folder)
+    return _GUESSES[key]
+
+
+def guesses_path(out: str | Path) -> Path:
+    """Where ``anif label`` keeps converged orbitals beside its output: ``labels.h5`` -> ``labels.dm/``."""
+    return Path(out).with_suffix(".dm")
 
 
 # ---- single points ---------------------------------------------------------------------
@@ -175,26 +455,50 @@ def structure_key(structure: Structure) -> str:
     return structure_keys(structure.numbers, structure.coordinates, structure.charge, structure.multiplicity)[0]
 
 
-def label_structure(structure: Structure, level: Level = Level(), threads: Optional[int] = None) -> dict:
+def label_structure(structure: Structure, level: Level = Level(), threads: Optional[int] = None,
+                    guesses: Optional[str | Path] | bool = None) -> dict:
     """Energy (Ha) and forces (Ha/A) of one structure, or a failure record; never raises on SCF trouble.
 
     Returns a dict with ``ok``, ``key``, ``name``, ``host`` (hostname:pid), ``wall_time_s``; on
-    success also ``energy``, ``forces``, ``scf_strategy``, ``scf_iterations``; on failure
-    ``reason``. ``threads``: PySCF/OpenMP threads for this call (None leaves PySCF's default,
-    i.e. OMP_NUM_THREADS).
+    success also ``energy``, ``forces``, ``scf_strategy``, ``scf_iterations``, ``scf_guess``
+    (``minao`` or ``neighbour:RMSD``); on failure ``reason``. ``threads``: PySCF/OpenMP threads
+    for this call (None leaves PySCF's default, i.e. OMP_NUM_THREADS). ``guesses``: a folder
+    of converged orbitals shared by the workers (:class:`Guesses`), True for this process's
+    memory only, None/False for PySCF's own initial guess (a from-scratch run).
+    ``level.device`` ``auto`` is resolved here (``cuda`` when gpu4pyscf can run).
     """
     from pyscf import lib
 
     if threads:
         lib.num_threads(int(threads))
     start = time.perf_counter()
-    record = {"key": structure_key(structure), "name": structure.name, "host": f"{socket.gethostname()}:{os.getpid()}"}
+    key = structure_key(structure)
+    record = {"key": key, "name": structure.name, "host": f"{socket.gethostname()}:{os.getpid()}"}
     try:
-        mf, rung, iterations = run_scf(build_molecule(structure, level), level)
+        device = resolve_device(level.device)
+    except InputError as exc:
+        return {**record, "ok": False, "reason": str(exc), "wall_time_s": time.perf_counter() - start}
+    if device != level.device:
+        level = replace(level, device=device)
+    store = None if guesses is None or guesses is False else guesses_for(None if guesses is True else guesses)
+    try:
+        mol = build_molecule(structure, level)
+        dm0, guess = store.initial_density(structure, level, mol) if store is not None else (None, "minao")
+        mf, rung, iterations = run_scf(mol, level, dm0)
         gradient = mf.nuc_grad_method().kernel()  # Ha/Bohr
+        if hasattr(gradient, "get"):  # a CuPy array (gpu4pyscf)
+            gradient = gradient.get()
     except (SCFConvergenceError, np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
         return {**record, "ok": False, "reason": str(exc) if isinstance(exc, SCFConvergenceError)
                 else f"{type(exc).__name__}: {exc}", "wall_time_s": time.perf_counter() - start}
+    if store is not None:
+        mo_coeff, mo_occ = mf.mo_coeff, mf.mo_occ
+        if hasattr(mo_coeff, "get"):
+            mo_coeff, mo_occ = mo_coeff.get(), mo_occ.get()
+        try:
+            store.put(structure, level, key, mo_coeff, mo_occ)
+        except OSError:  # a full or read-only disk costs the next conformer its head start, not this label
+            pass
     return {
         **record,
         "ok": True,
@@ -202,6 +506,8 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
         "forces": -np.asarray(gradient) / lib.param.BOHR,  # Ha/Bohr -> Ha/A
         "scf_strategy": rung,
         "scf_iterations": int(iterations),
+        "scf_guess": guess,
+        "device": device,
         "wall_time_s": time.perf_counter() - start,
     }
 
@@ -292,7 +598,7 @@ class _LabelWriter:
             "basis_convention": level.basis_convention,
             "density_fit": int(level.density_fit),
             "grid": f"{level.grid[0]},{level.grid[1]}",
-            "program": program_version(),
+            "program": program_version(level.device),
         }
 
     def commit(self, task: LabelTask, result: dict) -> bool:
@@ -336,6 +642,25 @@ class _LabelWriter:
         self.failed.add(task.key)
 
 
+def worker_policy(n_tasks: int, level: Level, workers: Optional[int] = None,
+                  threads: Optional[int] = None) -> tuple[int, int]:
+    """(worker processes, PySCF threads each) for ``n_tasks`` labels on this machine.
+
+    CPU: one single-threaded worker per core (up to the number of labels), as before issue 23;
+    fewer labels than cores give each worker the spare cores as threads. Labels are independent,
+    so W processes scale as W, while PySCF's OpenMP threads do not on the serial parts (Python,
+    diagonalisation, the small blocks of a 2-6 heavy-atom molecule). ``scripts/benchmark_labeling.py
+    --policy`` measures 1 worker x C threads against C workers x 1 thread; on the shared 2-core
+    development machine (load 10-13 from other jobs) no clean measurement could be made, so the
+    policy was not changed. CUDA: one process drives the GPU (several would only queue on it),
+    with all cores as threads for its CPU parts.
+    """
+    cores = available_cores()
+    if workers is None:
+        workers = 1 if level.device == "cuda" else max(1, min(cores, n_tasks))
+    return workers, threads or max(1, cores // workers)
+
+
 def plan(items: list[tuple[Structure, dict]], level: Level) -> tuple[list[LabelTask], int]:
     """Check every structure, then drop duplicates. Returns (unique tasks, number of structures)."""
     check_level(level)
@@ -361,17 +686,22 @@ def label_file(
     threads: Optional[int] = None,
     retry_failed: bool = False,
     dashboard: str = DASHBOARD_ADDRESS,
+    guess_reuse: bool = True,
 ) -> LabelSummary:
     """Label every structure of ``input`` into ``out`` (resumable; see the module docstring).
 
     Locally, ``workers`` processes (default: one per structure up to the core count) each
     run PySCF on ``threads`` threads (default: cores // workers). With ``scheduler`` the
     remote workers' OMP_NUM_THREADS rules unless ``threads`` is given. ``dashboard``: where
-    the local Dask scheduler serves HTTP (default loopback).
+    the local Dask scheduler serves HTTP (default loopback). ``guess_reuse``: start each SCF
+    from the converged orbitals of the nearest labelled conformer of the same molecule, kept in
+    ``OUT.dm/`` (:func:`guesses_path`) and shared by all workers and reruns (False: PySCF's own
+    guess every time; the labels agree either way). ``level.device`` ``auto`` is resolved here.
     """
     for option, value in (("workers", workers), ("threads", threads)):
         if value is not None and value < 1:
             raise InputError(f"number of {option} must be >= 1, got {value}")
+    level = replace(check_level(level), device=resolve_device(level.device))  # one-line error for cuda without one
     store = open_output(out, kind="labels")  # refuses an unwritable --out or a candidate store before any work
     items = read_input(input)
     for structure, _ in items:
@@ -391,12 +721,12 @@ def label_file(
     if not todo:
         return summary
     if scheduler is None:
-        workers = min(available_cores(), len(todo)) if workers is None else workers
-        threads = threads or max(1, available_cores() // workers)
+        workers, threads = worker_policy(len(todo), level, workers, threads)
+    guesses = guesses_path(out) if guess_reuse else None
     with dask_client(workers=workers, scheduler=scheduler, task_threads=threads, dashboard=dashboard) as client:
         structures = [t.structure for t in todo]
         for i, result in as_completed_with_progress(client, label_structure, structures, "labelling",
-                                                    level=level, threads=threads):
+                                                    level=level, threads=threads, guesses=None if guesses is None else str(guesses)):
             if isinstance(result, BaseException):
                 writer.record_failure(todo[i], f"worker error: {type(result).__name__}: {result}")
                 summary.failed += 1
@@ -452,28 +782,45 @@ def _geometric_log():
             root.setLevel(level)
 
 
+#: geomeTRIC settings of the oracle's optimisations (Hessian-free: its model Hessian, no computed one);
+#: ``optimize(..., optimizer={})`` runs geomeTRIC's defaults. See the README's gradient counts.
+OPTIMIZER: dict = {}
+
+
 def optimize(structure: Structure, level: Level = Level(), convergence: str = "GAU_TIGHT", max_steps: int = 200,
-             threads: Optional[int] = None) -> Optimized:
-    """Minimise ``structure`` at ``level`` with geomeTRIC (default: Gaussian's 'tight' criteria)."""
+             threads: Optional[int] = None, optimizer: Optional[dict] = None) -> Optimized:
+    """Minimise ``structure`` at ``level`` with geomeTRIC (default: Gaussian's 'tight' criteria).
+
+    ``optimizer``: geomeTRIC parameters (None: :data:`OPTIMIZER`). ``steps`` counts the gradients.
+    Each step's SCF starts from the previous step's density (PySCF's scanner does that) and the
+    fast SCF's caches follow the geometry; the minimum's energy is the last step's, which is
+    computed at the returned geometry, so no further SCF runs.
+    """
     from pyscf import lib
     from pyscf.geomopt import geometric_solver
 
     check_structure(structure, check_level(level))
+    level = replace(level, device=resolve_device(level.device))
     if threads:
         lib.num_threads(int(threads))
     mf, _, _ = run_scf(build_molecule(structure, level), level)
-    steps = [0]
+    steps, last = [0], {}
 
     def count(env):
         steps[0] += 1
+        last.update(energy=float(env["energy"]), coordinates=np.array(env["mol"].atom_coords()))
 
     with _geometric_log() as log_ini:
         converged, mol = geometric_solver.kernel(mf, maxsteps=max_steps, convergence_set=convergence,
-                                                 assert_convergence=False, callback=count, logIni=log_ini)
+                                                 assert_convergence=False, callback=count, logIni=log_ini,
+                                                 **(OPTIMIZER if optimizer is None else optimizer))
     result = Structure(structure.numbers, mol.atom_coords(unit="Angstrom"), name=structure.name,
                        charge=structure.charge, multiplicity=structure.multiplicity, bonds=structure.bonds)
-    final, _, _ = run_scf(build_molecule(result, level), level)
-    return Optimized(result, float(final.e_tot), bool(converged), steps[0])
+    if last and np.array_equal(last["coordinates"], mol.atom_coords()):
+        energy = last["energy"]
+    else:  # geomeTRIC returned a geometry it did not compute
+        energy = float(run_scf(build_molecule(result, level), level)[0].e_tot)
+    return Optimized(result, energy, bool(converged), steps[0])
 
 
 def hessian(structure: Structure, level: Level = Level(), finite_difference: bool = False, step: float = 5e-3,
@@ -486,6 +833,7 @@ def hessian(structure: Structure, level: Level = Level(), finite_difference: boo
     from pyscf import lib
 
     check_structure(structure, check_level(level))
+    level = replace(level, device=resolve_device(level.device))
     if threads:
         lib.num_threads(int(threads))
     n = structure.n_atoms

@@ -28,6 +28,7 @@ class Level:
     density_fit: bool = False
     conv_tol: float = 1e-9  # Hartree
     max_cycle: int = 100  # SCF iterations per rung of the retry ladder
+    device: str = "auto"  # "auto" (CUDA when present and gpu4pyscf imports), "cpu" or "cuda"; same numbers
 
     @property
     def use_cartesian(self) -> bool:
@@ -45,3 +46,7 @@ class Level:
     @property
     def is_hf(self) -> bool:
         return self.method.lower() in ("hf", "rhf", "uhf")
+
+
+#: Where the SCF runs: ``auto`` picks ``cuda`` when torch sees a CUDA device and gpu4pyscf imports.
+DEVICES = ("auto", "cpu", "cuda")

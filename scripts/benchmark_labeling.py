@@ -1,84 +1,262 @@
-"""Labels per hour of `anif label` at wB97X/6-31G(d): 1 vs 2 local workers, exact vs density-fitted.
+"""Labels per hour at wB97X/6-31G(d): today's path and the new one side by side, on the same structures.
 
-A fixed set of small molecules (RDKit ETKDG + UFF, seed 0) is labelled from scratch in each
-configuration through :func:`anif.labeling.label_file` (Dask LocalCluster start-up and
-label-by-label HDF5 commits included). Prints a table, writes CSV and a PNG bar chart.
+Two sets of DNMS conformers (ANI-1x Hessian at the ANI-1x minimum of an RDKit embedding, seed 0):
 
-    python scripts/benchmark_labeling.py --out-dir bench_labeling
+- ``campaign``: CONFORMERS conformers each of 6 molecules with 2-6 heavy atoms;
+- ``quickstart``: the shipped quickstart's bootstrap (C, N, O, C=O x 4, and its test set C#N x 6).
+
+Every structure is labelled by both paths in one task on the same worker, the order alternating
+from one structure to the next (so the load of a shared machine hits both alike):
+
+- today: PySCF's own initial guess and algorithms (``anif.labeling.FAST_SCF = False``), as
+  ``anif label`` ran before;
+- new: the long-range ERIs in core, the AO values on the grid cached per geometry, and the SCF
+  started from the orbitals of the nearest conformer already labelled (by any worker, through
+  a shared folder, as ``OUT.dm/`` or a campaign's ``densities/``);
+- with ``--df`` also the new path with density fitting: its speed-up and its shift.
+
+The workers and threads are :func:`anif.labeling.worker_policy`'s (``--workers`` to override).
+``--policy`` also times 1 worker x C threads against C workers x 1 thread (new path) on a small
+and a large molecule; ``--optimizer`` counts the gradients of the oracle's optimisation of the
+quickstart's molecules before (RDKit/UFF start) and after (ANI-1x start, as the PySCF oracle does).
+
+    python scripts/benchmark_labeling.py [--conformers 8] [--sets campaign quickstart] [--df] [--policy] [--optimizer]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from anif.distributed import available_cores  # noqa: E402
-from anif.labeling import Level, label_file  # noqa: E402
-from anif.structures import from_smiles, write_xyz  # noqa: E402
-
-#: water, methane, ammonia, methanol, formaldehyde, ethanol, acetaldehyde, methylamine
-MOLECULES = ("O", "C", "N", "CO", "C=O", "CCO", "CC=O", "CN")
+#: 2 to 6 heavy atoms: methanol, acetonitrile, acetamide, furan, 1,3-propanediol, methyl acetate + 1 (ethyl acetate)
+CAMPAIGN = ("CO", "CC#N", "CC(N)=O", "c1ccoc1", "OCCCO", "CCOC(C)=O")
+QUICKSTART = (("C", 4), ("N", 4), ("O", 4), ("C=O", 4), ("C#N", 6))
+OPTIMIZED = ("C", "N", "O", "C=O", "C=C", "CC", "C#C", "C=N")
+KCAL = 627.509474
 
 
-def run(molecules, workers: int, density_fit: bool, tmp: Path) -> dict:
-    structures = [from_smiles(s, seed=0) for s in molecules]
-    xyz = tmp / "in.xyz"
-    write_xyz(structures, xyz)
-    out = tmp / f"w{workers}_df{int(density_fit)}.h5"
-    cores = available_cores()
+def conformers(smiles: str, count: int, seed: int = 0):
+    """``count`` DNMS conformers (500 K) of ``smiles`` around its ANI-1x minimum."""
+    from anif.models import load_model
+    from anif.sampling.dnms import dnms_conformers, ensemble_hessian, optimize
+    from anif.sampling.settings import DNMSSettings
+    from anif.structures import from_smiles
+
+    model = load_model("ani1x").double()
+    minimum = optimize(model, from_smiles(smiles, seed=seed, name=smiles))
+    settings = DNMSSettings(temperature=500.0, pool=max(64, 8 * count), keep=count, min_rmsd=0.02)
+    found = dnms_conformers(minimum, ensemble_hessian(model, minimum), settings, np.random.default_rng(seed))
+    return [c.structure for c in found[:count]]
+
+
+def _both(args):
+    """Label one structure by today's path and the new one (``first`` runs first), and DF if asked."""
+    index, structure, folder, first, density_fit = args
+    import anif.labeling as labeling
+    from anif.labeling import Level
+
+    out = {"index": index}
+    for path in (first, "new" if first == "today" else "today"):
+        labeling.FAST_SCF = path == "new"
+        start = time.perf_counter()
+        r = labeling.label_structure(structure, Level(device="cpu"), guesses=folder if path == "new" else None)
+        out[path] = {"wall_s": time.perf_counter() - start, "ok": r["ok"], "energy": r.get("energy"),
+                     "forces": r.get("forces"), "iterations": r.get("scf_iterations"), "guess": r.get("scf_guess")}
+    if density_fit:
+        labeling.FAST_SCF = True
+        start = time.perf_counter()
+        r = labeling.label_structure(structure, Level(device="cpu", density_fit=True), guesses=folder + ".df")
+        out["df"] = {"wall_s": time.perf_counter() - start, "ok": r["ok"], "energy": r.get("energy"),
+                     "forces": r.get("forces"), "iterations": r.get("scf_iterations")}
+    return out
+
+
+def _init(threads: int) -> None:
+    from pyscf import lib
+
+    lib.num_threads(threads)
+
+
+def compare(name: str, structures, workers: int, threads: int, density_fit: bool, tmp: Path) -> dict:
+    folder = str(tmp / f"{name}.dm")
+    tasks = [(i, s, folder, "today" if i % 2 else "new", density_fit) for i, s in enumerate(structures)]
     start = time.perf_counter()
-    summary = label_file(xyz, out, Level(density_fit=density_fit), workers=workers,
-                         threads=max(1, cores // workers))
+    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(threads,)) as pool:
+        results = []
+        for r in pool.imap_unordered(_both, tasks):
+            results.append(r)
+            print(f"  {structures[r['index']].name}: today {r['today']['wall_s']:.1f} s, new {r['new']['wall_s']:.1f} s "
+                  f"({r['new']['guess']})", flush=True)
+        results.sort(key=lambda r: r["index"])
     wall = time.perf_counter() - start
-    if summary.failed:
-        raise SystemExit(f"{summary.failed} labels failed in the benchmark ({out.with_suffix('.failed.jsonl')})")
-    return {
-        "workers": workers,
-        "threads_per_worker": max(1, cores // workers),
-        "density_fit": int(density_fit),
-        "labels": summary.labelled,
-        "wall_s": round(wall, 2),
-        "labels_per_hour": round(3600.0 * summary.labelled / wall, 1),
-    }
+    bad = [structures[r["index"]].name for r in results for p in ("today", "new") if not r[p]["ok"]]
+    if bad:
+        raise SystemExit(f"{name}: labels failed for {bad}")
+    rows = []
+    for s in dict.fromkeys(x.name for x in structures):
+        mine = [r for r in results if structures[r["index"]].name == s]
+        row = {"set": name, "molecule": s, "heavy_atoms": int((structures[mine[0]["index"]].numbers > 1).sum()),
+               "labels": len(mine)}
+        for p in ("today", "new") + (("df",) if density_fit else ()):
+            row[f"{p}_s_per_label"] = float(np.mean([r[p]["wall_s"] for r in mine]))
+            row[f"{p}_iterations"] = float(np.mean([r[p]["iterations"] for r in mine]))
+        row["dE_max_ha"] = max(abs(r["new"]["energy"] - r["today"]["energy"]) for r in mine)
+        row["dF_max_ha_a"] = max(float(np.abs(r["new"]["forces"] - r["today"]["forces"]).max()) for r in mine)
+        row["neighbour_guesses"] = sum(str(r["new"]["guess"]).startswith("neighbour") for r in mine)
+        if density_fit:
+            row["df_shift_max_kcal"] = max(abs(r["df"]["energy"] - r["new"]["energy"]) for r in mine) * KCAL
+            row["df_shift_forces_max_kcal_a"] = max(float(np.abs(r["df"]["forces"] - r["new"]["forces"]).max())
+                                                    for r in mine) * KCAL
+        rows.append(row)
+    total = {p: sum(r[p]["wall_s"] for r in results) for p in ("today", "new") + (("df",) if density_fit else ())}
+    summary = {"set": name, "labels": len(results), "workers": workers, "threads": threads, "wall_s": wall,
+               **{f"{p}_labels_per_hour": 3600.0 * len(results) * workers / t for p, t in total.items()},
+               "ratio": total["today"] / total["new"],
+               "dE_max_ha": max(r["dE_max_ha"] for r in rows), "dF_max_ha_a": max(r["dF_max_ha_a"] for r in rows)}
+    if density_fit:
+        summary["df_speedup_vs_new_exact"] = total["new"] / total["df"]
+        summary["df_shift_max_kcal"] = max(r["df_shift_max_kcal"] for r in rows)
+        summary["df_shift_forces_max_kcal_a"] = max(r["df_shift_forces_max_kcal_a"] for r in rows)
+    return {"rows": rows, "summary": summary}
+
+
+def _policy_task(args):
+    structure, threads, folder = args
+    from pyscf import lib
+
+    import anif.labeling as labeling
+    from anif.labeling import Level
+
+    lib.num_threads(threads)
+    start = time.perf_counter()
+    labeling.label_structure(structure, Level(device="cpu"), guesses=folder)
+    return time.perf_counter() - start
+
+
+def policy(structures_by_name: dict, cores: int, tmp: Path) -> list[dict]:
+    """Wall time of the same labels with 1 worker x ``cores`` threads and ``cores`` workers x 1 thread."""
+    rows = []
+    for name, structures in structures_by_name.items():
+        for workers, threads in ((1, cores), (cores, 1)):
+            folder = str(tmp / f"policy-{name}-{workers}")
+            start = time.perf_counter()
+            with mp.get_context("spawn").Pool(workers) as pool:
+                list(pool.imap_unordered(_policy_task, [(s, threads, folder) for s in structures]))
+            wall = time.perf_counter() - start
+            rows.append({"molecule": name, "labels": len(structures), "workers": workers, "threads": threads,
+                         "wall_s": wall, "labels_per_hour": 3600.0 * len(structures) / wall})
+    return rows
+
+
+def _optimize_task(args):
+    """One oracle optimisation (GAU, the quickstart's criteria): before = geomeTRIC from the RDKit/UFF
+    embedding with PySCF's own SCF; after = the PySCF oracle's path (ANI-1x start, fast SCF)."""
+    smiles, settings = args
+    from pyscf import lib
+
+    import anif.labeling as labeling
+    from anif.al.oracles import ani1x_minimum
+    from anif.labeling import Level
+    from anif.structures import from_smiles
+
+    lib.num_threads(1)
+    labeling.FAST_SCF = settings == "after"
+    start = time.perf_counter()
+    structure = from_smiles(smiles, seed=0, name=smiles)
+    if settings == "after":
+        structure = ani1x_minimum(structure)
+    result = labeling.optimize(structure, Level(device="cpu"), "GAU", 60)
+    return {"molecule": smiles, "settings": settings, "gradients": result.steps, "converged": result.converged,
+            "energy": result.energy, "wall_s": time.perf_counter() - start}
+
+
+def optimizer_counts(workers: int) -> list[dict]:
+    tasks = [(s, k) for s in OPTIMIZED for k in ("before", "after")]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return list(pool.imap(_optimize_task, tasks))
+
+
+def _round_robin(groups: list[list]) -> list:
+    """One conformer of each molecule in turn, as a campaign's labels of several molecules arrive
+    (and so that two workers do not start on the first two conformers of one molecule at once)."""
+    return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
 
 
 def main() -> None:
+    from anif.distributed import available_cores
+    from anif.labeling import Level, worker_policy
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("bench_labeling"))
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--sets", nargs="+", default=["campaign", "quickstart"], choices=["campaign", "quickstart"])
+    parser.add_argument("--conformers", type=int, default=8, help="conformers per molecule of the campaign set")
+    parser.add_argument("--molecules", nargs="+", default=list(CAMPAIGN), help="SMILES of the campaign set")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--df", action="store_true", help="also the new path with density fitting")
+    parser.add_argument("--policy", action="store_true", help="also 1 worker x C threads vs C workers x 1 thread")
+    parser.add_argument("--optimizer", action="store_true", help="also the quickstart optimisations' gradient counts")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    cores = available_cores()
+    report = {"cores": cores}
+    sets = {}
+    if "campaign" in args.sets:
+        sets["campaign"] = _round_robin([conformers(smi, args.conformers) for smi in args.molecules])
+    if "quickstart" in args.sets:
+        sets["quickstart"] = _round_robin([conformers(smi, n) for smi, n in QUICKSTART])
+    rows, summaries = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for density_fit in (False, True):
-            for workers in args.workers:
-                rows.append(run(MOLECULES, workers, density_fit, Path(tmp)))
-                print(rows[-1], flush=True)
-    with open(args.out_dir / "labeling_benchmark.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"\n{len(MOLECULES)} molecules ({', '.join(MOLECULES)}), wB97X/6-31G(d), {available_cores()} cores")
-    print(f"{'workers':>7} {'threads':>7} {'DF':>3} {'wall s':>8} {'labels/h':>9}")
+        for name, structures in sets.items():
+            workers, threads = worker_policy(len(structures), Level(device="cpu"), args.workers)
+            print(f"{name}: {len(structures)} structures, {workers} workers x {threads} threads", flush=True)
+            result = compare(name, structures, workers, threads, args.df, Path(tmp))
+            rows += result["rows"]
+            summaries.append(result["summary"])
+        if args.policy:
+            small = sets.get("campaign", [])[: 2 * cores] or conformers("CO", 2 * cores)
+            large = conformers(args.molecules[-1], 2 * cores)
+            report["policy"] = policy({small[0].name: small, large[0].name: large}, cores, Path(tmp))
+    if args.optimizer:
+        report["optimizer"] = optimizer_counts(args.workers or cores)
+    report.update(rows=rows, summaries=summaries)
+    (args.out_dir / "labeling_benchmark.json").write_text(json.dumps(report, indent=2, default=float))
+    if rows:
+        with open(args.out_dir / "labeling_benchmark.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    print(f"\nwB97X/6-31G(d), exact integrals, {cores} cores; per structure: today and new on the same worker, "
+          "order alternating")
+    print(f"{'set':<10} {'molecule':<10} {'heavy':>5} {'n':>3} {'today s':>8} {'new s':>7} {'ratio':>6} "
+          f"{'it today':>8} {'it new':>6} {'nbr':>3} {'max|dE| Ha':>10} {'max|dF| Ha/A':>12}")
     for r in rows:
-        print(f"{r['workers']:>7} {r['threads_per_worker']:>7} {'yes' if r['density_fit'] else 'no':>3} "
-              f"{r['wall_s']:>8.1f} {r['labels_per_hour']:>9.1f}")
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    names = [f"{r['workers']}w x {r['threads_per_worker']}t\n{'DF' if r['density_fit'] else 'exact'}" for r in rows]
-    ax.bar(names, [r["labels_per_hour"] for r in rows], color=["C0" if not r["density_fit"] else "C1" for r in rows])
-    ax.set_ylabel("labels per hour")
-    ax.set_title("anif label, wB97X/6-31G(d), small molecules")
-    fig.tight_layout()
-    fig.savefig(args.out_dir / "labeling_benchmark.png", dpi=120)
-    print(f"wrote {args.out_dir / 'labeling_benchmark.csv'} and {args.out_dir / 'labeling_benchmark.png'}")
+        print(f"{r['set']:<10} {r['molecule']:<10} {r['heavy_atoms']:>5} {r['labels']:>3} {r['today_s_per_label']:>8.1f} "
+              f"{r['new_s_per_label']:>7.1f} {r['today_s_per_label'] / r['new_s_per_label']:>6.2f} "
+              f"{r['today_iterations']:>8.1f} {r['new_iterations']:>6.1f} {r['neighbour_guesses']:>3} "
+              f"{r['dE_max_ha']:>10.1e} {r['dF_max_ha_a']:>12.1e}")
+    for s in summaries:
+        print(f"{s['set']}: {s['labels']} labels, {s['workers']} workers x {s['threads']} threads: "
+              f"today {s['today_labels_per_hour']:.0f} labels/h, new {s['new_labels_per_hour']:.0f} labels/h, "
+              f"ratio {s['ratio']:.2f}; max |dE| {s['dE_max_ha']:.1e} Ha, max |dF| {s['dF_max_ha_a']:.1e} Ha/A")
+        if args.df:
+            print(f"  density fitting: {s['df_labels_per_hour']:.0f} labels/h, {s['df_speedup_vs_new_exact']:.2f}x the new "
+                  f"exact path; shift max |dE| {s['df_shift_max_kcal']:.3f} kcal/mol, "
+                  f"max |dF| {s['df_shift_forces_max_kcal_a']:.3f} kcal/mol/A")
+    for r in report.get("policy", []):
+        print(f"policy {r['molecule']:<10} {r['labels']} labels: {r['workers']} workers x {r['threads']} threads "
+              f"{r['wall_s']:.1f} s ({r['labels_per_hour']:.0f} labels/h)")
+    for r in report.get("optimizer", []):
+        print(f"optimize {r['molecule']:<4} {r['settings']:<18} {r['gradients']:>3} gradients, "
+              f"converged {r['converged']}, E {r['energy']:.6f} Ha, {r['wall_s']:.0f} s")
+    print(f"wrote {args.out_dir / 'labeling_benchmark.json'}")
 
 
 if __name__ == "__main__":

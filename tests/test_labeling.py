@@ -339,3 +339,123 @@ def test_pool_reports_task_errors_without_stopping():
     with dask_client(workers=1, task_threads=1) as client:
         results = dict(as_completed_with_progress(client, int, ["1", "x", "3"], "parse"))
     assert results[0] == 1 and results[2] == 3 and isinstance(results[1], ValueError)
+
+
+# ---- labels sooner, same numbers (issue 23) ---------------------------------------------
+FAST = Level(basis="3-21g")  # wB97X (range-separated: the in-core long-range ERIs run), a small basis for speed
+
+
+def test_guess_reuse_and_fast_scf_equal_a_from_scratch_pyscf_run(tmp_path):
+    """Orbitals of a nearby conformer (through the shared folder, as another worker would
+    find them) only change the SCF's path: energy within 1e-6 Ha, forces within 1e-5 Ha/A
+    of plain PySCF started from scratch."""
+    from anif.labeling import Guesses, guesses_path
+
+    first, second = _waters(2, seed=5, scale=0.03)
+    folder = guesses_path(tmp_path / "labels.h5")
+    assert folder.name == "labels.dm"
+    a = label_structure(first, FAST, guesses=str(folder))
+    assert a["ok"] and a["scf_guess"] == "minao"
+    (stored,) = folder.glob("*/*.npz")
+    assert stored.stem == structure_key(first)
+    found = Guesses(folder).nearest(second, FAST)  # a fresh process's view of the folder
+    assert found is not None and 0 < found[0] < 0.2
+    b = label_structure(second, FAST, guesses=str(folder))
+    assert b["ok"] and b["scf_guess"].startswith("neighbour:")
+    for structure, result in ((first, a), (second, b)):
+        energy, forces = _direct_pyscf(structure, FAST)
+        assert result["energy"] == pytest.approx(energy, abs=1e-6)
+        np.testing.assert_allclose(result["forces"], forces, atol=1e-5)
+    far = Structure([8, 1, 1], WATER * 2.2, name="stretched")  # beyond the RMSD cut-off: a fresh guess
+    assert Guesses(folder).nearest(far, FAST) is None
+    methane = Structure([6, 1, 1, 1, 1], [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                                          [0.63, -0.63, -0.63]])
+    assert Guesses(folder).nearest(methane, FAST) is None  # another molecule
+
+
+def test_device_selection(monkeypatch, capsys, tmp_path):
+    """auto is cpu without CUDA (this machine, or no gpu4pyscf) and cuda with both; --device cuda
+    without them is a one-line error, exit 1, before anything is written."""
+    import anif.labeling as labeling
+    from anif.cli import main
+    from anif.errors import InputError
+
+    ok, why = labeling.cuda_available()
+    if not ok:
+        assert labeling.resolve_device("auto") == "cpu" and why
+        with pytest.raises(InputError, match="--device cuda"):
+            labeling.resolve_device("cuda")
+    assert labeling.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(labeling, "cuda_available", lambda: (True, ""))
+    assert labeling.resolve_device("auto") == "cuda" and labeling.resolve_device("cuda") == "cuda"
+    assert labeling.worker_policy(8, Level(device="cuda"))[0] == 1
+    monkeypatch.setattr(labeling, "cuda_available", lambda: (False, "no CUDA device here"))
+    assert labeling.resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="device must be one of"):
+        labeling.resolve_device("gpu")
+
+    (tmp_path / "in.xyz").write_text(WATER_XYZ)
+    monkeypatch.setattr(sys, "argv", ["anif", "label", "--input", str(tmp_path / "in.xyz"),
+                                      "--out", str(tmp_path / "out.h5"), "--device", "cuda"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --device cuda: no CUDA device here" and not (tmp_path / "out.h5").exists()
+
+
+def test_density_fit_is_recorded_and_never_mixed(tmp_path):
+    from anif.al.oracles import PySCFOracle
+    from anif.errors import InputError
+
+    write_xyz(_waters(1, seed=6), tmp_path / "in.xyz")
+    out = tmp_path / "labels.h5"
+    df = Level(basis="sto-3g", density_fit=True)
+    assert label_file(tmp_path / "in.xyz", out, df, workers=1, threads=1).labelled == 1
+    assert set(DatasetStore(out, "r").read("H2O")["density_fit"]) == {1}
+    with pytest.raises(InputError, match="holds labels with density_fit='1', this run computes density_fit=0"):
+        label_file(tmp_path / "in.xyz", out, SMALL, workers=1, threads=1)
+    assert PySCFOracle(df).method == "wb97x/sto-3g/df" and PySCFOracle(SMALL).method == "wb97x/sto-3g"
+
+
+def test_stage_times_are_recorded_and_plotted(tmp_path):
+    from anif.al.ledger import Ledger
+    from anif.al.report import plot_stage_times, stage_times
+
+    ledger = Ledger(tmp_path)
+    for stage, wall in (("sample", 2.0), ("label", 30.0), ("label", 10.0), ("train", 5.0), ("evaluate", 1.0)):
+        ledger.add_stage_time(1, stage, wall)
+    assert stage_times(ledger) == {1: {"evaluate": 1.0, "label": 40.0, "sample": 2.0, "train": 5.0}}
+    ledger.close()
+    paths = plot_stage_times(tmp_path, tmp_path)
+    assert [p.name for p in paths] == ["stage_times.png", "stage_times.json"] and all(p.exists() for p in paths)
+    import json
+
+    groups = json.loads((tmp_path / "stage_times.json").read_text())["groups"]["1"]
+    assert groups == {"sampling": 2.0, "labelling": 40.0, "training": 5.0, "evaluation": 1.0}
+
+
+def test_fast_scf_optimisation_equals_pyscf_own_algorithms(monkeypatch):
+    """geomeTRIC moves one Mole in place: the in-core long-range ERIs and the cached AO values
+    follow the geometry, so the optimisation takes the same steps to the same minimum."""
+    import anif.labeling as labeling
+
+    start = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
+    fast = optimize(start, FAST, "GAU")
+    monkeypatch.setattr(labeling, "FAST_SCF", False)
+    plain = optimize(start, FAST, "GAU")
+    assert fast.converged and fast.steps == plain.steps
+    assert fast.energy == pytest.approx(plain.energy, abs=1e-8)
+    np.testing.assert_allclose(fast.structure.coordinates, plain.structure.coordinates, atol=1e-5)
+
+
+def test_oracle_starts_optimisations_at_the_ani1x_minimum():
+    from anif.al.oracles import ani1x_minimum
+
+    water = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
+    relaxed = ani1x_minimum(water)
+    assert relaxed.name == "water" and not np.allclose(relaxed.coordinates, water.coordinates)
+    oh = np.linalg.norm(relaxed.coordinates[1:] - relaxed.coordinates[0], axis=1)
+    np.testing.assert_allclose(oh, 0.96, atol=0.02)
+    cation = Structure([8, 1, 1], water.coordinates, charge=1, multiplicity=2)
+    assert ani1x_minimum(cation) is cation  # outside ANI-1x: unchanged

@@ -146,7 +146,7 @@ class Campaign:
             self.threads = available_cores()
         else:
             self.threads = max(1, available_cores() // (workers or available_cores()))
-        self.oracle = oracle or make_oracle(config, self.threads)
+        self.oracle = oracle or make_oracle(config, self.threads, self.folder)
         self.ledger: Optional[Ledger] = None
         self._lock = None  # the open lock file while this process runs the campaign
         self._pool: Optional[ExitStack] = None
@@ -229,6 +229,7 @@ class Campaign:
         with self.ledger.transaction():
             self.ledger.execute("UPDATE cycles SET stage = ?, wall_s = wall_s + ? WHERE cycle = ?",
                                 (following, time.perf_counter() - start, cycle))
+            self.ledger.add_stage_time(cycle, stage, time.perf_counter() - start)  # the report's time per stage
         from .report import write_history
 
         write_history(self.folder, self.ledger)

@@ -53,7 +53,8 @@ class OracleSettings:
 
     method: str = "wb97x"
     basis: str = "6-31g*"
-    density_fit: bool = False
+    density_fit: bool = False  # recorded in every label's method ("wb97x/6-31g*/df"); a campaign never mixes
+    device: str = "auto"  # "auto" | "cpu" | "cuda" (gpu4pyscf); the same numbers on either
     max_scf_cycles: int = 100
     threads: int = 0  # PySCF threads per task; 0: cores / workers
     convergence: str = "GAU_TIGHT"  # geomeTRIC criteria of the optimisations

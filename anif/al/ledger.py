@@ -20,6 +20,8 @@ forces float64 (N, 3) in Angstrom and Hartree/Angstrom, Hessians float64 (3N, 3N
   and the fraction of structures with |error| / sqrt(N) above the paper's 1.5 kcal/mol that
   rho > rho_hat catches); ``test_errors`` each test structure's rho and error (kcal/mol);
   ``baselines`` the same metrics for the starting ensemble and ANI-1x.
+- ``stage_times``: wall seconds spent in each stage of each cycle (summed over resumes), so a
+  report shows where the time goes (sampling, labelling, training, evaluation, ...).
 
 Every stage commits its results in transactions (WAL journal, synchronous=FULL), so a kill at
 any moment leaves the ledger as of the last commit.
@@ -80,6 +82,8 @@ CREATE TABLE IF NOT EXISTS test_errors (
 CREATE TABLE IF NOT EXISTS baselines (
     model TEXT NOT NULL, test_set TEXT NOT NULL, e_rmse REAL, e_mae REAL, f_rmse REAL, f_mae REAL, n INTEGER NOT NULL,
     de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER, PRIMARY KEY (model, test_set));
+CREATE TABLE IF NOT EXISTS stage_times (
+    cycle INTEGER NOT NULL, stage TEXT NOT NULL, wall_s REAL NOT NULL DEFAULT 0, PRIMARY KEY (cycle, stage));
 """
 
 
@@ -175,6 +179,11 @@ class Ledger:
     def labels_total(self) -> int:
         """Training labels computed (or taken from the bootstrap dataset) so far."""
         return int(self.value("SELECT COUNT(*) FROM labels WHERE role = 'train' AND status = 'ok'", default=0))
+
+    def add_stage_time(self, cycle: int, stage: str, wall_s: float) -> None:
+        """Add ``wall_s`` to the time of ``stage`` in ``cycle`` (a resumed stage adds up)."""
+        self.execute("INSERT INTO stage_times (cycle, stage, wall_s) VALUES (?, ?, ?) "
+                     "ON CONFLICT (cycle, stage) DO UPDATE SET wall_s = wall_s + excluded.wall_s", (cycle, stage, wall_s))
 
     def next_seq(self) -> int:
         return int(self.value("SELECT MAX(seq) FROM labels", default=-1)) + 1

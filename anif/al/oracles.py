@@ -3,8 +3,10 @@
 An oracle labels structures (energy in Hartree, forces in Hartree/Angstrom), optimises
 molecules and gives Hessians (Ha/A^2) for normal modes:
 
-- :class:`PySCFOracle`: wB97X/6-31G(d) (or any :class:`anif.labeling.Level`) with PySCF,
-  geomeTRIC optimisations with tight criteria, analytic Hessians;
+- :class:`PySCFOracle`: wB97X/6-31G(d) (or any :class:`anif.labeling.Level`) with PySCF (or
+  gpu4pyscf on a CUDA device), geomeTRIC optimisations with tight criteria, analytic Hessians;
+  each label's SCF starts from the nearest labelled conformer's orbitals kept in ``guesses``
+  (a folder shared by the workers; the campaign's ``densities/``);
 - :class:`TeacherOracle`: any ensemble (``model:ani1x``, ``model:PATH``) as the reference, in
   float64, for cheap experiments and tests: L-BFGS minimum and finite-difference Hessian of the
   teacher's energy.
@@ -20,15 +22,20 @@ import functools
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ..errors import AnifError
-from ..labeling import Level, check_level, hessian, label_structure, optimize
+from ..labeling import Level, check_level, hessian, label_structure, optimize, resolve_device
 from ..structures import Structure
 from .config import Config
+
+
+#: The campaign folder's converged orbitals (SCF initial guesses shared by the workers).
+DENSITIES = "densities"
 
 
 class Oracle:
@@ -59,16 +66,20 @@ class PySCFOracle(Oracle):
     threads: Optional[int] = None
     convergence: str = "GAU_TIGHT"
     max_steps: int = 200
+    guesses: Optional[str] = None  # folder of converged orbitals (labeling.Guesses); None: this process only
+    preoptimize: bool = True  # start geomeTRIC at the ANI-1x minimum (H, C, N, O singlets): fewer DFT gradients
 
     @property
     def method(self) -> str:
-        return self.level.name
+        """The level as labels record it: ``wb97x/6-31g*``, ``wb97x/6-31g*/df`` with density fitting."""
+        return self.level.name + ("/df" if self.level.density_fit else "")
 
     def label(self, structure: Structure) -> dict:
-        return label_structure(structure, self.level, self.threads)
+        return label_structure(structure, self.level, self.threads, guesses=self.guesses or True)
 
     def optimize(self, structure: Structure) -> tuple[Structure, float, bool]:
-        result = optimize(structure, self.level, self.convergence, self.max_steps, self.threads)
+        start = ani1x_minimum(structure) if self.preoptimize else structure
+        result = optimize(start, self.level, self.convergence, self.max_steps, self.threads)
         return result.structure, result.energy, result.converged
 
     def hessian(self, structure: Structure) -> np.ndarray:
@@ -146,15 +157,39 @@ class ModelMinimaOracle(Oracle):
         return self.minima.hessian(structure)
 
 
-def make_oracle(config: Config, threads: Optional[int] = None) -> Oracle:
+def ani1x_minimum(structure: Structure) -> Structure:
+    """``structure`` relaxed by ANI-1x (trained on wB97X/6-31G(d)), where ANI-1x applies (neutral
+    H, C, N, O singlets), else unchanged: a start that saves the oracle's optimisation about one
+    gradient of its 4-5 on the quickstart's molecules (README). The oracle's own criteria still
+    decide the minimum."""
+    if structure.n_atoms < 2 or structure.charge != 0 or structure.multiplicity != 1 \
+            or not set(int(z) for z in structure.numbers) <= {1, 6, 7, 8}:
+        return structure
+    from ..sampling.dnms import optimize as relax
+
+    try:
+        minimum = relax(_teacher("ani1x"), structure)
+    except (AnifError, OSError, RuntimeError, ValueError):  # ANI-1x not available offline: no head start
+        return structure
+    if not np.isfinite(minimum.coordinates).all():
+        return structure
+    return Structure(structure.numbers, minimum.coordinates, name=structure.name, charge=structure.charge,
+                     multiplicity=structure.multiplicity, bonds=structure.bonds)
+
+
+def make_oracle(config: Config, threads: Optional[int] = None, folder: Optional[str | Path] = None) -> Oracle:
     """The oracle a config names (``[campaign] oracle``), its PySCF level from ``[oracle]``, with
-    minima from a model when ``[oracle] minima`` names one."""
+    minima from a model when ``[oracle] minima`` names one; ``folder``: the campaign folder, whose
+    ``densities/`` the PySCF oracle's workers share."""
     spec, o = config.campaign.oracle, config.oracle
     if spec.startswith("model:"):
         oracle = TeacherOracle(spec[len("model:"):])
     else:
-        level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit, max_cycle=o.max_scf_cycles))
-        oracle = PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps)
+        level = check_level(Level(method=o.method, basis=o.basis, density_fit=o.density_fit,
+                                  max_cycle=o.max_scf_cycles, device=o.device))
+        level = replace(level, device=resolve_device(level.device))  # one-line error for cuda without one
+        oracle = PySCFOracle(level, o.threads or threads, o.convergence, o.max_steps,
+                             None if folder is None else str(Path(folder) / DENSITIES))
     if o.minima == "oracle":
         return oracle
     return ModelMinimaOracle(oracle, TeacherOracle(o.minima[len("model:"):]))

@@ -10,7 +10,8 @@ errors). Every cycle's metrics per test set hold E, dE and F errors and how rho 
 draws (PNG, with the numbers in ``plots/report.json``): test error against labels with the first
 model's and the baselines' errors dashed (the paper's Fig. 5), E/dE/F per cycle on each test set,
 rho against the real error for the last cycle (Fig. 1), rho of the candidates per cycle, labels
-by sampler per cycle.
+by sampler per cycle, and where
+the wall time goes per cycle (:func:`plot_stage_times`: ``stage_times.png`` and ``.json``).
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ def write_report(folder: str | Path) -> list[Path]:
              _plot_rho(data, out / "rho_per_cycle.png"), _plot_samplers(data, out / "labels_per_sampler.png"),
              _plot_rho_vs_error(data, out / "rho_vs_error.png")]
     _write_json(out / "report.json", data)
+    paths += plot_stage_times(folder, out)
     return [p for p in paths if p is not None] + [out / "report.json"]
 
 
@@ -323,3 +325,50 @@ def _plot_samplers(data: dict, path: Path) -> Optional[Path]:
         ax.bar(cycles, values, bottom=bottom, label=s)
         bottom += values
     return _finish(fig, ax, path, cycles, "labels added", "Labels contributed by each sampler")
+
+
+# ---- where the time goes -------------------------------------------------------------------
+#: Stages grouped as a user scales them out: sampling (search, samplers, selection), labelling
+#: (the oracle: optimisations, Hessians, labels), training, evaluation; anything else as itself.
+STAGE_GROUPS = {"search": "sampling", "sample": "sampling", "select": "sampling", "reduce": "sampling",
+                "optimize": "labelling", "label": "labelling", "train": "training", "evaluate": "evaluation"}
+
+
+def stage_times(ledger: Ledger) -> dict[int, dict[str, float]]:
+    """Wall seconds per cycle and stage (the ledger's ``stage_times``; empty for a ledger without it)."""
+    if not ledger.value("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'stage_times'", default=0):
+        return {}
+    out: dict[int, dict[str, float]] = {}
+    for r in ledger.rows("SELECT cycle, stage, wall_s FROM stage_times ORDER BY cycle, stage"):
+        out.setdefault(int(r["cycle"]), {})[r["stage"]] = float(r["wall_s"])
+    return out
+
+
+def plot_stage_times(folder: str | Path, out: Path) -> list[Path]:
+    """``stage_times.json`` (seconds per cycle and stage, and per group) and ``stage_times.png``
+    (stacked bars: sampling, labelling, training, evaluation per cycle); [] before any stage ended."""
+    ledger = Ledger(folder, create=False)
+    try:
+        times = stage_times(ledger)
+    finally:
+        ledger.close()
+    if not times:
+        return []
+    groups = {c: {} for c in times}
+    for c, stages in times.items():
+        for stage, wall in stages.items():
+            g = STAGE_GROUPS.get(stage, stage)
+            groups[c][g] = groups[c].get(g, 0.0) + wall
+    _write_json(out / "stage_times.json", {"stages": times, "groups": groups})
+    plt = _plt()
+    cycles = sorted(groups)
+    names = [g for g in ("sampling", "labelling", "training", "evaluation") if any(g in groups[c] for c in cycles)]
+    names += sorted({g for c in cycles for g in groups[c]} - set(names))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=150)
+    bottom = np.zeros(len(cycles))
+    for g in names:
+        values = np.array([groups[c].get(g, 0.0) for c in cycles]) / 60.0
+        ax.bar(cycles, values, bottom=bottom, label=g)
+        bottom += values
+    return [_finish(fig, ax, out / "stage_times.png", cycles, "wall time (min)", "Where the wall time goes per cycle"),
+            out / "stage_times.json"]

@@ -34,7 +34,8 @@ def label_command(
     workers: Annotated[Optional[int], typer.Option(min=0, help="Local worker processes (default: sized to the machine).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing Dask scheduler.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="PySCF (OpenMP) threads per labelling worker process (default: cores / workers).")] = None,
-    density_fit: Annotated[bool, typer.Option("--density-fit", help="Density fitting (faster, ~0.01-0.04 kcal/mol off).")] = _DEFAULT.density_fit,
+    density_fit: Annotated[bool, typer.Option("--density-fit", help="Density fitting (faster, ~0.01-0.04 kcal/mol off; recorded per label, a store never mixes).")] = _DEFAULT.density_fit,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present and gpu4pyscf imports), cpu or cuda (gpu4pyscf).")] = _DEFAULT.device,
     grid: Annotated[str, typer.Option(help="DFT grid per atom: RADIAL,ANGULAR.")] = ",".join(map(str, _DEFAULT.grid)),
     max_cycle: Annotated[int, typer.Option(min=1, help="SCF iterations per retry rung.")] = _DEFAULT.max_cycle,
     spherical: Annotated[bool, typer.Option("--spherical", help="Spherical d/f functions even for Pople bases.")] = False,
@@ -54,7 +55,7 @@ def label_command(
         for note in dict.fromkeys(n for s in read_structures(input) for n in s.notes):
             print(f"note: {note}", file=sys.stderr)
     level = Level(method=method, basis=basis, cartesian=False if spherical else None, grid=_parse_grid(grid),
-                  density_fit=density_fit, max_cycle=max_cycle)
+                  density_fit=density_fit, max_cycle=max_cycle, device=device)
     summary = label_file(input, out, level, charge, multiplicity, workers, scheduler, threads, retry_failed, dashboard)
     print(summary.line(out))
     if summary.failed:
