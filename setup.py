@@ -46,8 +46,8 @@ setup(
     entry_points={
         "console_scripts": ["anif=anif.cli:main"],
         "openmmml.potentials": [
-            "ani1x=anif.simulation.potential:AnifPotentialImplFactory",
-            "anif=anif.simulation.potential:AnifPotentialImplFactory",
+            "ani1x=anif.openmm_plugin.potential:AnifPotentialImplFactory",
+            "anif=anif.openmm_plugin.potential:AnifPotentialImplFactory",
         ],
     },
 )

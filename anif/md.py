@@ -17,7 +17,8 @@ import numpy as np
 from .errors import InputError
 from .md_settings import MD_DEFAULTS
 from .qbc_calibration import RHO_HAT
-from .simulation.builder import get_platform, to_topology
+from .openmm_plugin.builder import get_platform, to_topology
+from .plausibility import require_angstrom
 from .structures import Structure, from_smiles
 from .units import FS_PER_PS, HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
@@ -43,7 +44,7 @@ def load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: 
 
         structures = [s for s, _ in read_any(input_file)]
     for s in structures:
-        s.validate(supported_numbers(model)).check_units().require_neutral_closed_shell()
+        require_angstrom(s.validate(supported_numbers(model))).require_neutral_closed_shell()
     return structures
 
 
@@ -59,7 +60,7 @@ class EnsembleCalculator:
 
         key = tuple(int(z) for z in numbers)
         if key not in self._contexts:
-            from .simulation import create_system
+            from .openmm_plugin import create_system
 
             system, force = create_system(self.model, key, backend=self.backend, remove_cm_motion=False)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), get_platform(self.platform))
@@ -71,7 +72,7 @@ class EnsembleCalculator:
         from openmm import unit
 
         from .models import evaluate
-        from .simulation import read_qbc
+        from .openmm_plugin import read_qbc
 
         context, force = self._context(structure.numbers)
         context.setPositions(structure.coordinates / NM_TO_ANGSTROM)
@@ -92,7 +93,7 @@ class EnsembleCalculator:
 
 def molecule_system(structure: Structure, model, backend: str = "torch"):
     """(topology, System driven by the ensemble alone, positions in nm) of one molecule in vacuum."""
-    from .simulation import create_system
+    from .openmm_plugin import create_system
 
     system, _ = create_system(model, structure.numbers, backend=backend)
     return to_topology(structure), system, structure.coordinates / NM_TO_ANGSTROM
@@ -121,7 +122,7 @@ def run_md(
     topology.pdb, trajectory.dcd and qbc.csv (sigma/rho of the ensemble's atoms, ``ml_atoms``; all
     particles if None) into ``out`` and returns the run's summary.
 
-    A :class:`~anif.simulation.guard.DomainGuard` watches the ML atoms every report: bonds
+    A :class:`~anif.openmm_plugin.guard.DomainGuard` watches the ML atoms every report: bonds
     broken or formed, atoms flung beyond the cutoff, NaN energies, rho above ``rho_limit`` for 50
     reports in a row stop the run (``outcome`` 'left_model_domain', with the reason); the frames
     so far are kept. A minimisation that changes the bond graph is undone (MD starts from the input
@@ -129,9 +130,9 @@ def run_md(
     """
     from openmm import app, unit
 
-    from .simulation import QBCReporter, RhoThresholdExceeded
-    from .simulation.guard import DomainGuard, LeftModelDomain, bond_changes
-    from .simulation.builder import langevin_simulation, openmm_seed
+    from .openmm_plugin import QBCReporter, RhoThresholdExceeded
+    from .openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
+    from .openmm_plugin.builder import langevin_simulation, openmm_seed
     from .progress import step_progress
 
     if steps < 0 or report_every < 1:

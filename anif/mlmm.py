@@ -203,7 +203,7 @@ def _mass(z: int) -> float:
 
 
 def _atom_name(structure: Structure, i: int) -> str:
-    from .simulation.builder import atom_names
+    from .openmm_plugin.builder import atom_names
 
     return atom_names(structure.numbers)[i]
 
@@ -324,7 +324,7 @@ def solute_forcefield(structure: Structure, smiles: Optional[str] = None, sdf: O
     (default :func:`gaff_cache`) after the first time."""
     from openmm import app
 
-    from .simulation.builder import to_topology
+    from .openmm_plugin.builder import to_topology
 
     if mm_solute not in MM_SOLUTES:
         raise InputError(f"unknown --mm-solute {mm_solute!r} (use {' or '.join(MM_SOLUTES)})")

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import InputError
 from .structures import _PT
 
 #: Ground-state energies of the neutral free atoms H..Ar (Hartree, about the HF/DFT limit).
@@ -106,3 +107,12 @@ def label_problems(numbers, coordinates, energies, forces=None) -> list[str]:
     if forces is not None:
         found.append(force_problem(forces))
     return [p for p in found if p]
+
+
+def require_angstrom(structure):
+    """``structure``, or InputError when its coordinates look like Bohr or nm, not Angstrom
+    (:func:`coordinate_problem`, the check `anif label` makes)."""
+    problem = coordinate_problem(structure.numbers, structure.coordinates)
+    if problem:
+        raise InputError(f"{structure.name or 'structure'}: {problem.split(': ', 1)[-1]}")
+    return structure

@@ -107,16 +107,6 @@ class Structure:
                 )
         return self
 
-    def check_units(self) -> "Structure":
-        """Raise InputError when the coordinates look like Bohr or nm, not Angstrom
-        (:func:`anif.plausibility.coordinate_problem`, the check `anif label` makes)."""
-        from .plausibility import coordinate_problem
-
-        problem = coordinate_problem(self.numbers, self.coordinates)
-        if problem:
-            raise InputError(f"{self.name or 'structure'}: {problem.split(': ', 1)[-1]}")
-        return self
-
     def check_charge_spin(self, neutral_closed_shell: bool = False) -> "Structure":
         """Raise InputError for an impossible charge and multiplicity (see :func:`charge_spin_problem`)."""
         problem = charge_spin_problem(int(self.numbers.sum()) - int(self.charge), int(self.charge),

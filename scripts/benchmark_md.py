@@ -17,7 +17,7 @@ import torch
 from openmm import unit
 
 from anif.models import load_ani, load_model
-from anif.simulation import create_system
+from anif.openmm_plugin import create_system
 from anif.structures import from_smiles
 from anif.units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 

@@ -2,7 +2,7 @@
 
 "kernels" is the default path (compiled CPU kernels, anif.kernels); "TorchScript" is the fused ensemble
 without them (load_model(..., implementation="torchscript")). Prints, in one run, as ratios fused / stock:
-  1. MD steps/s: OpenMM CPU platform, the ensemble as a TorchForce (anif.simulation.create_force),
+  1. MD steps/s: OpenMM CPU platform, the ensemble as a TorchForce (anif.openmm_plugin.create_force),
      LangevinMiddleIntegrator, for ~20, ~50, ~100 and ~300 atoms;
   2. QBC screening throughput (molecules/s) for 1,000 small molecules: stock one at a time, stock and fused
      through anif.models.score_structures (size-sorted padded batches);
@@ -60,7 +60,7 @@ def best_time(fn, seconds: float, quantile: float = 0.2) -> float:
 def md_seconds_per_step(model, structure, seconds: float, steps: int = 10) -> float:
     import openmm
 
-    from anif.simulation import create_system
+    from anif.openmm_plugin import create_system
     from anif.units import NM_TO_ANGSTROM
 
     system, _ = create_system(model, structure.numbers, backend="torch")

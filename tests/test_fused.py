@@ -135,7 +135,7 @@ def test_small_molecules_match_torchani_ani1x(fused, ani1x_torchani, numbers, co
 def torchforce_state(model, mol):
     import openmm
 
-    from anif.simulation import create_system, read_qbc
+    from anif.openmm_plugin import create_system, read_qbc
 
     system, force = create_system(model, mol.numbers, backend="torch")
     assert type(force).__name__ == "TorchForce"

@@ -18,9 +18,9 @@ LAYERS = {
     "anif.accuracy": 1, "anif.benchmark": 1, "anif.qbc_calibration": 1, "anif.md": 1, "anif.mlmm": 1, "anif.al": 1,
     "anif.labeling_settings": 1, "anif.training_settings": 1, "anif.md_settings": 1,
     # engine pieces: ensemble and kernels, OpenMM forces/integrators/reporters, dataset store
-    "anif.models": 2, "anif.fused": 2, "anif.kernels": 2, "anif.simulation": 2, "anif.datasets": 2,
+    "anif.models": 2, "anif.fused": 2, "anif.kernels": 2, "anif.openmm_plugin": 2, "anif.datasets": 2,
     "anif.comp6": 2, "anif.extxyz": 2, "anif.plausibility": 2, "anif.distributed": 2, "anif.vibrations": 2, "anif.outputs": 2,
-    "anif.progress": 2, "anif.openmm_plugin": 2,  # the old name of anif.simulation (aliases)
+    "anif.progress": 2,
     # base: structures, units, errors and numpy geometry
     "anif": 3, "anif.structures": 3, "anif.units": 3, "anif.errors": 3, "anif.geometry": 3, "anif.lazy": 3,
 }
@@ -94,15 +94,19 @@ def test_no_import_cycles():
 
 
 def test_old_module_names_are_the_new_modules():
-    """Scripts, pickled PythonForce callables and installed openmmml entry points name the old paths."""
+    """Scripts and pickled PythonForce callables that name ``anif.benchmark`` keep working."""
     import importlib
 
-    renamed = {"anif.openmm_plugin.simulation": "anif.simulation.builder", "anif.benchmark": "anif.accuracy"}
-    for name in ("force", "guard", "integrators", "reporters", "sampling_reporters", "potential"):
-        renamed[f"anif.openmm_plugin.{name}"] = f"anif.simulation.{name}"
-    for old, new in renamed.items():
-        assert importlib.import_module(old) is importlib.import_module(new), old
-    from anif.openmm_plugin import create_system
-    from anif.simulation import create_system as current
+    assert importlib.import_module("anif.benchmark") is importlib.import_module("anif.accuracy")
 
-    assert create_system is current
+
+def test_the_openmm_layer_lives_in_openmm_plugin():
+    """The specification's home of the OpenMM layer: the force, integrators, reporters, guard, builder
+    and openmmml entry points are modules of ``anif.openmm_plugin`` itself, not aliases."""
+    import importlib
+
+    for name in ("force", "guard", "integrators", "reporters", "sampling_reporters", "potential", "builder"):
+        module = importlib.import_module(f"anif.openmm_plugin.{name}")
+        assert module.__name__ == f"anif.openmm_plugin.{name}"
+        assert Path(module.__file__).parent == PACKAGE / "openmm_plugin"
+    assert not (PACKAGE / "simulation").exists()

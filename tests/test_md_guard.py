@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from anif.simulation.guard import bond_changes, bond_graph, isolated_atoms
+from anif.openmm_plugin.guard import bond_changes, bond_graph, isolated_atoms
 from anif.structures import from_smiles, read_structures
 
 
@@ -94,9 +94,9 @@ def test_rho_far_above_rho_hat_stops_with_any_integrator(ani1x, integrator):
     import openmm
     from openmm import app, unit
 
-    from anif.simulation import QBCLangevinIntegrator, create_system, read_qbc
-    from anif.simulation.guard import DomainGuard, LeftModelDomain
-    from anif.simulation.builder import to_topology
+    from anif.openmm_plugin import QBCLangevinIntegrator, create_system, read_qbc
+    from anif.openmm_plugin.guard import DomainGuard, LeftModelDomain
+    from anif.openmm_plugin.builder import to_topology
 
     ethanol = from_smiles("CCO", seed=0)
     system, _ = create_system(ani1x, ethanol.numbers)

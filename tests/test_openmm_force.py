@@ -9,7 +9,7 @@ import torch
 from openmm import app, unit
 
 from anif.models import evaluate, load_model
-from anif.simulation import (
+from anif.openmm_plugin import (
     QBCLangevinIntegrator,
     QBCReporter,
     RhoThresholdExceeded,
@@ -244,7 +244,7 @@ def test_qbc_reporter_logs_and_stops(tmp_path, ani1x, ani1x_torchani, paracetamo
 def test_qbc_langevin_integrator_thermostat_and_cost():
     """The QBC integrator holds its target temperature and records sigma without a second
     force evaluation (sigma after a step equals a fresh evaluation at those positions)."""
-    from anif.simulation.reporters import degrees_of_freedom
+    from anif.openmm_plugin.reporters import degrees_of_freedom
 
     model = load_model("ani1x")
     mol = from_smiles("CCO", seed=0)

@@ -10,7 +10,7 @@ import torch
 from openmm import app, unit
 
 from anif.md import to_topology
-from anif.simulation import (
+from anif.openmm_plugin import (
     QBCLangevinIntegrator,
     QBCReporter,
     create_system,

@@ -35,7 +35,7 @@ def methanol():
 
 # ---- RTS ------------------------------------------------------------------------------
 def test_rts_defaults_follow_the_paper_schedule():
-    from anif.simulation.sampling_reporters import TemperatureRampReporter
+    from anif.openmm_plugin.sampling_reporters import TemperatureRampReporter
     from anif.sampling import RTSSettings
 
     s = RTSSettings()

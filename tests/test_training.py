@@ -190,7 +190,7 @@ def test_training_reaches_teacher_accuracy_and_runs_in_openmm(tmp_path, ani1x):
     # same energies through OpenMM (TorchForce, Reference platform) as through the training code
     import openmm
 
-    from anif.simulation import create_force
+    from anif.openmm_plugin import create_force
     from anif.units import HARTREE_TO_KJ_MOL
 
     numbers, xyz, _ = test["ethanol"]

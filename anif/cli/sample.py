@@ -73,6 +73,7 @@ def _load(model, inputs: list[str], seed: int) -> list:
     """Embed / read the inputs, skipping (with the reason) what the model cannot sample."""
     from ..errors import AnifError
     from ..models import supported_numbers
+    from ..plausibility import require_angstrom
     from ..sampling.search import embed
 
     molecules, ready = _molecule_list(inputs)
@@ -83,7 +84,7 @@ def _load(model, inputs: list[str], seed: int) -> list:
         _say(f"note: {note}")
     for s in ready:
         try:
-            structures.append(s.validate(supported).check_units().require_neutral_closed_shell())
+            structures.append(require_angstrom(s.validate(supported)).require_neutral_closed_shell())
         except AnifError as exc:
             skipped.append((s.name, str(exc)))
     for name, reason in skipped:

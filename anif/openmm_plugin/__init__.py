@@ -1,7 +1,35 @@
-"""The old name of :mod:`anif.simulation` (it was never an OpenMM plugin in OpenMM's sense).
+"""ANI ensembles in OpenMM: forces that emit the ensemble's disagreement, and reporters."""
 
-Kept so that scripts, pickled PythonForce callables and installed openmmml entry points that
-name ``anif.openmm_plugin[.module]`` keep working: each submodule here *is* the new module."""
+from .force import (
+    ATOMS_PARAMETER,
+    SIGMA_PARAMETER,
+    create_force,
+    create_system,
+    ensemble_atom_count,
+    find_ensemble_force,
+    read_qbc,
+    sigma_from_state,
+)
+from .guard import DomainGuard, LeftModelDomain
+from .integrators import QBCLangevinIntegrator
+from .reporters import QBC_CSV_HEADER, QBCReporter, RhoThresholdExceeded
+from .builder import langevin_simulation, to_topology
 
-from ..simulation import *  # noqa: F401,F403
-from ..simulation import __all__  # noqa: F401
+__all__ = [
+    "ATOMS_PARAMETER",
+    "SIGMA_PARAMETER",
+    "QBC_CSV_HEADER",
+    "QBCLangevinIntegrator",
+    "QBCReporter",
+    "DomainGuard",
+    "LeftModelDomain",
+    "RhoThresholdExceeded",
+    "create_force",
+    "create_system",
+    "ensemble_atom_count",
+    "find_ensemble_force",
+    "langevin_simulation",
+    "to_topology",
+    "read_qbc",
+    "sigma_from_state",
+]

@@ -3,7 +3,7 @@
 Every sampler returns :class:`Candidate` objects (structure, rho in kcal/mol, ensemble energy,
 provenance); :func:`write_candidates` stores them through :class:`anif.datasets.DatasetStore`.
 RTS and dimer sampling drive OpenMM simulations with the ensemble force through the reporters
-in :mod:`anif.simulation.sampling_reporters`. :mod:`anif.sampling.parallel` runs any of them
+in :mod:`anif.openmm_plugin.sampling_reporters`. :mod:`anif.sampling.parallel` runs any of them
 over many molecules on the Dask pool. The names below load their submodule on first use, so
 importing the package (or its torch-free :mod:`anif.sampling.settings`) stays cheap.
 """

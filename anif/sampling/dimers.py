@@ -14,10 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..simulation import create_system
-from ..simulation.guard import DomainGuard, LeftModelDomain
-from ..simulation.builder import langevin_simulation, to_topology
-from ..simulation.sampling_reporters import DimerReporter
+from ..openmm_plugin import create_system
+from ..openmm_plugin.guard import DomainGuard, LeftModelDomain
+from ..openmm_plugin.builder import langevin_simulation, to_topology
+from ..openmm_plugin.sampling_reporters import DimerReporter
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .boxes import pack_box

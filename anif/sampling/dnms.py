@@ -139,7 +139,7 @@ def dnms_conformers(structure: Structure, hessian: np.ndarray, settings: DNMSSet
 
     Draws that break or form a covalent bond against ``structure`` (too hot a temperature, a soft
     mode) are dropped before the selection: fragments are never candidates."""
-    from ..simulation.guard import bond_changes, bond_graph
+    from ..openmm_plugin.guard import bond_changes, bond_graph
 
     pool, s = nms_pool(structure, hessian, settings, rng)
     bonds = bond_graph(structure.numbers, structure.coordinates)

@@ -3,7 +3,7 @@ the way an MD user meets them, not the way the samplers pick them).
 
 One Langevin trajectory per molecule at ``temperature``: ``equilibration_ps`` first, then a frame
 every ``interval_ps`` until ``n`` frames are taken. The trajectory is watched by the
-:class:`~anif.simulation.guard.DomainGuard`; a molecule that breaks or forms a bond yields the
+:class:`~anif.openmm_plugin.guard.DomainGuard`; a molecule that breaks or forms a bond yields the
 frames taken before.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from openmm import unit
 
-from ..simulation import create_system
-from ..simulation.builder import langevin_simulation, to_topology
-from ..simulation.guard import DomainGuard, LeftModelDomain
+from ..openmm_plugin import create_system
+from ..openmm_plugin.builder import langevin_simulation, to_topology
+from ..openmm_plugin.guard import DomainGuard, LeftModelDomain
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .candidates import Candidate

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from openmm import unit
 
-from ..simulation import QBCReporter, RhoThresholdExceeded, create_system
-from ..simulation.guard import DomainGuard, LeftModelDomain, bond_changes
-from ..simulation.sampling_reporters import TemperatureRampReporter
-from ..simulation.builder import langevin_simulation, to_topology
+from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
+from ..openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
+from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
+from ..openmm_plugin.builder import langevin_simulation, to_topology
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
 from .candidates import Candidate, molecule_seed, score
@@ -41,7 +41,7 @@ def rts_trajectory(model, structure: Structure, rho_hat: float, seed: int, setti
 
     ``log_prefix``: write ``PREFIX.ramp.csv`` (target temperature) and ``PREFIX.qbc.csv``
     (QBC log with the kinetic temperature). ``system``: a (System, force) pair from
-    :func:`anif.simulation.create_system` to reuse across trajectories.
+    :func:`anif.openmm_plugin.create_system` to reuse across trajectories.
     Returns (candidate or None, ramp reporter, number of steps run).
     """
     system, force = system or create_system(model, structure.numbers, backend=settings.backend)
