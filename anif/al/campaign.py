@@ -743,14 +743,12 @@ class Campaign:
         first = None
         with self.ledger.transaction():
             for name, molecules in tests.items():
-                predictions, ranking = self._record_metrics("metrics", ("cycle", cycle), name, model, molecules,
-                                                            row["rho_hat"])
+                predictions = self._record_metrics("metrics", ("cycle", cycle), name, model, molecules, row["rho_hat"])
                 first = first or predictions
-                self.ledger.db.executemany(
-                    "INSERT OR REPLACE INTO test_errors VALUES (?, ?, ?, ?, ?, ?)",
-                    [(cycle, name, k, int(n), float(r), float(e)) for k, (n, r, e) in enumerate(zip(
-                        np.concatenate([[p.molecule.species.shape[0]] * p.molecule.n_conformers for p in predictions]),
-                        ranking.rho, np.concatenate([p.energy_error_kcal for p in predictions])))])
+                rows = [(p.molecule.species.shape[0], float(r), float(e))
+                        for p in predictions for r, e in zip(p.rho_kcal_mol, p.energy_error_kcal)]
+                self.ledger.db.executemany("INSERT OR REPLACE INTO test_errors VALUES (?, ?, ?, ?, ?, ?)",
+                                           [(cycle, name, k, *r) for k, r in enumerate(rows)])
             q = self.config.qbc
             if q.recalibrate:
                 try:
@@ -772,7 +770,7 @@ class Campaign:
 
     def _record_metrics(self, table: str, key: tuple[str, object], test_set: str, model, molecules, rho_hat: float):
         """Evaluate ``model`` on a test set and store its E/dE/F errors and rho ranking in ``table``
-        under ``key`` (column, value); returns (predictions, :class:`anif.accuracy.QBCRanking`)."""
+        under ``key`` (column, value); returns the predictions."""
         from ..accuracy import compute_metrics, predict, qbc_ranking
 
         predictions = predict(model, molecules, forces=True, progress=self.progress)
@@ -786,7 +784,7 @@ class Campaign:
         spearman = "n/a" if ranking.spearman is None else f"{ranking.spearman:.2f}"
         log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s", key[0], key[1],
                  test_set, m["E_rmse"], m["n_conformers"], spearman)
-        return predictions, ranking
+        return predictions
 
     def _evaluate_baselines(self, tests: dict, rho_hat: float) -> None:
         """The starting ensemble's ([campaign] init) and ANI-1x's errors on the test sets, for the
