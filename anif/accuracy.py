@@ -158,8 +158,6 @@ class QBCRanking:
     spearman: Optional[float]
     captured: Optional[float]
     n_bad: int
-    rho: np.ndarray  # (C,) kcal/mol
-    error_per_sqrt_atom: np.ndarray  # (C,) |E - E_ref| / sqrt(N), kcal/mol
 
 
 def qbc_ranking(predictions: Sequence[MoleculePrediction], rho_hat: float,
@@ -173,7 +171,7 @@ def qbc_ranking(predictions: Sequence[MoleculePrediction], rho_hat: float,
     spearman = None if constant else float(spearmanr(rho, err).statistic)
     bad = err > error_bound
     captured = float(np.mean(rho[bad] > rho_hat)) if bad.any() else None
-    return QBCRanking(spearman, captured, int(bad.sum()), rho, err)
+    return QBCRanking(spearman, captured, int(bad.sum()))
 
 
 # ---- figures --------------------------------------------------------------------------

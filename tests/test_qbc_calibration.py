@@ -87,3 +87,26 @@ def test_qbc_calibrate_cli_on_synthetic_labels(tmp_path, monkeypatch, capsys, s6
     assert cal["n_bad"] == int(bad.sum())
     assert cal["selected_fraction"] == pytest.approx(np.mean(rho > expected))
     assert (tmp_path / "cal.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_qbc_ranking_counts_what_rho_catches():
+    """Spearman of rho with |E - E_ref| / sqrt(N) against scipy; the capture fraction counted by hand."""
+    from scipy.stats import spearmanr
+
+    from anif.accuracy import MoleculePrediction, qbc_ranking
+    from anif.comp6 import Comp6Molecule
+    from anif.units import HARTREE_TO_KCAL_MOL
+
+    rng = np.random.default_rng(3)
+    species = np.array([6, 1, 1, 1, 1])  # N = 5
+    error_kcal = np.array([0.5, 4.0, -5.0, 3.0, -0.2, 6.0])  # per sqrt(5): 0.22, 1.79, 2.24, 1.34, 0.09, 2.68
+    rho = np.array([0.1, 0.5, 0.2, 0.3, 0.05, 0.9])
+    reference = -40.0 + rng.normal(0, 1e-3, 6)
+    molecule = Comp6Molecule("t", "methane", species, np.zeros((6, 5, 3)), reference, None)
+    prediction = MoleculePrediction(molecule, reference + error_kcal / HARTREE_TO_KCAL_MOL, None, np.zeros((2, 6)), rho)
+    ranking = qbc_ranking([prediction], rho_hat=0.3)
+    assert ranking.n_bad == 3  # errors per sqrt(atom) above 1.5: 1.79, 2.24, 2.68
+    assert ranking.captured == pytest.approx(2 / 3)  # rho 0.5 and 0.9 exceed 0.3; 0.2 does not
+    assert ranking.spearman == pytest.approx(spearmanr(rho, np.abs(error_kcal)).statistic)
+    flat = MoleculePrediction(molecule, reference, None, np.zeros((2, 6)), np.zeros(6))
+    assert qbc_ranking([flat], 0.3).spearman is None and qbc_ranking([flat], 0.3).captured is None
