@@ -421,7 +421,7 @@ def test_bad_config_through_the_cli_is_one_line_and_creates_nothing(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
         "error: [qbc]: unknown key(s) rho_hatt (allowed: rho_hat, recalibrate, error_bound, capture, upper_bound, "
-        "min_rmsd, max_per_cycle, select, prefilter)"]
+        "min_rmsd, max_per_cycle, strategy, prefilter)"]
     assert not (tmp_path / "run").exists()
 
 

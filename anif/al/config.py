@@ -9,7 +9,7 @@ Sections (``[campaign]`` and at least one ``[test_sets.NAME]`` are required)::
     [search]        configurational search sources, staged by size
     [conformational] samplers run in each cycle and when to switch to a configurational cycle
     [dnms] [rts] [dimers]   sampler settings (fields of DNMSSettings, RTSSettings, DimerSettings)
-    [qbc]           rho_hat, recalibration, selection rule
+    [qbc]           rho_hat, recalibration, strategy ("qbc" or the "random" baseline), trust bound, cap
     [training]      fields of anif.training.TrainSettings, plus warm_start and jobs
     [stop]          stop rules (the only section a resumed campaign may change)
     [test_sets.NAME]  file = "labelled.h5"  or  smiles = [...] (conformers labelled by the oracle)
@@ -32,6 +32,8 @@ from ..training_settings import TrainSettings
 
 #: Conformational samplers a campaign can run.
 SAMPLERS = ("dnms", "rts", "dimers")
+#: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
+STRATEGIES = ("qbc", "random")
 #: How generated test conformers are made.
 TEST_SAMPLERS = ("dnms", "md")
 #: Fewest conformers each member of a scratch bootstrap must train on: below it the networks have
@@ -111,8 +113,12 @@ class QBCSettings:
     upper_bound: float = math.inf  # trust bound: candidates with rho above it are not labelled
     min_rmsd: float = 0.05  # near-duplicates (A, after superposition) are labelled once
     max_per_cycle: int = 200
-    select: str = "rho"  # "rho": rho > rho_hat, highest first; "random": uniform over all candidates
-    prefilter: bool = True  # samplers keep only rho > rho_hat (False: all, the selection filters)
+    # "qbc": label rho > rho_hat, highest rho first. "random" (the baseline of an A/B): the same samplers and
+    # cap, but no rho anywhere: the samplers keep every candidate, the search keeps every molecule, and the
+    # selection picks uniformly (seeded) among all candidates. RTS still stops at its first rho > rho_hat
+    # structure in both: that is how the sampler works, not a selection.
+    strategy: str = "qbc"
+    prefilter: bool = True  # qbc: samplers keep only rho > rho_hat (False: all, the selection filters)
 
 
 @dataclass(frozen=True)
@@ -345,8 +351,8 @@ def validate(config: Config) -> None:
     bad = sorted(set(c.conformational.samplers) - set(SAMPLERS))
     if bad or not c.conformational.samplers:
         raise InputError(f"[conformational] samplers must be some of {', '.join(SAMPLERS)}, got {list(c.conformational.samplers)}")
-    if c.qbc.select not in ("rho", "random"):
-        raise InputError(f"[qbc] select must be 'rho' or 'random', got {c.qbc.select!r}")
+    if c.qbc.strategy not in STRATEGIES:
+        raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
         raise InputError("[qbc] max_per_cycle must be >= 1 and upper_bound above rho_hat")
     t = c.training.train
