@@ -303,6 +303,134 @@ def test_qbc_selection_threshold_trust_bound_duplicates_and_cap():
     assert sorted(uniform.selected) == list(range(7))  # random ignores rho altogether
 
 
+# ---- strategy A/B and the multi-campaign report ----------------------------------------------
+AB = """
+[campaign]
+seed = 3
+oracle = "model:ani1x"
+
+[bootstrap]
+smiles = ["C", "N", "O", "CO", "CN", "C=O", "CCO", "CC=O"]
+conformers = 6
+
+[search]
+size_stages = [3]
+molecules_per_cycle = 3
+
+[conformational]
+samplers = ["dnms"]
+
+[dnms]
+pool = 48
+keep = 8
+
+[qbc]
+rho_hat = 0.25
+max_per_cycle = 10
+strategy = "qbc"
+
+[training]
+members = 4
+folds = 4
+arch = "small"
+max_epochs = 40
+jobs = 1
+
+[stop]
+max_cycles = 1
+patience = 5
+
+[test_sets.held_out]
+smiles = ["CCO", "CC=O"]
+conformers = 8
+temperature = 500.0
+sampler = "md"
+"""
+
+
+@pytest.fixture(scope="module")
+def ab(tmp_path_factory, ani1x):
+    """Two one-cycle campaigns from one config that differ only in [qbc] strategy."""
+    tmp = tmp_path_factory.mktemp("ab")
+    out = {}
+    for strategy in ("qbc", "random"):
+        config = _write(tmp, AB.replace('strategy = "qbc"', f'strategy = "{strategy}"'), f"{strategy}.toml")
+        run = _run(config, tmp / strategy, "--workers", "0")
+        assert run.returncode == 0, run.stderr[-3000:]
+        out[strategy] = tmp / strategy
+    return out
+
+
+def test_random_strategy_picks_uniformly_among_all_candidates_under_the_same_cap(ab, tmp_path):
+    from anif.al import load_config
+    from anif.al.campaign import seed_of
+
+    config = load_config(_write(tmp_path, AB.replace('strategy = "qbc"', 'strategy = "random"')))
+    assert config.qbc.strategy == "random" and load_config(_write(tmp_path, AB, "q.toml")).qbc.strategy == "qbc"
+    qbc, rnd = ab["qbc"], ab["random"]
+    for folder, strategy in ((qbc, "qbc"), (rnd, "random")):
+        assert json.loads((folder / "history.json").read_text())["strategy"] == strategy
+    # the same bootstrap (same seed), so the same cycle-0 model scores the same searched molecules
+    assert _ledger(qbc, "SELECT key FROM labels WHERE cycle = 0 ORDER BY seq") == \
+        _ledger(rnd, "SELECT key FROM labels WHERE cycle = 0 ORDER BY seq")
+    searched = _ledger(rnd, "SELECT name, rho FROM search WHERE cycle = 1 AND rho IS NOT NULL ORDER BY name")
+    joined = _ledger(rnd, "SELECT name FROM molecules WHERE cycle = 1 AND role = 'train' AND status = 'ok' ORDER BY name")
+    assert [n for n, _ in searched] == [n for (n,) in joined]  # random: every searched molecule joins, whatever rho
+    assert _ledger(qbc, "SELECT name FROM molecules WHERE cycle = 1 AND role = 'train' ORDER BY name") == \
+        [(n,) for n, r in searched if r > 0.25]
+    # random: DNMS keeps every conformer (no rho prefilter), QBC only rho > rho_hat
+    rows = _ledger(rnd, "SELECT id, rho, selected, reason FROM candidates WHERE cycle = 1 AND role = 'train' "
+                        "ORDER BY sampler, item, k")
+    assert len(rows) >= 8 * len(joined) - 2 and len(rows) > 10
+    assert min(r for (r,) in _ledger(qbc, "SELECT rho FROM candidates WHERE cycle = 1 AND role = 'train'")) > 0.25
+    chosen = [i for i, (_, _, sel, _) in enumerate(rows) if sel]
+    assert len(chosen) == 10  # the cap, as QBC's
+    assert len(_ledger(qbc, "SELECT 1 FROM candidates WHERE cycle = 1 AND selected = 1")) <= 10
+    # uniform and seeded: the first 10 of the campaign's seeded permutation that are no near-duplicates
+    skipped = {i for i, (_, _, _, why) in enumerate(rows) if why in ("near-duplicate", "already labelled")}
+    order = [int(i) for i in np.random.default_rng(seed_of(3, 1, "select")).permutation(len(rows)) if i not in skipped]
+    assert sorted(order[:10]) == chosen
+    by_rho = sorted(range(len(rows)), key=lambda i: -rows[i][1])[:10]
+    assert sorted(by_rho) != chosen  # not QBC's pick
+
+
+def test_report_of_two_campaigns_overlays_their_curves_with_the_ledgers_numbers(ab, tmp_path):
+    import shutil
+
+    plots = tmp_path / "plots"
+    run = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(ab["qbc"]), str(ab["random"]),
+                          "--out", str(plots)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in plots.iterdir()) == ["compare_de_rmse.png", "compare_e_rmse.png",
+                                                        "compare_f_rmse.png", "comparison.json"]
+    assert all((plots / f"compare_{q}_rmse.png").read_bytes()[:4] == b"\x89PNG" for q in ("e", "de", "f"))
+    data = json.loads((plots / "comparison.json").read_text())
+    assert [c["strategy"] for c in data["campaigns"]] == ["qbc", "random"] and data["test_sets"] == ["held_out"]
+    for c, folder in zip(data["campaigns"], (ab["qbc"], ab["random"])):
+        ledger = _ledger(folder, "SELECT m.cycle, c.dataset_size, m.e_rmse, m.de_rmse, m.f_rmse FROM metrics m "
+                                 "JOIN cycles c USING (cycle) WHERE m.test_set = 'held_out' ORDER BY m.cycle")
+        assert len(ledger) == 2
+        assert [(p["cycle"], p["labels"], p["e_rmse"], p["de_rmse"], p["f_rmse"])
+                for p in c["test_sets"]["held_out"]] == ledger
+        for cycle, labels, e, de, f in ledger:  # the printed table: one row per campaign, cycle and test set
+            row = f"{folder.name} | {c['strategy']} | held_out | {cycle} | {labels} | {e:.3f} | {de:.3f} | {f:.3f}"
+            assert row in re.sub(r"\s*[│┃]\s*", " | ", run.stdout)
+    # one folder stays today's report; a folder that is no campaign, or other test data, is refused
+    assert not (ab["qbc"] / "plots" / "comparison.json").exists()
+    bad = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(ab["qbc"]), str(tmp_path)],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip() == f"error: {tmp_path}: not a campaign folder (no ledger.sqlite)"
+    other = tmp_path / "other"
+    shutil.copytree(ab["random"], other, ignore=shutil.ignore_patterns(".lock"))
+    with sqlite3.connect(other / "ledger.sqlite") as db:
+        db.execute("UPDATE labels SET energy = energy + 1e-3 WHERE role = 'test:held_out' "
+                   "AND key = (SELECT MIN(key) FROM labels WHERE role = 'test:held_out')")
+    bad = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(ab["qbc"]), str(other)],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "were tested on different test sets (held_out)" in bad.stderr
+
+
 def test_dataset_reduction_selects_the_fail_cases():
     """A synthetic set whose model errors are known: each round adds only fail cases, ceil(2%) of them,
     and the reduction ends by adding every fail case left once fewer than 5% of the rest fail."""
