@@ -51,7 +51,7 @@ def status_command(
 
 @al_app.command("report")
 def report_command(
-    folders: list[Path] = typer.Argument(..., help="campaign folder(s); several: their learning curves overlaid"),
+    folders: list[Path] = typer.Argument(..., metavar="DIR...", help="campaign folder(s); several: their learning curves overlaid"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder of the comparison's figures (default: FOLDER_A/plots)"),
 ) -> None:
     """One folder: figures (PNG) and their numbers (JSON) in FOLDER/plots. Several (same test sets):
