@@ -234,10 +234,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="one seed, small settings (about 15 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default: 3, quick: 1)")
+    parser.add_argument("--cycles", type=int, default=None, help="cycles after the bootstrap (default: 6, quick: 3)")
     parser.add_argument("--test-file", type=Path, default=MINI_COMP6, help="labelled test set (default: the mini-COMP6)")
     args = parser.parse_args()
     s = dict(SCALE["quick" if args.quick else "full"])
     seeds = list(range(args.seeds or s["seeds"]))
+    s["cycles"] = args.cycles or s["cycles"]
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.test_file.is_file():
         from build_mini_comp6 import build  # noqa: PLC0415 - the script next to this one
