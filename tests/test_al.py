@@ -760,3 +760,46 @@ def test_schedule_stop_rules_and_the_kind_of_the_next_cycle():
     assert go(run, stop=StopSettings(max_cycles=4))[0] == "max_cycles (4) reached"
     assert go(run, stop=StopSettings(wall_time_h=500 / 3600))[0] == "wall time (0.1388888888888889 h) reached"
     assert next_cycle(run[:1], 10, True, False, stop, conf)[0].startswith("nothing to sample")
+
+
+# ---- the QBC-against-random experiment ----------------------------------------------------------
+def test_shipped_mini_comp6_is_larger_than_the_pool_and_labelled_by_ani1x(ani1x_torchani):
+    from anif.comp6 import read_comp6_file
+    from anif.datasets import DatasetStore
+    from anif.sampling.search import gdb11_like
+    from anif.al.sources import heavy_atoms
+
+    path = ROOT / "data" / "mini_comp6.h5"
+    assert path.stat().st_size < 1_000_000
+    pool_max = max(heavy_atoms(s) for s, _ in gdb11_like())
+    model = copy.deepcopy(ani1x_torchani).double()
+    kinds = set()
+    for group, data in DatasetStore(path, "r"):
+        heavy = int((np.asarray(data["species"]) > 1).sum())
+        kind = str(data["kind"][0])
+        kinds.add(kind)
+        assert kind == "dimer" or heavy > pool_max, group
+        assert set(map(str, data["method"])) == {"teacher:ani1x"}
+        species = torch.tensor(np.asarray(data["species"])[None].repeat(len(data["energies"]), 0))
+        coords = torch.tensor(data["coordinates"], dtype=torch.float64, requires_grad=True)
+        energy = model((species, coords)).energies
+        forces = -torch.autograd.grad(energy.sum(), coords)[0]
+        np.testing.assert_allclose(data["energies"], energy.detach().numpy(), atol=2e-6)
+        np.testing.assert_allclose(data["forces"], forces.numpy(), atol=1e-5)
+        assert len(data["energies"]) >= 5 and np.ptp(data["energies"]) > 0  # several distinct conformers
+    assert kinds == {"drug", "gdb", "tripeptide", "dimer"}
+    assert sum(m.n_conformers for m in read_comp6_file(path, subset="mini_comp6")) > 100
+
+
+def test_al_vs_random_label_ratio_interpolates_the_learning_curve_in_log_log():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from al_vs_random import geometric, labels_to_reach
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    # E halves as labels double: 1.5 kcal/mol is reached at 200 * 2**log2(2/1.5) labels
+    needed, reached = labels_to_reach([100, 200, 400], [4.0, 2.0, 1.0], 1.5)
+    assert reached and needed == pytest.approx(200 * 2 ** np.log2(2 / 1.5))
+    assert labels_to_reach([100, 200], [4.0, 3.0], 1.0) == (200.0, False)  # never: a lower bound
+    assert labels_to_reach([100, 200], [1.0, 0.5], 2.0) == (100.0, True)
+    assert geometric([0.25, 1.0]) == pytest.approx((0.5, 2.0))
