@@ -266,7 +266,12 @@ def main() -> None:
         q, r = curves["qbc"][seed], curves["random"][seed]
         target = r[-1]["e_rmse"]
         needed, reached = labels_to_reach([p["labels"] for p in q], [p["e_rmse"] for p in q], target)
+        by_quantity = {}
+        for key in ("e_rmse", "de_rmse", "f_rmse"):  # the same measure on dE and F (E is the figure of merit)
+            n, ok = labels_to_reach([p["labels"] for p in q], [p[key] for p in q], r[-1][key])
+            by_quantity[key] = {"label_ratio": n / r[-1]["labels"], "reached": ok}
         per_seed.append({"seed": seed, "label_ratio": needed / r[-1]["labels"], "reached": reached,
+                         "by_quantity": by_quantity,
                          "qbc_labels_needed": needed, "random_final_labels": r[-1]["labels"],
                          "qbc_final_labels": q[-1]["labels"], "qbc_final_rmse_kcal_mol": q[-1]["e_rmse"],
                          "random_final_rmse_kcal_mol": target})
