@@ -45,6 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MINI_COMP6 = ROOT / "data" / "mini_comp6.h5"
 STRATEGIES = ("qbc", "random")
 TEST = "mini_comp6"
+#: Changes to the QBC arm measured alone (``--ablation NAME``): each runs one more QBC campaign per seed
+#: with the change and compares it with the same random campaign.
+ABLATIONS = {
+    "spread": {"qbc": {"spread": True}},  # diversity within a batch: round-robin over molecules
+    "prefilter-off": {"qbc": {"prefilter": False}},  # samplers keep every candidate, selection filters
+    "recalibrate": {"qbc": {"recalibrate": True}},  # rho_hat from Fig. 1's rule on the test set each cycle
+}
 
 #: (full, quick) settings.
 SCALE = {
@@ -55,8 +62,8 @@ SCALE = {
 }
 
 
-def campaign_config(seed: int, strategy: str, s: dict, test_file: Path) -> dict:
-    return {
+def campaign_config(seed: int, strategy: str, s: dict, test_file: Path, change: dict | None = None) -> dict:
+    config = {
         "campaign": {"seed": seed, "oracle": "model:ani1x"},
         "bootstrap": {"molecules": s["bootstrap_molecules"], "max_heavy_atoms": 3, "conformers": s["bootstrap_conformers"]},
         "search": {"gdb11": True, "dipeptides": True, "random_dimers": s["random_dimers"],
@@ -72,6 +79,9 @@ def campaign_config(seed: int, strategy: str, s: dict, test_file: Path) -> dict:
         "stop": {"max_cycles": s["cycles"], "patience": 10**6},
         "test_sets": {TEST: {"file": str(test_file)}},
     }
+    for section, values in (change or {}).items():
+        config[section].update(values)
+    return config
 
 
 def write_toml(data: dict, path: Path) -> None:
@@ -95,13 +105,14 @@ def write_toml(data: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def run_arm(seed: int, strategy: str, s: dict, out: Path, test_file: Path) -> Path:
+def run_arm(seed: int, strategy: str, s: dict, out: Path, test_file: Path, ablation: str = "") -> Path:
     """Run (or resume) one campaign through ``anif al run``'s library entry; returns its folder."""
     from anif.al import load_config, run_campaign, write_report
 
-    folder = out / f"{strategy}_seed{seed}"
-    config_path = out / f"{strategy}_seed{seed}.toml"
-    write_toml(campaign_config(seed, strategy, s, test_file), config_path)
+    name = f"{strategy}-{ablation}" if ablation else strategy
+    folder = out / f"{name}_seed{seed}"
+    config_path = out / f"{name}_seed{seed}.toml"
+    write_toml(campaign_config(seed, strategy, s, test_file, ABLATIONS.get(ablation)), config_path)
     run_campaign(load_config(config_path), folder, workers=0, progress=False)
     write_report(folder)
     return folder
@@ -235,6 +246,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, small settings (about 15 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default: 3, quick: 1)")
     parser.add_argument("--cycles", type=int, default=None, help="cycles after the bootstrap (default: 6, quick: 3)")
+    parser.add_argument("--ablation", action="append", default=[], choices=sorted(ABLATIONS),
+                        help="also run the QBC arm with this change and compare it with the same random arm")
     parser.add_argument("--test-file", type=Path, default=MINI_COMP6, help="labelled test set (default: the mini-COMP6)")
     args = parser.parse_args()
     s = dict(SCALE["quick" if args.quick else "full"])
@@ -275,6 +288,20 @@ def main() -> None:
                          "qbc_labels_needed": needed, "random_final_labels": r[-1]["labels"],
                          "qbc_final_labels": q[-1]["labels"], "qbc_final_rmse_kcal_mol": q[-1]["e_rmse"],
                          "random_final_rmse_kcal_mol": target})
+    ablations = {}
+    for name in args.ablation:
+        rows = []
+        for seed in seeds:
+            folder = run_arm(seed, "qbc", s, args.out, args.test_file, name)
+            points, r = curve(folder), curves["random"][seed]
+            needed, reached = labels_to_reach([p["labels"] for p in points], [p["e_rmse"] for p in points],
+                                              r[-1]["e_rmse"])
+            rows.append({"seed": seed, "label_ratio": needed / r[-1]["labels"], "reached": reached,
+                         "final_rmse_kcal_mol": points[-1]["e_rmse"], "curve": points,
+                         "where_labels_went": {k: v for k, v in where_labels_went(folder).items() if k != "rho_values"}})
+            print(f"seed {seed} qbc-{name}: " + ", ".join(f"{p['labels']}:{p['e_rmse']:.2f}" for p in points), flush=True)
+        ablations[name] = {"change": ABLATIONS[name], "label_ratio": geometric([x["label_ratio"] for x in rows])[0],
+                           "per_seed": rows}
     ratio, spread = geometric([p["label_ratio"] for p in per_seed])
     merged = {k: merge_where(where[k]) for k in STRATEGIES}
     figures = [plot_fig4(curves, args.out / "fig4_error_vs_labels.png"),
@@ -291,6 +318,7 @@ def main() -> None:
         "curves": {k: {str(seed): v for seed, v in c.items()} for k, c in curves.items()},
         "where_labels_went": {k: {kk: vv for kk, vv in merged[k].items() if kk != "rho_values"}
                               | {"rho_kcal_mol": _quantiles(merged[k]["rho_values"])} for k in STRATEGIES},
+        "ablations": ablations,
         "settings": {"scale": "quick" if args.quick else "full", **s, "test_file": str(args.test_file)},
         "figures": [str(p) for p in figures],
         "wall_s": time.perf_counter() - start,

@@ -301,6 +301,12 @@ def test_qbc_selection_threshold_trust_bound_duplicates_and_cap():
     assert capped.selected == [3] and capped.reasons[6] == "over the cap"
     uniform = select(rho, numbers, coords, rho_hat=0.2, cap=7, priority="random", rng=np.random.default_rng(1))
     assert sorted(uniform.selected) == list(range(7))  # random ignores rho altogether
+    # spread: one molecule (three methane conformers, all above water's rho) cannot fill the cap
+    four = [numbers[0]] * 3 + [numbers[6]]
+    far = [base, base + 1.0, base - 1.0, coords[6]]
+    assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=2).selected == [0, 1]
+    assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=2, spread=True).selected == [0, 3]
+    assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=4, spread=True).selected == [0, 3, 1, 2]
 
 
 # ---- strategy A/B and the multi-campaign report ----------------------------------------------
@@ -549,7 +555,7 @@ def test_bad_config_through_the_cli_is_one_line_and_creates_nothing(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
         "error: [qbc]: unknown key(s) rho_hatt (allowed: rho_hat, recalibrate, error_bound, capture, upper_bound, "
-        "min_rmsd, max_per_cycle, strategy, prefilter)"]
+        "min_rmsd, max_per_cycle, strategy, prefilter, spread)"]
     assert not (tmp_path / "run").exists()
 
 

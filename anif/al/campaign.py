@@ -629,7 +629,7 @@ class Campaign:
                     [numbers_of(r["numbers"]) for r in train], [xyz_of(r["coordinates"]) for r in train],
                     row["rho_hat"], max(0, min(q.max_per_cycle, left)), q.upper_bound, q.min_rmsd,
                     [r["id"] not in unique for r in train], "random" if q.strategy == "random" else "rho",
-                    np.random.default_rng(seed_of(self.config.campaign.seed, cycle, "select")))
+                    np.random.default_rng(seed_of(self.config.campaign.seed, cycle, "select")), q.spread)
                 chosen = [train[i] for i in result.selected]
                 reasons = {train[i]["id"]: why for i, why in result.reasons.items()}
             seq = self.ledger.next_seq()

@@ -119,6 +119,7 @@ class QBCSettings:
     # structure in both: that is how the sampler works, not a selection.
     strategy: str = "qbc"
     prefilter: bool = True  # qbc: samplers keep only rho > rho_hat (False: all, the selection filters)
+    spread: bool = False  # qbc: fill the cap round-robin over molecules (best of each first), not by rho alone
 
 
 @dataclass(frozen=True)
