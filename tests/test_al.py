@@ -540,6 +540,7 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     (lambda t: t.replace('oracle = "model:ani1x"', 'oracle = "gaussian"'), "oracle must be 'pyscf'"),
     (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["md"]'), "[conformational] samplers"),
     (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
+    (lambda t: t.replace("[qbc]\n", "[qbc]\nstrategy = \"greedy\"\n"), "[qbc] strategy must be 'qbc' or 'random', got 'greedy'"),
     (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, edit, message):
