@@ -810,3 +810,13 @@ def test_al_vs_random_label_ratio_interpolates_the_learning_curve_in_log_log():
     assert labels_to_reach([100, 200], [4.0, 3.0], 1.0) == (200.0, False)  # never: a lower bound
     assert labels_to_reach([100, 200], [1.0, 0.5], 2.0) == (100.0, True)
     assert geometric([0.25, 1.0]) == pytest.approx((0.5, 2.0))
+
+
+def test_a_setting_newer_than_the_campaign_is_no_change_at_its_default():
+    from anif.al.config import changes
+
+    before = {"settings": {"qbc": {"rho_hat": 0.2}, "stop": {"max_cycles": 1}}, "files": {}}
+    after = lambda **qbc: {"settings": {"qbc": {"rho_hat": 0.2, **qbc}, "stop": {"max_cycles": 4}}, "files": {}}  # noqa: E731
+    assert changes(before, after(spread=False)) == []
+    assert changes(before, after(spread=True)) == ["qbc.spread"]
+    assert changes(before, after(strategy="random")) == ["qbc.strategy"]

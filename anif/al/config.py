@@ -423,13 +423,23 @@ def _flat(value, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
+def _default(key: str):
+    """The JSON-able default of ``section.key`` (None when there is no plain default)."""
+    section, _, name = key.partition(".")
+    cls = _SECTIONS.get(section, (None,))[0]
+    if cls is None or name not in {f.name for f in fields(cls)}:
+        return None
+    return _jsonable(asdict(cls()))[name]
+
+
 def changes(previous: dict, current: dict) -> list[str]:
     """Settings (``section.key``) and files that differ, except in :data:`MUTABLE_SECTIONS`."""
     before, after = previous["settings"], current["settings"]
     keep = [s for s in sorted(set(before) | set(after)) if s not in MUTABLE_SECTIONS]
     a = {k: v for s in keep for k, v in _flat(before.get(s), s).items()}
     b = {k: v for s in keep for k, v in _flat(after.get(s), s).items()}
-    out = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    out = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+           and not (k not in a and b[k] == _default(k))]  # a setting newer than the campaign, at its default
     out += [f"file {p}" for p in sorted(set(previous["files"]) | set(current["files"]))
             if previous["files"].get(p) != current["files"].get(p)]
     return out
