@@ -4,8 +4,9 @@ QBC selection (:func:`select`): a candidate is worth a label when rho > rho_hat 
 above an optional upper trust bound it is more likely broken than informative and is left
 out; near-duplicates (Kabsch RMSD below ``min_rmsd`` to a structure of the same molecule
 already selected, or identical to one already labelled) are labelled once; at most ``cap``
-per cycle, highest rho first (``priority="rho"``) or uniformly at random (``"random"``, the
-baseline of scripts/al_vs_random.py, which ignores rho altogether).
+per cycle, highest rho first (``priority="rho"``; with ``spread``, round-robin over molecules:
+the best of each before the second of any) or uniformly at random (``"random"``, ``[qbc] strategy
+= "random"``, the baseline of scripts/al_vs_random.py, which ignores rho altogether).
 
 Dataset reduction (Smith et al. 2018, Fig. 2a; :func:`reduction_start`, :func:`reduction_step`):
 train on a random ``start_fraction`` of a labelled set; evaluate the rest; a "fail case" has
