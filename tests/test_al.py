@@ -801,7 +801,7 @@ def test_shipped_mini_comp6_is_larger_than_the_pool_and_labelled_by_ani1x(ani1x_
 def test_al_vs_random_label_ratio_interpolates_the_learning_curve_in_log_log():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from al_vs_random import geometric, labels_to_reach
+        from al_vs_random import best_so_far, geometric, labels_to_reach
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     # E halves as labels double: 1.5 kcal/mol is reached at 200 * 2**log2(2/1.5) labels
@@ -810,6 +810,7 @@ def test_al_vs_random_label_ratio_interpolates_the_learning_curve_in_log_log():
     assert labels_to_reach([100, 200], [4.0, 3.0], 1.0) == (200.0, False)  # never: a lower bound
     assert labels_to_reach([100, 200], [1.0, 0.5], 2.0) == (100.0, True)
     assert geometric([0.25, 1.0]) == pytest.approx((0.5, 2.0))
+    assert best_so_far([3.0, 2.0, 2.5, 1.0]) == [3.0, 2.0, 2.0, 1.0]
 
 
 def test_a_setting_newer_than_the_campaign_is_no_change_at_its_default():
