@@ -182,6 +182,7 @@ def plot_fig4(curves: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=150)
     colors = {"qbc": "tab:red", "random": "tab:blue"}
@@ -193,6 +194,9 @@ def plot_fig4(curves: dict, path: Path) -> Path:
                         alpha=0.9 if k == 0 else 0.5, label=strategy if k == 0 else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(sorted({p["labels"] for c in curves.values() for points in c.values() for p in points}))
         ax.set_xlabel("labels (teacher: ANI-1x)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
