@@ -18,6 +18,9 @@ Cycles and their stages:
   select -> label -> train -> evaluate.
 - ``conformational``: sample (on the conformer sampling set) -> select -> label -> train -> evaluate.
 
+``[qbc] strategy = "random"`` runs the same stages without rho: the search keeps every molecule, the
+samplers keep every candidate, and the selection fills the same cap uniformly (the A/B baseline).
+
 DNMS draws normal modes at the oracle's minimum from the oracle's Hessian when ``[oracle]
 hessian = true`` (PySCF analytic / teacher finite differences), else from the last ensemble's
 finite-difference Hessian at that minimum; the candidates' provenance says which.
