@@ -1,17 +1,35 @@
-"""Active learning against random selection at laptop scale (the paper's claim, Smith et al. 2018).
+"""Does active learning pay for itself? QBC against random selection, the paper's Figs. 4 and 5 at
+laptop scale (Smith et al., J. Chem. Phys. 148, 241733, 2018), with the ANI-1x teacher as the oracle.
 
-Both arms run the same campaign (anif.al) with ANI-1x as the teacher oracle: the same bootstrap,
-the same molecules, the same sampler (DNMS with every diversity-selected conformer kept as a
-candidate, rho recorded), the same label budget per cycle. Only the selection differs: AL labels
-the candidates with the highest rho above rho_hat, random labels candidates drawn uniformly from
-the same pool. Held-out error (energy RMSE on teacher-labelled conformers at the test
-temperature) against the number of labels, mean and standard deviation over seeds, as a PNG and
-JSON. The goal: AL reaches random's final held-out error with at most 1/3 of its labels.
+Per seed, two campaigns (anif.al) from one config that differ only in ``[qbc] strategy``:
 
-    TORCHANI_DATA_DIR=../shared/torchani .venv/bin/python scripts/al_vs_random.py --out runs/al_vs_random
+- pool: the shipped GDB-11-like set staged by size (``[search] size_stages``, up to 6 heavy atoms),
+  the neutral dipeptides (a last stage admits the smallest) and random dimers of the sampling set;
+- samplers: DNMS, RTS and dimer boxes on the conformer sampling set; the same per-cycle label cap;
+- ``qbc``: label rho > rho_hat, highest rho first; ``random``: the same samplers keep every candidate
+  (no rho prefilter), the search keeps every molecule, and the cap is filled uniformly at random;
+- labels: ANI-1x (free), so the comparison is about selection only;
+- test: the mini-COMP6 (data/mini_comp6.h5, scripts/build_mini_comp6.py): molecules larger than the
+  GDB-like pool (drug-like, GDB-like 7-8 heavy atoms, tripeptides) sampled by MD at 300 and 600 K and by
+  normal modes, plus dimers; E, dE and F errors as COMP6 defines them.
 
-Conformational cycles only (no configurational search): the comparison is about which
-conformers get labelled, on a fixed set of molecules.
+The figure of merit, ``label_ratio``: random's final mini-COMP6 energy RMSE is the target; the labels
+QBC needs to reach it are found on QBC's learning curve (labels, E RMSE per cycle) by log-log linear
+interpolation between the first cycle at or below the target and the one before it. Both curves are
+taken as their running minimum (the best model a campaign has made so far: every cycle's model is kept),
+so that a noisy last cycle does not make the target easy, or a lucky early one hard. The ratio is
+those labels over random's final label count, per seed; the summary gives their geometric mean and
+geometric standard deviation. A seed whose QBC curve never reaches the target counts at its lower
+bound (QBC's final labels / random's) and is flagged (``reached``: false): the ratio is then "at
+least" that. Below 1: QBC needs fewer labels; the paper's goal is at most 1/3.
+
+    TORCHANI_DATA_DIR=../shared/torchani python scripts/al_vs_random.py --quick --out runs/avr_quick
+    TORCHANI_DATA_DIR=../shared/torchani python scripts/al_vs_random.py --out runs/avr      # 3 seeds
+
+Writes ``summary.json`` (label_ratio, seeds, qbc_final_rmse_kcal_mol, random_final_rmse_kcal_mol,
+per-seed curves and ratios, where the labels went), ``fig4_error_vs_labels.png`` (E, dE, F RMSE against
+labels, both strategies, every seed), ``fig5_where_labels_went.png`` (labels by sampler, by molecule
+size, and their rho) and per seed the ``anif al report`` overlay (``plots_seedN/``).
 """
 
 from __future__ import annotations
@@ -19,122 +37,321 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
-MOLECULES = ["C", "N", "O", "CC", "CO", "CN", "C=O", "C=C", "C#N", "CCO", "CC=O", "CCN", "OC=O", "NC=O", "COC"]
+ROOT = Path(__file__).resolve().parents[1]
+MINI_COMP6 = ROOT / "data" / "mini_comp6.h5"
+STRATEGIES = ("qbc", "random")
+TEST = "mini_comp6"
+#: Changes to the QBC arm measured alone (``--ablation NAME``): each runs one more QBC campaign per seed
+#: with the change and compares it with the same random campaign.
+ABLATIONS = {
+    "spread": {"qbc": {"spread": True}},  # diversity within a batch: round-robin over molecules
+    "prefilter-off": {"qbc": {"prefilter": False}},  # samplers keep every candidate, selection filters
+    "recalibrate": {"qbc": {"recalibrate": True}},  # rho_hat from Fig. 1's rule on the test set each cycle
+}
+
+#: (full, quick) settings.
+SCALE = {
+    "full": dict(seeds=3, cycles=6, bootstrap_molecules=12, bootstrap_conformers=8, cap=60, stages=[3, 4, 5, 6, 6, 10],
+                 search=16, conformational=24, random_dimers=4, keep=12, rts_repeats=2, rts_ramp=0.5, boxes=1, epochs=120, members=4),
+    "quick": dict(seeds=1, cycles=3, bootstrap_molecules=10, bootstrap_conformers=8, cap=40, stages=[4, 6, 10],
+                  search=8, conformational=8, random_dimers=2, keep=8, rts_repeats=1, rts_ramp=0.25, boxes=1, epochs=60, members=4),
+}
 
 
-def campaign_config(seed: int, select: str, args) -> dict:
-    return {
+def campaign_config(seed: int, strategy: str, s: dict, test_file: Path, change: dict | None = None) -> dict:
+    config = {
         "campaign": {"seed": seed, "oracle": "model:ani1x"},
-        "bootstrap": {"smiles": MOLECULES, "conformers": args.bootstrap_conformers},
-        "search": {"gdb11": False},
-        "conformational": {"samplers": ["dnms"], "patience": 10**6},
-        "dnms": {"pool": 4 * args.keep, "keep": args.keep, "temperature": args.temperature, "min_rmsd": 0.02},
-        "qbc": {"rho_hat": args.rho_hat, "select": select, "prefilter": False, "max_per_cycle": args.budget},
-        "training": {"members": args.members, "folds": args.members, "arch": "small", "max_epochs": args.epochs,
+        "bootstrap": {"molecules": s["bootstrap_molecules"], "max_heavy_atoms": 3, "conformers": s["bootstrap_conformers"]},
+        "search": {"gdb11": True, "dipeptides": True, "random_dimers": s["random_dimers"],
+                   "molecules_per_cycle": s["search"], "size_stages": s["stages"]},
+        "conformational": {"samplers": ["dnms", "rts", "dimers"], "dimer_boxes": s["boxes"], "patience": 1,
+                           "molecules_per_cycle": s["conformational"]},
+        "dnms": {"pool": 4 * s["keep"], "keep": s["keep"], "temperature": 400.0},
+        "rts": {"ramp_ps": s["rts_ramp"], "repeats": s["rts_repeats"]},
+        "dimers": {"molecules": 8, "density": 0.4, "time_ps": 0.1, "interval": 25},
+        "qbc": {"strategy": strategy, "max_per_cycle": s["cap"]},
+        "training": {"members": s["members"], "folds": s["members"], "arch": "small", "max_epochs": s["epochs"],
                      "jobs": 1},
-        "stop": {"max_cycles": args.cycles, "patience": 10**6},
-        "test_sets": {"held_out": {"smiles": MOLECULES, "conformers": args.test_conformers,
-                                   "temperature": args.test_temperature}},
+        "stop": {"max_cycles": s["cycles"], "patience": 10**6},
+        "test_sets": {TEST: {"file": str(test_file)}},
     }
+    for section, values in (change or {}).items():
+        config[section].update(values)
+    return config
 
 
-def run_arm(seed: int, select: str, args) -> list[tuple[int, float]]:
-    """(labels, held-out E RMSE) per cycle of one campaign."""
-    from anif.al import parse_config, run_campaign
+def write_toml(data: dict, path: Path) -> None:
+    """A minimal TOML writer for the config (strings, numbers, booleans, lists, one table level)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
 
-    folder = args.out / f"{select}_seed{seed}"
-    config = parse_config(campaign_config(seed, select, args), Path.cwd(), f"{select} seed {seed}")
-    status = run_campaign(config, folder, workers=0, progress=False)
-    return [(c["dataset_size"], c["test_rmse_kcal_mol"]["held_out"]) for c in status["cycles"]]
+    lines = []
+    for section, body in data.items():
+        if section == "test_sets":
+            for name, t in body.items():
+                lines += [f"[test_sets.{name}]", *(f"{k} = {value(v)}" for k, v in t.items()), ""]
+            continue
+        lines += [f"[{section}]", *(f"{k} = {value(v)}" for k, v in body.items()), ""]
+    path.write_text("\n".join(lines))
 
 
-def labels_to_reach(curve_labels: np.ndarray, curve_error: np.ndarray, target: float) -> float:
-    """Labels at which a (mean) learning curve first reaches ``target`` (log-log interpolation); inf if never."""
-    for i in range(len(curve_error)):
-        if curve_error[i] <= target:
+def run_arm(seed: int, strategy: str, s: dict, out: Path, test_file: Path, ablation: str = "") -> Path:
+    """Run (or resume) one campaign through ``anif al run``'s library entry; returns its folder."""
+    from anif.al import load_config, run_campaign, write_report
+
+    name = f"{strategy}-{ablation}" if ablation else strategy
+    folder = out / f"{name}_seed{seed}"
+    config_path = out / f"{name}_seed{seed}.toml"
+    write_toml(campaign_config(seed, strategy, s, test_file, ABLATIONS.get(ablation)), config_path)
+    run_campaign(load_config(config_path), folder, workers=0, progress=False)
+    write_report(folder)
+    return folder
+
+
+def curve(folder: Path) -> list[dict]:
+    """Per cycle: labels in the training set and the mini-COMP6 errors (from the ledger)."""
+    with sqlite3.connect(folder / "ledger.sqlite") as db:
+        rows = db.execute("SELECT m.cycle, c.dataset_size, m.e_rmse, m.de_rmse, m.f_rmse, m.rho_spearman FROM metrics m "
+                          "JOIN cycles c USING (cycle) WHERE m.test_set = ? ORDER BY m.cycle", (TEST,)).fetchall()
+    return [dict(zip(("cycle", "labels", "e_rmse", "de_rmse", "f_rmse", "rho_spearman"), r)) for r in rows]
+
+
+def best_so_far(errors) -> list[float]:
+    """The running minimum of a learning curve."""
+    return [float(x) for x in np.minimum.accumulate(np.asarray(errors, dtype=float))]
+
+
+def labels_to_reach(labels, errors, target: float) -> tuple[float, bool]:
+    """Labels at which the curve first reaches ``target`` (log-log interpolation between the first point at or
+    below it and the one before); (last labels, False) when it never does."""
+    for i, e in enumerate(errors):
+        if e <= target:
             if i == 0:
-                return float(curve_labels[0])
-            x0, x1 = np.log(curve_labels[i - 1]), np.log(curve_labels[i])
-            y0, y1 = np.log(curve_error[i - 1]), np.log(curve_error[i])
-            return float(np.exp(x0 + (np.log(target) - y0) * (x1 - x0) / (y1 - y0)))
-    return math.inf
+                return float(labels[0]), True
+            x0, x1, y0, y1 = map(math.log, (labels[i - 1], labels[i], errors[i - 1], errors[i]))
+            t = (math.log(target) - y0) / (y1 - y0) if y1 != y0 else 1.0
+            return float(math.exp(x0 + t * (x1 - x0))), True
+    return float(labels[-1]), False
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/al_vs_random"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--cycles", type=int, default=6)
-    parser.add_argument("--budget", type=int, default=24, help="labels per cycle (both arms)")
-    parser.add_argument("--bootstrap-conformers", type=int, default=2)
-    parser.add_argument("--keep", type=int, default=24, help="DNMS candidates per molecule and cycle")
-    parser.add_argument("--temperature", type=float, default=600.0, help="DNMS temperature of the candidates (K)")
-    parser.add_argument("--test-conformers", type=int, default=12)
-    parser.add_argument("--test-temperature", type=float, default=600.0)
-    parser.add_argument("--rho-hat", type=float, default=0.0, help="AL labels rho > rho_hat, highest first")
-    parser.add_argument("--members", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=100)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+def where_labels_went(folder: Path) -> dict:
+    """The campaign's training labels after the bootstrap: by sampler, by heavy atoms (per molecule;
+    dimers by their total), and their rho (kcal/mol, as scored when sampled)."""
+    with sqlite3.connect(folder / "ledger.sqlite") as db:
+        rows = db.execute("SELECT sampler, numbers, rho, name FROM labels WHERE role = 'train' AND status = 'ok' "
+                          "AND cycle > 0").fetchall()
+        rho_hat = db.execute("SELECT rho_hat FROM cycles WHERE cycle = 1").fetchone()
+    by_sampler: dict[str, int] = {}
+    by_size: dict[str, int] = {}
+    rho = []
+    for sampler, numbers, r, name in rows:
+        by_sampler[sampler] = by_sampler.get(sampler, 0) + 1
+        heavy = int((np.frombuffer(numbers, dtype=np.int64) > 1).sum()) if numbers else 0
+        key = f"{'dimer ' if '+' in (name or '') else ''}{heavy}"
+        by_size[key] = by_size.get(key, 0) + 1
+        if r is not None:
+            rho.append(r)
+    rho = np.asarray(rho)
+    q = lambda p: float(np.percentile(rho, p)) if len(rho) else None  # noqa: E731
+    return {"labels": len(rows), "by_sampler": dict(sorted(by_sampler.items())),
+            "by_heavy_atoms": dict(sorted(by_size.items(), key=lambda kv: (kv[0].startswith("dimer"), int(kv[0].split()[-1])))),
+            "rho_kcal_mol": {"p10": q(10), "median": q(50), "p90": q(90),
+                             "above_rho_hat": float((rho > rho_hat[0]).mean()) if len(rho) and rho_hat else None},
+            "rho_values": [float(x) for x in rho]}
 
-    start = time.perf_counter()
-    curves = {arm: [run_arm(seed, arm, args) for seed in args.seeds] for arm in ("rho", "random")}
-    seconds = time.perf_counter() - start
-    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "molecules": MOLECULES, "wall_s": seconds, "arms": {}}
-    for arm, runs in curves.items():
-        labels = np.array([[n for n, _ in run] for run in runs], dtype=float)
-        errors = np.array([[e for _, e in run] for run in runs])
-        logs = np.log(errors)
-        result["arms"][arm] = {"labels": labels.mean(0).tolist(), "rmse_geomean": np.exp(logs.mean(0)).tolist(),
-                               "rmse_geostd": np.exp(logs.std(0)).tolist(), "per_seed": errors.tolist()}
-    al, rnd = result["arms"]["rho"], result["arms"]["random"]
-    labels = np.array(al["labels"])
-    for name, curve in (("geomean", lambda a: np.array(a["rmse_geomean"])),
-                        ("median", lambda a: np.median(np.array(a["per_seed"]), axis=0))):
-        target = float(curve(rnd)[-1])
-        needed = labels_to_reach(labels, curve(al), target)
-        result[name] = {"random_final_rmse": target, "random_final_labels": rnd["labels"][-1],
-                        "al_labels_to_reach_it": needed, "label_ratio": needed / rnd["labels"][-1]}
-    result["per_seed_label_ratio"] = [
-        labels_to_reach(labels, np.array(a), b[-1]) / rnd["labels"][-1] for a, b in zip(al["per_seed"], rnd["per_seed"])]
-    result["goal_met"] = max(result["median"]["label_ratio"], result["geomean"]["label_ratio"]) <= 1.0 / 3.0
-    (args.out / "al_vs_random.json").write_text(json.dumps(result, indent=2))
 
+def geometric(values) -> tuple[float, float]:
+    logs = np.log(np.asarray(values, dtype=float))
+    return float(np.exp(logs.mean())), float(np.exp(logs.std()))
+
+
+def plot_fig4(curves: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=150)
+    colors = {"qbc": "tab:red", "random": "tab:blue"}
+    for ax, (key, label) in zip(axes, (("e_rmse", "E RMSE (kcal/mol)"), ("de_rmse", "dE RMSE (kcal/mol)"),
+                                       ("f_rmse", "F RMSE (kcal/mol/Å)"))):
+        for strategy in STRATEGIES:
+            for k, (seed, points) in enumerate(sorted(curves[strategy].items())):
+                ax.plot([p["labels"] for p in points], [p[key] for p in points], "o-", ms=3, color=colors[strategy],
+                        alpha=0.9 if k == 0 else 0.5, label=strategy if k == 0 else None)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(sorted({p["labels"] for c in curves.values() for points in c.values() for p in points}))
+        ax.set_xlabel("labels (teacher: ANI-1x)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("mini-COMP6 error against labels, QBC and random selection (one line per seed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_fig5(where: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=150)
-    for arm, label, color in (("rho", "AL (highest ρ)", "tab:blue"), ("random", "random", "tab:orange")):
-        a = result["arms"][arm]
-        g, f = np.array(a["rmse_geomean"]), np.array(a["rmse_geostd"])
-        ax.errorbar(a["labels"], g, yerr=[g - g / f, g * f - g], marker="o", capsize=3, color=color,
-                    label=f"{label}: geometric mean ×/÷ geometric std, {len(args.seeds)} seeds")
-        for run in a["per_seed"]:
-            ax.plot(a["labels"], run, color=color, lw=0.6, alpha=0.5)
-    ax.axhline(result["geomean"]["random_final_rmse"], color="0.5", ls=":", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("labels (teacher: ANI-1x)")
-    ax.set_ylabel("held-out energy RMSE (kcal/mol)")
-    ax.set_title(f"AL reaches random's final error at {result['geomean']['label_ratio']:.2f}x (geometric mean), "
-                 f"{result['median']['label_ratio']:.2f}x (median) its labels", fontsize=8)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=150)
+    width = 0.4
+    for panel, ax in zip(("by_sampler", "by_heavy_atoms"), axes[:2]):
+        keys = sorted({k for s in STRATEGIES for k in where[s][panel]},
+                      key=lambda k: (k.startswith("dimer"), int(k.split()[-1]) if k.split()[-1].isdigit() else 0, k))
+        x = np.arange(len(keys))
+        for j, strategy in enumerate(STRATEGIES):
+            total = max(1, where[strategy]["labels"])
+            ax.bar(x + (j - 0.5) * width, [where[strategy][panel].get(k, 0) / total for k in keys], width, label=strategy)
+        ax.set_xticks(x, keys, rotation=45, fontsize=7)
+        ax.set_ylabel("fraction of labels (cycles > 0)")
+        ax.set_title("by sampler" if panel == "by_sampler" else "by heavy atoms", fontsize=9)
+        ax.legend(fontsize=7)
+    for strategy in STRATEGIES:
+        rho = np.clip(where[strategy]["rho_values"], 1e-3, None)
+        if len(rho):
+            axes[2].hist(np.log10(rho), bins=30, alpha=0.5, label=strategy)
+    axes[2].set_xlabel("log10 ρ of the labelled structures (kcal/mol)")
+    axes[2].set_title("QBC ρ when sampled", fontsize=9)
+    axes[2].legend(fontsize=7)
+    fig.suptitle("Where the labels went (all seeds)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(args.out / "al_vs_random.png")
-    summary = {k: result[k] for k in ("geomean", "median", "per_seed_label_ratio", "goal_met", "wall_s")}
-    print(json.dumps(summary, indent=2))
-    for arm in ("rho", "random"):
-        a = result["arms"][arm]
-        print(arm, " ".join(f"{n:.0f}:{m:.3f}" for n, m in zip(a["labels"], a["rmse_geomean"])))
-    print(f"plot: {args.out / 'al_vs_random.png'}")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def merge_where(parts: list[dict]) -> dict:
+    out = {"labels": 0, "by_sampler": {}, "by_heavy_atoms": {}, "rho_values": []}
+    for p in parts:
+        out["labels"] += p["labels"]
+        out["rho_values"] += p["rho_values"]
+        for key in ("by_sampler", "by_heavy_atoms"):
+            for k, v in p[key].items():
+                out[key][k] = out[key].get(k, 0) + v
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="one seed, small settings (about 15 minutes on 2 cores)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds (default: 3, quick: 1)")
+    parser.add_argument("--cycles", type=int, default=None, help="cycles after the bootstrap (default: 6, quick: 3)")
+    parser.add_argument("--ablation", action="append", default=[], choices=sorted(ABLATIONS),
+                        help="also run the QBC arm with this change and compare it with the same random arm")
+    parser.add_argument("--test-file", type=Path, default=MINI_COMP6, help="labelled test set (default: the mini-COMP6)")
+    args = parser.parse_args()
+    s = dict(SCALE["quick" if args.quick else "full"])
+    seeds = list(range(args.seeds or s["seeds"]))
+    s["cycles"] = args.cycles or s["cycles"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.test_file.is_file():
+        from build_mini_comp6 import build  # noqa: PLC0415 - the script next to this one
+
+        args.test_file = args.out / "mini_comp6.h5"
+        if not args.test_file.is_file():
+            build(args.test_file)
+    start = time.perf_counter()
+    from anif.al import compare
+
+    curves: dict = {k: {} for k in STRATEGIES}
+    where: dict = {k: [] for k in STRATEGIES}
+    per_seed = []
+    for seed in seeds:
+        folders = {}
+        for strategy in STRATEGIES:
+            t0 = time.perf_counter()
+            folders[strategy] = run_arm(seed, strategy, s, args.out, args.test_file)
+            curves[strategy][seed] = curve(folders[strategy])
+            where[strategy].append(where_labels_went(folders[strategy]))
+            print(f"seed {seed} {strategy}: " + ", ".join(f"{p['labels']}:{p['e_rmse']:.2f}" for p in curves[strategy][seed])
+                  + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        compare([folders["qbc"], folders["random"]], args.out / f"plots_seed{seed}")
+        q, r = curves["qbc"][seed], curves["random"][seed]
+        target = best_so_far([p["e_rmse"] for p in r])[-1]
+        needed, reached = labels_to_reach([p["labels"] for p in q], best_so_far([p["e_rmse"] for p in q]), target)
+        by_quantity = {}
+        for key in ("e_rmse", "de_rmse", "f_rmse"):  # the same measure on dE and F (E is the figure of merit)
+            n, ok = labels_to_reach([p["labels"] for p in q], best_so_far([p[key] for p in q]),
+                                    best_so_far([p[key] for p in r])[-1])
+            by_quantity[key] = {"label_ratio": n / r[-1]["labels"], "reached": ok}
+        per_seed.append({"seed": seed, "label_ratio": needed / r[-1]["labels"], "reached": reached,
+                         "by_quantity": by_quantity,
+                         "qbc_labels_needed": needed, "random_final_labels": r[-1]["labels"],
+                         "qbc_final_labels": q[-1]["labels"], "qbc_final_rmse_kcal_mol": q[-1]["e_rmse"],
+                         "random_final_rmse_kcal_mol": r[-1]["e_rmse"],
+                         "qbc_best_rmse_kcal_mol": best_so_far([p["e_rmse"] for p in q])[-1],
+                         "random_best_rmse_kcal_mol": target})
+    ablations = {}
+    for name in args.ablation:
+        rows = []
+        for seed in seeds:
+            folder = run_arm(seed, "qbc", s, args.out, args.test_file, name)
+            points, r = curve(folder), curves["random"][seed]
+            needed, reached = labels_to_reach([p["labels"] for p in points], best_so_far([p["e_rmse"] for p in points]),
+                                              best_so_far([p["e_rmse"] for p in r])[-1])
+            rows.append({"seed": seed, "label_ratio": needed / r[-1]["labels"], "reached": reached,
+                         "final_rmse_kcal_mol": points[-1]["e_rmse"], "curve": points,
+                         "where_labels_went": {k: v for k, v in where_labels_went(folder).items() if k != "rho_values"}})
+            print(f"seed {seed} qbc-{name}: " + ", ".join(f"{p['labels']}:{p['e_rmse']:.2f}" for p in points), flush=True)
+        ablations[name] = {"change": ABLATIONS[name], "label_ratio": geometric([x["label_ratio"] for x in rows])[0],
+                           "per_seed": rows}
+    ratio, spread = geometric([p["label_ratio"] for p in per_seed])
+    merged = {k: merge_where(where[k]) for k in STRATEGIES}
+    figures = [plot_fig4(curves, args.out / "fig4_error_vs_labels.png"),
+               plot_fig5(merged, args.out / "fig5_where_labels_went.png")]
+    summary = {
+        "label_ratio": ratio,
+        "label_ratio_geometric_std": spread,
+        "label_ratio_is_lower_bound": not all(p["reached"] for p in per_seed),
+        "goal_met": ratio <= 1 / 3 and all(p["reached"] for p in per_seed),
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "qbc_final_rmse_kcal_mol": geometric([p["qbc_final_rmse_kcal_mol"] for p in per_seed])[0],
+        "random_final_rmse_kcal_mol": geometric([p["random_final_rmse_kcal_mol"] for p in per_seed])[0],
+        "qbc_best_rmse_kcal_mol": geometric([p["qbc_best_rmse_kcal_mol"] for p in per_seed])[0],
+        "random_best_rmse_kcal_mol": geometric([p["random_best_rmse_kcal_mol"] for p in per_seed])[0],
+        "curves": {k: {str(seed): v for seed, v in c.items()} for k, c in curves.items()},
+        "where_labels_went": {k: {kk: vv for kk, vv in merged[k].items() if kk != "rho_values"}
+                              | {"rho_kcal_mol": _quantiles(merged[k]["rho_values"])} for k in STRATEGIES},
+        "ablations": ablations,
+        "settings": {"scale": "quick" if args.quick else "full", **s, "test_file": str(args.test_file)},
+        "figures": [str(p) for p in figures],
+        "wall_s": time.perf_counter() - start,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("label_ratio", "label_ratio_geometric_std", "label_ratio_is_lower_bound",
+                                              "goal_met", "seeds", "qbc_final_rmse_kcal_mol",
+                                              "random_final_rmse_kcal_mol", "qbc_best_rmse_kcal_mol",
+                                              "random_best_rmse_kcal_mol", "wall_s")}, indent=2))
+
+
+def _quantiles(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return {}
+    return {"p10": float(np.percentile(v, 10)), "median": float(np.median(v)), "p90": float(np.percentile(v, 90)),
+            "n": int(len(v))}
 
 
 if __name__ == "__main__":

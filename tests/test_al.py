@@ -301,6 +301,140 @@ def test_qbc_selection_threshold_trust_bound_duplicates_and_cap():
     assert capped.selected == [3] and capped.reasons[6] == "over the cap"
     uniform = select(rho, numbers, coords, rho_hat=0.2, cap=7, priority="random", rng=np.random.default_rng(1))
     assert sorted(uniform.selected) == list(range(7))  # random ignores rho altogether
+    # spread: one molecule (three methane conformers, all above water's rho) cannot fill the cap
+    four = [numbers[0]] * 3 + [numbers[6]]
+    far = [base, base + 1.0, base - 1.0, coords[6]]
+    assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=2).selected == [0, 1]
+    assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=2, spread=True).selected == [0, 3]
+    assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=4, spread=True).selected == [0, 3, 1, 2]
+
+
+# ---- strategy A/B and the multi-campaign report ----------------------------------------------
+AB = """
+[campaign]
+seed = 3
+oracle = "model:ani1x"
+
+[bootstrap]
+smiles = ["C", "N", "O", "CO", "CN", "C=O", "CCO", "CC=O"]
+conformers = 6
+
+[search]
+size_stages = [3]
+molecules_per_cycle = 3
+
+[conformational]
+samplers = ["dnms"]
+
+[dnms]
+pool = 48
+keep = 8
+
+[qbc]
+rho_hat = 0.25
+max_per_cycle = 10
+strategy = "qbc"
+
+[training]
+members = 4
+folds = 4
+arch = "small"
+max_epochs = 40
+jobs = 1
+
+[stop]
+max_cycles = 1
+patience = 5
+
+[test_sets.held_out]
+smiles = ["CCO", "CC=O"]
+conformers = 8
+temperature = 500.0
+sampler = "md"
+"""
+
+
+@pytest.fixture(scope="module")
+def ab(tmp_path_factory, ani1x):
+    """Two one-cycle campaigns from one config that differ only in [qbc] strategy."""
+    tmp = tmp_path_factory.mktemp("ab")
+    out = {}
+    for strategy in ("qbc", "random"):
+        config = _write(tmp, AB.replace('strategy = "qbc"', f'strategy = "{strategy}"'), f"{strategy}.toml")
+        run = _run(config, tmp / strategy, "--workers", "0")
+        assert run.returncode == 0, run.stderr[-3000:]
+        out[strategy] = tmp / strategy
+    return out
+
+
+def test_random_strategy_picks_uniformly_among_all_candidates_under_the_same_cap(ab, tmp_path):
+    from anif.al import load_config
+    from anif.al.campaign import seed_of
+
+    config = load_config(_write(tmp_path, AB.replace('strategy = "qbc"', 'strategy = "random"')))
+    assert config.qbc.strategy == "random" and load_config(_write(tmp_path, AB, "q.toml")).qbc.strategy == "qbc"
+    qbc, rnd = ab["qbc"], ab["random"]
+    for folder, strategy in ((qbc, "qbc"), (rnd, "random")):
+        assert json.loads((folder / "history.json").read_text())["strategy"] == strategy
+    # the same bootstrap (same seed), so the same cycle-0 model scores the same searched molecules
+    assert _ledger(qbc, "SELECT key FROM labels WHERE cycle = 0 ORDER BY seq") == \
+        _ledger(rnd, "SELECT key FROM labels WHERE cycle = 0 ORDER BY seq")
+    searched = _ledger(rnd, "SELECT name, rho FROM search WHERE cycle = 1 AND rho IS NOT NULL ORDER BY name")
+    joined = _ledger(rnd, "SELECT name FROM molecules WHERE cycle = 1 AND role = 'train' AND status = 'ok' ORDER BY name")
+    assert [n for n, _ in searched] == [n for (n,) in joined]  # random: every searched molecule joins, whatever rho
+    assert _ledger(qbc, "SELECT name FROM molecules WHERE cycle = 1 AND role = 'train' ORDER BY name") == \
+        [(n,) for n, r in searched if r > 0.25]
+    # random: DNMS keeps every conformer (no rho prefilter), QBC only rho > rho_hat
+    rows = _ledger(rnd, "SELECT id, rho, selected, reason FROM candidates WHERE cycle = 1 AND role = 'train' "
+                        "ORDER BY sampler, item, k")
+    assert len(rows) >= 8 * len(joined) - 2 and len(rows) > 10
+    assert min(r for (r,) in _ledger(qbc, "SELECT rho FROM candidates WHERE cycle = 1 AND role = 'train'")) > 0.25
+    chosen = [i for i, (_, _, sel, _) in enumerate(rows) if sel]
+    assert len(chosen) == 10  # the cap, as QBC's
+    assert len(_ledger(qbc, "SELECT 1 FROM candidates WHERE cycle = 1 AND selected = 1")) <= 10
+    # uniform and seeded: the first 10 of the campaign's seeded permutation that are no near-duplicates
+    skipped = {i for i, (_, _, _, why) in enumerate(rows) if why in ("near-duplicate", "already labelled")}
+    order = [int(i) for i in np.random.default_rng(seed_of(3, 1, "select")).permutation(len(rows)) if i not in skipped]
+    assert sorted(order[:10]) == chosen
+    by_rho = sorted(range(len(rows)), key=lambda i: -rows[i][1])[:10]
+    assert sorted(by_rho) != chosen  # not QBC's pick
+
+
+def test_report_of_two_campaigns_overlays_their_curves_with_the_ledgers_numbers(ab, tmp_path):
+    import shutil
+
+    plots = tmp_path / "plots"
+    run = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(ab["qbc"]), str(ab["random"]),
+                          "--out", str(plots)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in plots.iterdir()) == ["compare_de_rmse.png", "compare_e_rmse.png",
+                                                        "compare_f_rmse.png", "comparison.json"]
+    assert all((plots / f"compare_{q}_rmse.png").read_bytes()[:4] == b"\x89PNG" for q in ("e", "de", "f"))
+    data = json.loads((plots / "comparison.json").read_text())
+    assert [c["strategy"] for c in data["campaigns"]] == ["qbc", "random"] and data["test_sets"] == ["held_out"]
+    for c, folder in zip(data["campaigns"], (ab["qbc"], ab["random"])):
+        ledger = _ledger(folder, "SELECT m.cycle, c.dataset_size, m.e_rmse, m.de_rmse, m.f_rmse FROM metrics m "
+                                 "JOIN cycles c USING (cycle) WHERE m.test_set = 'held_out' ORDER BY m.cycle")
+        assert len(ledger) == 2
+        assert [(p["cycle"], p["labels"], p["e_rmse"], p["de_rmse"], p["f_rmse"])
+                for p in c["test_sets"]["held_out"]] == ledger
+        for cycle, labels, e, de, f in ledger:  # the printed table: one row per campaign, cycle and test set
+            row = f"{folder.name} | {c['strategy']} | held_out | {cycle} | {labels} | {e:.3f} | {de:.3f} | {f:.3f}"
+            assert row in re.sub(r"\s*[│┃]\s*", " | ", run.stdout)
+    # one folder stays today's report; a folder that is no campaign, or other test data, is refused
+    assert not (ab["qbc"] / "plots" / "comparison.json").exists()
+    bad = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(ab["qbc"]), str(tmp_path)],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip() == f"error: {tmp_path}: not a campaign folder (no ledger.sqlite)"
+    other = tmp_path / "other"
+    shutil.copytree(ab["random"], other, ignore=shutil.ignore_patterns(".lock"))
+    with sqlite3.connect(other / "ledger.sqlite") as db:
+        db.execute("UPDATE labels SET energy = energy + 1e-3 WHERE role = 'test:held_out' "
+                   "AND key = (SELECT MIN(key) FROM labels WHERE role = 'test:held_out')")
+    bad = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(ab["qbc"]), str(other)],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "were tested on different test sets (held_out)" in bad.stderr
 
 
 def test_dataset_reduction_selects_the_fail_cases():
@@ -420,6 +554,7 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     (lambda t: t.replace('oracle = "model:ani1x"', 'oracle = "gaussian"'), "oracle must be 'pyscf'"),
     (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["md"]'), "[conformational] samplers"),
     (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
+    (lambda t: t.replace("[qbc]\n", "[qbc]\nstrategy = \"greedy\"\n"), "[qbc] strategy must be 'qbc' or 'random', got 'greedy'"),
     (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),
     # every number finite and in range, field by field
     (lambda t: _set(t, "qbc", "rho_hat", "-1.0"), "[qbc] rho_hat must be > 0, got -1.0"),
@@ -446,7 +581,7 @@ def test_bad_config_through_the_cli_is_one_line_and_creates_nothing(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
         "error: [qbc]: unknown key(s) rho_hatt (allowed: rho_hat, recalibrate, error_bound, capture, upper_bound, "
-        "min_rmsd, max_per_cycle, select, prefilter)"]
+        "min_rmsd, max_per_cycle, strategy, prefilter, spread)"]
     assert not (tmp_path / "run").exists()
 
 
@@ -657,3 +792,57 @@ def test_schedule_stop_rules_and_the_kind_of_the_next_cycle():
     assert go(run, stop=StopSettings(max_cycles=4))[0] == "max_cycles (4) reached"
     assert go(run, stop=StopSettings(wall_time_h=500 / 3600))[0] == "wall time (0.1388888888888889 h) reached"
     assert next_cycle(run[:1], 10, True, False, stop, conf)[0].startswith("nothing to sample")
+
+
+# ---- the QBC-against-random experiment ----------------------------------------------------------
+def test_shipped_mini_comp6_is_larger_than_the_pool_and_labelled_by_ani1x(ani1x_torchani):
+    from anif.comp6 import read_comp6_file
+    from anif.datasets import DatasetStore
+    from anif.sampling.search import gdb11_like
+    from anif.al.sources import heavy_atoms
+
+    path = ROOT / "data" / "mini_comp6.h5"
+    assert path.stat().st_size < 1_000_000
+    pool_max = max(heavy_atoms(s) for s, _ in gdb11_like())
+    model = copy.deepcopy(ani1x_torchani).double()
+    kinds = set()
+    for group, data in DatasetStore(path, "r"):
+        heavy = int((np.asarray(data["species"]) > 1).sum())
+        kind = str(data["kind"][0])
+        kinds.add(kind)
+        assert kind == "dimer" or heavy > pool_max, group
+        assert set(map(str, data["method"])) == {"teacher:ani1x"}
+        species = torch.tensor(np.asarray(data["species"])[None].repeat(len(data["energies"]), 0))
+        coords = torch.tensor(data["coordinates"], dtype=torch.float64, requires_grad=True)
+        energy = model((species, coords)).energies
+        forces = -torch.autograd.grad(energy.sum(), coords)[0]
+        np.testing.assert_allclose(data["energies"], energy.detach().numpy(), atol=2e-6)
+        np.testing.assert_allclose(data["forces"], forces.numpy(), atol=1e-5)
+        assert len(data["energies"]) >= 5 and np.ptp(data["energies"]) > 0  # several distinct conformers
+    assert kinds == {"drug", "gdb", "tripeptide", "dimer"}
+    assert sum(m.n_conformers for m in read_comp6_file(path, subset="mini_comp6")) > 100
+
+
+def test_al_vs_random_label_ratio_interpolates_the_learning_curve_in_log_log():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from al_vs_random import best_so_far, geometric, labels_to_reach
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    # E halves as labels double: 1.5 kcal/mol is reached at 200 * 2**log2(2/1.5) labels
+    needed, reached = labels_to_reach([100, 200, 400], [4.0, 2.0, 1.0], 1.5)
+    assert reached and needed == pytest.approx(200 * 2 ** np.log2(2 / 1.5))
+    assert labels_to_reach([100, 200], [4.0, 3.0], 1.0) == (200.0, False)  # never: a lower bound
+    assert labels_to_reach([100, 200], [1.0, 0.5], 2.0) == (100.0, True)
+    assert geometric([0.25, 1.0]) == pytest.approx((0.5, 2.0))
+    assert best_so_far([3.0, 2.0, 2.5, 1.0]) == [3.0, 2.0, 2.0, 1.0]
+
+
+def test_a_setting_newer_than_the_campaign_is_no_change_at_its_default():
+    from anif.al.config import changes
+
+    before = {"settings": {"qbc": {"rho_hat": 0.2}, "stop": {"max_cycles": 1}}, "files": {}}
+    after = lambda **qbc: {"settings": {"qbc": {"rho_hat": 0.2, **qbc}, "stop": {"max_cycles": 4}}, "files": {}}  # noqa: E731
+    assert changes(before, after(spread=False)) == []
+    assert changes(before, after(spread=True)) == ["qbc.spread"]
+    assert changes(before, after(strategy="random")) == ["qbc.strategy"]

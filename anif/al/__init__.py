@@ -8,5 +8,5 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "campaign": ("Campaign", "run_campaign"),
     "config": ("Config", "load_config", "parse_config"),
     "oracles": ("Oracle", "PySCFOracle", "TeacherOracle", "make_oracle"),
-    "report": ("status", "write_report"),
+    "report": ("compare", "status", "write_report"),
 })

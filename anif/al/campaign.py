@@ -18,6 +18,9 @@ Cycles and their stages:
   select -> label -> train -> evaluate.
 - ``conformational``: sample (on the conformer sampling set) -> select -> label -> train -> evaluate.
 
+``[qbc] strategy = "random"`` runs the same stages without rho: the search keeps every molecule, the
+samplers keep every candidate, and the selection fills the same cap uniformly (the A/B baseline).
+
 DNMS draws normal modes at the oracle's minimum from the oracle's Hessian when ``[oracle]
 hessian = true`` (PySCF analytic / teacher finite differences), else from the last ensemble's
 finite-difference Hessian at that minimum; the candidates' provenance says which.
@@ -450,7 +453,7 @@ class Campaign:
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (cycle, c.provenance["source"], c.structure.name, smiles, int((c.structure.numbers > 1).sum()),
                          c.rho_kcal_mol, "failing" if failing else "passing"))
-                    if failing:
+                    if failing or self.config.qbc.strategy == "random":  # random: every searched molecule joins
                         self._insert_molecule(cycle, "train", c.structure, smiles, c.provenance["source"])
                 self._item(cycle, "search", item, "done", len(result.candidates))
             kill_point("search")
@@ -541,18 +544,18 @@ class Campaign:
             return plan
         model = self._previous_model(cycle)
         rho_hat = row["rho_hat"]
+        keep_above = rho_hat if c.qbc.prefilter and c.qbc.strategy == "qbc" else -math.inf  # random: keep all
         structures = [self._minimum(m) for m in mols]
         for sampler in c.conformational.samplers:
             if sampler == "dnms":
                 payloads = [(s, square_of(m["hessian"]) if c.oracle.hessian and m["hessian"] is not None else None)
                             for s, m in zip(structures, mols) if s.n_atoms > 1]
                 plan.append(("dnms", payloads, replace(c.dnms, optimize=False),
-                             model, rho_hat if c.qbc.prefilter else -math.inf))
+                             model, keep_above))
             elif sampler == "rts":
                 plan.append(("rts", structures, c.rts, model, rho_hat))
             else:
-                plan.append(("dimers", [structures] * c.conformational.dimer_boxes, c.dimers, model,
-                             rho_hat if c.qbc.prefilter else -math.inf))
+                plan.append(("dimers", [structures] * c.conformational.dimer_boxes, c.dimers, model, keep_above))
         return plan
 
     def _stage_sample(self, row) -> None:
@@ -629,8 +632,8 @@ class Campaign:
                     [r["rho"] if r["rho"] is not None else math.nan for r in train],
                     [numbers_of(r["numbers"]) for r in train], [xyz_of(r["coordinates"]) for r in train],
                     row["rho_hat"], max(0, min(q.max_per_cycle, left)), q.upper_bound, q.min_rmsd,
-                    [r["id"] not in unique for r in train], q.select,
-                    np.random.default_rng(seed_of(self.config.campaign.seed, cycle, "select")))
+                    [r["id"] not in unique for r in train], "random" if q.strategy == "random" else "rho",
+                    np.random.default_rng(seed_of(self.config.campaign.seed, cycle, "select")), q.spread)
                 chosen = [train[i] for i in result.selected]
                 reasons = {train[i]["id"]: why for i, why in result.reasons.items()}
             seq = self.ledger.next_seq()

@@ -9,7 +9,7 @@ Sections (``[campaign]`` and at least one ``[test_sets.NAME]`` are required)::
     [search]        configurational search sources, staged by size
     [conformational] samplers run in each cycle and when to switch to a configurational cycle
     [dnms] [rts] [dimers]   sampler settings (fields of DNMSSettings, RTSSettings, DimerSettings)
-    [qbc]           rho_hat, recalibration, selection rule
+    [qbc]           rho_hat, recalibration, strategy ("qbc" or the "random" baseline), trust bound, cap
     [training]      fields of anif.training.TrainSettings, plus warm_start and jobs
     [stop]          stop rules (the only section a resumed campaign may change)
     [test_sets.NAME]  file = "labelled.h5"  or  smiles = [...] (conformers labelled by the oracle)
@@ -32,6 +32,8 @@ from ..training_settings import TrainSettings
 
 #: Conformational samplers a campaign can run.
 SAMPLERS = ("dnms", "rts", "dimers")
+#: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
+STRATEGIES = ("qbc", "random")
 #: How generated test conformers are made.
 TEST_SAMPLERS = ("dnms", "md")
 #: Fewest conformers each member of a scratch bootstrap must train on: below it the networks have
@@ -112,8 +114,13 @@ class QBCSettings:
     upper_bound: float = math.inf  # trust bound: candidates with rho above it are not labelled
     min_rmsd: float = 0.05  # near-duplicates (A, after superposition) are labelled once
     max_per_cycle: int = 200
-    select: str = "rho"  # "rho": rho > rho_hat, highest first; "random": uniform over all candidates
-    prefilter: bool = True  # samplers keep only rho > rho_hat (False: all, the selection filters)
+    # "qbc": label rho > rho_hat, highest rho first. "random" (the baseline of an A/B): the same samplers and
+    # cap, but no rho anywhere: the samplers keep every candidate, the search keeps every molecule, and the
+    # selection picks uniformly (seeded) among all candidates. RTS still stops at its first rho > rho_hat
+    # structure in both: that is how the sampler works, not a selection.
+    strategy: str = "qbc"
+    prefilter: bool = True  # qbc: samplers keep only rho > rho_hat (False: all, the selection filters)
+    spread: bool = False  # qbc: fill the cap round-robin over molecules (best of each first), not by rho alone
 
 
 @dataclass(frozen=True)
@@ -433,8 +440,8 @@ def validate(config: Config) -> None:
     bad = sorted(set(c.conformational.samplers) - set(SAMPLERS))
     if bad or not c.conformational.samplers:
         raise InputError(f"[conformational] samplers must be some of {', '.join(SAMPLERS)}, got {list(c.conformational.samplers)}")
-    if c.qbc.select not in ("rho", "random"):
-        raise InputError(f"[qbc] select must be 'rho' or 'random', got {c.qbc.select!r}")
+    if c.qbc.strategy not in STRATEGIES:
+        raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
         raise InputError("[qbc] max_per_cycle must be >= 1 and upper_bound above rho_hat")
     t = c.training.train
@@ -504,13 +511,23 @@ def _flat(value, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
+def _default(key: str):
+    """The JSON-able default of ``section.key`` (None when there is no plain default)."""
+    section, _, name = key.partition(".")
+    cls = _SECTIONS.get(section, (None,))[0]
+    if cls is None or name not in {f.name for f in fields(cls)}:
+        return None
+    return _jsonable(asdict(cls()))[name]
+
+
 def changes(previous: dict, current: dict) -> list[str]:
     """Settings (``section.key``) and files that differ, except in :data:`MUTABLE_SECTIONS`."""
     before, after = previous["settings"], current["settings"]
     keep = [s for s in sorted(set(before) | set(after)) if s not in MUTABLE_SECTIONS]
     a = {k: v for s in keep for k, v in _flat(before.get(s), s).items()}
     b = {k: v for s in keep for k, v in _flat(after.get(s), s).items()}
-    out = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    out = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+           and not (k not in a and b[k] == _default(k))]  # a setting newer than the campaign, at its default
     out += [f"file {p}" for p in sorted(set(previous["files"]) | set(current["files"]))
             if previous["files"].get(p) != current["files"].get(p)]
     return out

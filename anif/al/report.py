@@ -10,8 +10,10 @@ errors). Every cycle's metrics per test set hold E, dE and F errors and how rho 
 draws (PNG, with the numbers in ``plots/report.json``): test error against labels with the first
 model's and the baselines' errors dashed (the paper's Fig. 5), E/dE/F per cycle on each test set,
 rho against the real error for the last cycle (Fig. 1), rho of the candidates per cycle, labels
-by sampler per cycle, and where
-the wall time goes per cycle (:func:`plot_stage_times`: ``stage_times.png`` and ``.json``).
+by sampler per cycle, and where the wall time goes per cycle (:func:`plot_stage_times`:
+``stage_times.png`` and ``.json``). :func:`compare` overlays several campaigns with the same test
+sets (an A/B of ``[qbc] strategy``, say): one figure per quantity (E, dE, F RMSE against labels), a
+table of the same numbers and ``comparison.json``.
 """
 
 from __future__ import annotations
@@ -91,7 +93,14 @@ def history(folder: str | Path, ledger: Ledger) -> dict:
         row["test_metrics"] = {m["test_set"]: {k: m[k] for k in METRIC_COLUMNS}
                                for m in ledger.rows("SELECT * FROM metrics WHERE cycle = ?", (cycle,))}
     out["baselines"] = _baselines(ledger)
+    out["strategy"] = strategy(ledger)
     return out
+
+
+def strategy(ledger: Ledger) -> str:
+    """The campaign's ``[qbc] strategy`` ("qbc" for campaigns from before the setting)."""
+    config = ledger.get("config") or {}
+    return config.get("settings", {}).get("qbc", {}).get("strategy", "qbc")
 
 
 #: Per test set and model: errors (kcal/mol, kcal/mol/A) and how rho ranks them (see anif.al.ledger).
@@ -372,3 +381,97 @@ def plot_stage_times(folder: str | Path, out: Path) -> list[Path]:
         bottom += values
     return [_finish(fig, ax, out / "stage_times.png", cycles, "wall time (min)", "Where the wall time goes per cycle"),
             out / "stage_times.json"]
+
+# ---- several campaigns ----------------------------------------------------------------------
+#: (metric column, axis label, file stem) of the comparison figures.
+COMPARED = (("e_rmse", "E RMSE (kcal/mol)", "compare_e_rmse"), ("de_rmse", "dE RMSE (kcal/mol)", "compare_de_rmse"),
+            ("f_rmse", "F RMSE (kcal/mol/Å)", "compare_f_rmse"))
+
+
+def _test_identity(ledger: Ledger) -> dict[str, str]:
+    """Test set name -> what it holds: the file's SHA-256, or for generated sets a digest of their
+    labelled structures (keys and energies), so campaigns are comparable only on the same data."""
+    import hashlib
+
+    config = ledger.get("config") or {}
+    files = config.get("files", {})
+    out = {}
+    for t in config.get("settings", {}).get("test_sets", []):
+        if t.get("file"):
+            out[t["name"]] = "file:" + str(files.get(t["file"], ""))
+        else:
+            rows = ledger.rows("SELECT key, energy FROM labels WHERE role = ? AND status = 'ok' ORDER BY key",
+                               (f"test:{t['name']}",))
+            h = hashlib.sha256("".join(f"{r['key']}:{r['energy']!r};" for r in rows).encode())
+            out[t["name"]] = "generated:" + h.hexdigest()
+    return out
+
+
+def compare_data(folders) -> dict:
+    """The learning curves of several campaigns (raises InputError for a folder that is no campaign,
+    or campaigns whose test sets differ in name or content)."""
+    from ..errors import InputError
+
+    campaigns, identity = [], None
+    for folder in map(Path, folders):
+        ledger = Ledger(folder, create=False)
+        try:
+            ids = _test_identity(ledger)
+            data = report_data(ledger)
+            kind = strategy(ledger)
+        finally:
+            ledger.close()
+        if identity is None:
+            identity, first = ids, folder
+        elif ids != identity:
+            differ = sorted(k for k in set(ids) | set(identity) if ids.get(k) != identity.get(k))
+            raise InputError(f"{folder} and {first} were tested on different test sets ({', '.join(differ)}); "
+                             "only campaigns with the same test sets can be compared")
+        campaigns.append({"folder": str(folder), "strategy": kind, "test_sets": data["test_error_vs_labels"],
+                          "baselines": data["baselines"]})
+    names = [Path(c["folder"]).name for c in campaigns]
+    for c, name in zip(campaigns, names):
+        c["label"] = name if names.count(name) == 1 else c["folder"]
+    return {"campaigns": campaigns, "test_sets": sorted(identity or {})}
+
+
+def compare(folders, out: str | Path | None = None) -> tuple[dict, list[Path]]:
+    """Overlay the campaigns' learning curves: one PNG per quantity of :data:`COMPARED` in ``out``
+    (default: the first folder's ``plots/``) and ``comparison.json``; returns (numbers, files)."""
+    data = compare_data(folders)
+    out = Path(out) if out is not None else Path(folders[0]) / PLOTS
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [_plot_compared(data, key, label, out / f"{stem}.png") for key, label, stem in COMPARED]
+    _write_json(out / "comparison.json", data)
+    return data, [p for p in paths if p is not None] + [out / "comparison.json"]
+
+
+def _plot_compared(data: dict, key: str, ylabel: str, path: Path) -> Optional[Path]:
+    plt = _plt()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4
+    markers = "osD^vP*X"
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=150)
+    drawn = False
+    for c, color in zip(data["campaigns"], colors):
+        for name, marker in zip(data["test_sets"], markers * 4):
+            points = [p for p in c["test_sets"].get(name, []) if p.get(key) is not None]
+            if points:
+                ax.plot([p["labels"] for p in points], [p[key] for p in points], "-", marker=marker, color=color,
+                        label=f"{c['label']} ({c['strategy']}): {name}")
+                drawn = True
+    first = data["campaigns"][0]["baselines"] if data["campaigns"] else {}
+    for (model, sets), ls in zip(first.items(), ("--", "-.")):
+        for name in data["test_sets"]:
+            value = sets.get(name, {}).get(key)
+            if value is not None:
+                ax.axhline(value, color="0.4", ls=ls, lw=0.9, label=f"{name}: {_BASELINE_LABEL.get(model, model)}")
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("labelled structures in the training set")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel.split(' (')[0]} against labels")
+    ax.legend(fontsize=6)
+    return _save(fig, path)

@@ -4,8 +4,9 @@ QBC selection (:func:`select`): a candidate is worth a label when rho > rho_hat 
 above an optional upper trust bound it is more likely broken than informative and is left
 out; near-duplicates (Kabsch RMSD below ``min_rmsd`` to a structure of the same molecule
 already selected, or identical to one already labelled) are labelled once; at most ``cap``
-per cycle, highest rho first (``priority="rho"``) or uniformly at random (``"random"``, the
-baseline of scripts/al_vs_random.py, which ignores rho altogether).
+per cycle, highest rho first (``priority="rho"``; with ``spread``, round-robin over molecules:
+the best of each before the second of any) or uniformly at random (``"random"``, ``[qbc] strategy
+= "random"``, the baseline of scripts/al_vs_random.py, which ignores rho altogether).
 
 Dataset reduction (Smith et al. 2018, Fig. 2a; :func:`reduction_start`, :func:`reduction_step`):
 train on a random ``start_fraction`` of a labelled set; evaluate the rest; a "fail case" has
@@ -35,8 +36,12 @@ class Selection:
 
 def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray], rho_hat: float,
            cap: int, upper_bound: float = math.inf, min_rmsd: float = 0.0, labelled: Sequence[bool] = (),
-           priority: str = "rho", rng: Optional[np.random.Generator] = None) -> Selection:
+           priority: str = "rho", rng: Optional[np.random.Generator] = None, spread: bool = False) -> Selection:
     """QBC selection over candidates given in a fixed order (ties keep that order).
+
+    ``spread``: diversity within the batch: take the highest-rho candidate of every molecule (atom
+    sequence) before the second of any, and so on (rounds in rho order), so that one molecule whose
+    conformers all score high cannot fill the cap.
 
     ``rho`` kcal/mol (NaN: not scored, never selected under ``priority="rho"``); ``numbers``
     (N,) and ``coordinates`` (N, 3) A per candidate; ``labelled[i]``: already labelled.
@@ -49,6 +54,8 @@ def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Seq
         order = (rng or np.random.default_rng(0)).permutation(n)
     elif priority == "rho":
         order = np.lexsort((np.arange(n), -np.nan_to_num(rho, nan=-np.inf)))
+        if spread:
+            order = _round_robin(order, numbers)
     else:
         raise ValueError(f"priority must be 'rho' or 'random', not {priority!r}")
     kept: dict[bytes, list[np.ndarray]] = {}
@@ -71,6 +78,17 @@ def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Seq
             same.append(np.asarray(coordinates[i]))
             selected.append(i)
     return Selection(selected, reasons)
+
+
+def _round_robin(order: np.ndarray, numbers: Sequence[np.ndarray]) -> np.ndarray:
+    """``order`` regrouped into rounds: the k-th candidate (in ``order``) of every molecule forms round k."""
+    rank: dict[bytes, int] = {}
+    rounds = np.empty(len(order), dtype=np.int64)
+    for position, i in enumerate(order):
+        key = np.asarray(numbers[i], dtype=np.int64).tobytes()
+        rounds[position] = rank.get(key, 0)
+        rank[key] = rounds[position] + 1
+    return order[np.lexsort((np.arange(len(order)), rounds))]
 
 
 # ---- dataset reduction ------------------------------------------------------------------

@@ -60,12 +60,38 @@ def status_command(
 
 
 @al_app.command("report")
-def report_command(folder: Path = typer.Argument(..., help="campaign folder")) -> None:
-    """Figures (PNG) and their numbers (JSON) in FOLDER/plots."""
-    from ..al import write_report
+def report_command(
+    folders: list[Path] = typer.Argument(..., metavar="DIR...", help="campaign folder(s); several: their learning curves overlaid"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder of the comparison's figures (default: FOLDER_A/plots)"),
+) -> None:
+    """One folder: figures (PNG) and their numbers (JSON) in FOLDER/plots. Several (same test sets):
+    E, dE and F RMSE against labels overlaid, one PNG per quantity, comparison.json and a table."""
+    from ..al import compare, write_report
 
-    for path in write_report(folder):
+    if len(folders) == 1 and out is None:
+        for path in write_report(folders[0]):
+            print(path)
+        return
+    data, paths = compare(folders, out)
+    _print_comparison(data)
+    for path in paths:
         print(path)
+
+
+def _print_comparison(data: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Test errors against labels (E, dE RMSE in kcal/mol; F RMSE in kcal/mol/Å)")
+    for head in ("campaign", "strategy", "test set", "cycle", "labels", "E RMSE", "dE RMSE", "F RMSE"):
+        table.add_column(head, justify="left" if head in ("campaign", "strategy", "test set") else "right")
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    for c in data["campaigns"]:
+        for name in data["test_sets"]:
+            for p in c["test_sets"].get(name, []):
+                table.add_row(c["label"], c["strategy"], name, str(p["cycle"]), str(p["labels"]), fmt(p["e_rmse"]),
+                              fmt(p["de_rmse"]), fmt(p["f_rmse"]))
+    Console(width=140).print(table)
 
 
 def _print_table(result: dict, folder: Path) -> None:
