@@ -168,7 +168,7 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
     assert history["stop_reason"].startswith("max_cycles")
     assert sorted(p.name for p in (folder / "plots").iterdir()) == [
         "error_per_cycle.png", "error_vs_labels.png", "labels_per_sampler.png", "report.json", "rho_per_cycle.png",
-        "rho_vs_error.png"]
+        "rho_vs_error.png", "stage_times.json", "stage_times.png"]
     # QBC: every selected candidate of cycles 1, 2 had rho > rho_hat (bootstrap has no ensemble)
     rho = _ledger(folder, "SELECT rho FROM candidates WHERE selected = 1 AND cycle > 0")
     assert rho and min(r for (r,) in rho) > 0.25

@@ -527,7 +527,8 @@ def changes(previous: dict, current: dict) -> list[str]:
     a = {k: v for s in keep for k, v in _flat(before.get(s), s).items()}
     b = {k: v for s in keep for k, v in _flat(after.get(s), s).items()}
     out = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
-           and not (k not in a and b[k] == _default(k))]  # a setting newer than the campaign, at its default
+           and not (k not in a and b[k] == _default(k))  # a setting newer than the campaign, at its default
+           and k in b]  # a setting this version no longer has
     out += [f"file {p}" for p in sorted(set(previous["files"]) | set(current["files"]))
             if previous["files"].get(p) != current["files"].get(p)]
     return out
