@@ -452,7 +452,7 @@ def validate(config: Config) -> None:
         if not c.oracle.minima.startswith("model:"):
             raise InputError(f"[oracle] minima must be 'oracle' or 'model:ani1x' / 'model:PATH', got {c.oracle.minima!r}")
         _check_model_spec("[oracle] minima", c.oracle.minima[len("model:"):])
-    if c.campaign.init and t.arch not in (None, "ani1x") and c.campaign.init == "ani1x":
+    if c.campaign.init == "ani1x" and t.arch not in (None, "ani1x"):
         raise InputError("[training] arch: a campaign that fine-tunes ANI-1x keeps its shapes; leave arch out")
     if not c.campaign.init and not b.dataset:
         per_member = b.conformers * (len(b.smiles) or b.molecules) * (t.folds - 1) // t.folds
