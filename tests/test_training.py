@@ -97,22 +97,30 @@ def test_self_energy_fit_and_splits(molecule_data):
     assert sorted(np.bincount(fold)) == [20, 20, 20, 30, 30]
 
 
-def test_epoch0_is_the_self_energy_fit(tmp_path, molecule_data):
-    """Fresh members predict exactly the self-energy fit (zero output layers)."""
+def test_scratch_members_differ_by_construction_and_keep_a_trained_epoch(tmp_path, molecule_data):
+    """From scratch, each member starts as its own random function at the scale of the self-energy fit's
+    residual (not at the fit, which would be one function for all), and the saved epoch is a trained one:
+    the members disagree on every conformer."""
+    from anif.models import evaluate, load_model
+    from anif.training import MIN_OUTPUT_SCALE, output_scale
+
     path, _ = molecule_data
-    settings = TrainSettings(members=2, folds=3, arch="small", max_epochs=2, forces=0)
+    settings = TrainSettings(members=2, folds=3, arch="small", max_epochs=3, forces=0)
     result = train_ensemble([path], tmp_path / "m", settings, progress=False)
     data = read_conformers([path])
     residual = data.energies - element_counts(data.species) @ fit_self_energies(data.species, data.energies)
     fold = assign_folds(data, 3, seed=0)
-    for member in range(2):
-        epoch0 = history(tmp_path / "m", member)[0]
-        expected = float(np.sqrt(np.mean(residual[fold == member] ** 2))) * HARTREE_TO_KCAL_MOL
-        assert epoch0["valid_rmse_kcal_mol"] == pytest.approx(expected, rel=1e-5)
-        assert epoch0["train_rmse_kcal_mol"] == pytest.approx(
-            float(np.sqrt(np.mean(residual[fold != member] ** 2))) * HARTREE_TO_KCAL_MOL, rel=1e-5
-        )
-        assert result.members[member].start_valid_rmse_kcal_mol == pytest.approx(expected, rel=1e-5)
+    fit_rmse = [float(np.sqrt(np.mean(residual[fold == m] ** 2))) * HARTREE_TO_KCAL_MOL for m in range(2)]
+    starts = [history(tmp_path / "m", m)[0]["valid_rmse_kcal_mol"] for m in range(2)]
+    assert starts[0] != pytest.approx(starts[1], rel=1e-3)  # two different random functions
+    assert all(s != pytest.approx(f, rel=1e-3) for s, f in zip(starts, fit_rmse))  # neither is the fit
+    assert all(m.best_epoch >= 1 for m in result.members)
+    per_atom = float(np.sqrt(np.mean((residual / data.n_atoms) ** 2)))
+    assert output_scale(residual, data.n_atoms) == pytest.approx(max(per_atom, MIN_OUTPUT_SCALE))
+    model = load_model(str(tmp_path / "m"))
+    n = int(data.n_atoms[0])
+    members = evaluate(model, data.species[:4, :n], data.coordinates[:4, :n]).member_energies
+    assert np.all(np.abs(members[0] - members[1]) > 1e-7)
     assert result.force_weight == 0.0
 
 
