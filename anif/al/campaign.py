@@ -704,10 +704,10 @@ class Campaign:
         from ..training import INITIAL_LR
 
         self._close_pool()  # training forks its member processes: no Dask threads alive meanwhile
-        t, start = self.config.training, self.config.campaign.init
-        kind = "scratch" if not start else "ani1x" if start == "ani1x" else "model"
-        settings = replace(t.train, seed=self.config.campaign.seed, lr=t.train.lr or INITIAL_LR[kind])
-        return train_cycle_model([self.folder / DATASET], out, settings, init or start or None, t.jobs, self.progress)
+        t, start = self.config.training, self.config.campaign.init or None
+        lr = t.train.lr or INITIAL_LR[replace(t.train, init=start).start]
+        settings = replace(t.train, seed=self.config.campaign.seed, lr=lr)
+        return train_cycle_model([self.folder / DATASET], out, settings, init or start, t.jobs, self.progress)
 
     def _stage_train(self, row) -> None:
         cycle = row["cycle"]
@@ -737,6 +737,7 @@ class Campaign:
         return Path(t.file) if t.file else self.folder / TEST_DIR / f"{name}.h5"
 
     def _stage_evaluate(self, row) -> None:
+        from ..accuracy import predict
         from ..models import load_model
         from ..qbc_calibration import calibrate
 
@@ -746,7 +747,8 @@ class Campaign:
         first = None
         with self.ledger.transaction():
             for name, molecules in tests.items():
-                predictions = self._record_metrics("metrics", ("cycle", cycle), name, model, molecules, row["rho_hat"])
+                predictions = predict(model, molecules, forces=True, progress=self.progress)
+                self._record_metrics("metrics", ("cycle", cycle), name, predictions, row["rho_hat"])
                 first = first or predictions
                 rows = [(p.molecule.species.shape[0], float(r), float(e))
                         for p in predictions for r, e in zip(p.rho_kcal_mol, p.energy_error_kcal)]
@@ -771,12 +773,11 @@ class Campaign:
 
         return read_comp6_file(self._test_file(name), subset=name)
 
-    def _record_metrics(self, table: str, key: tuple[str, object], test_set: str, model, molecules, rho_hat: float):
-        """Evaluate ``model`` on a test set and store its E/dE/F errors and rho ranking in ``table``
-        under ``key`` (column, value); returns the predictions."""
-        from ..accuracy import compute_metrics, predict, qbc_ranking
+    def _record_metrics(self, table: str, key: tuple[str, object], test_set: str, predictions, rho_hat: float) -> None:
+        """Store the E/dE/F errors and rho ranking of ``predictions`` on a test set in ``table`` under
+        ``key`` (column, value)."""
+        from ..accuracy import compute_metrics, qbc_ranking
 
-        predictions = predict(model, molecules, forces=True, progress=self.progress)
         m = compute_metrics(predictions)["overall"]
         ranking = qbc_ranking(predictions, rho_hat)
         self.ledger.execute(
@@ -787,25 +788,29 @@ class Campaign:
         spearman = "n/a" if ranking.spearman is None else f"{ranking.spearman:.2f}"
         log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s", key[0], key[1],
                  test_set, m["E_rmse"], m["n_conformers"], spearman)
-        return predictions
 
     def _evaluate_baselines(self, tests: dict, rho_hat: float) -> None:
         """The starting ensemble's ([campaign] init) and ANI-1x's errors on the test sets, for the
         report's reference lines; ANI-1x is skipped when it is the oracle or cannot be loaded."""
+        from ..accuracy import predict
         from ..models import load_model
 
-        specs = {"start": self.config.campaign.init} if self.config.campaign.init else {}
+        names: dict[str, list[str]] = {}  # model spec -> baseline names (init = "ani1x" is both: evaluated once)
+        if self.config.campaign.init:
+            names.setdefault(self.config.campaign.init, []).append("start")
         if self.config.campaign.oracle != "model:ani1x":
-            specs["ani1x"] = "ani1x"
-        for name, spec in specs.items():
+            names.setdefault("ani1x", []).append("ani1x")
+        for spec, labels in names.items():
             try:
                 model = load_model(spec).double()
             except Exception as exc:  # ANI-1x not available offline: the report shows no ANI-1x line
-                log.info("baseline %s not evaluated (%s)", name, exc)
+                log.info("baseline %s not evaluated (%s)", spec, exc)
                 continue
             with self.ledger.transaction():
                 for test_set, molecules in tests.items():
-                    self._record_metrics("baselines", ("model", name), test_set, model, molecules, rho_hat)
+                    predictions = predict(model, molecules, forces=True, progress=self.progress)
+                    for label in labels:
+                        self._record_metrics("baselines", ("model", label), test_set, predictions, rho_hat)
 
     # ---- stop rule and the next cycle -----------------------------------------------------------
     def _next_cycle(self, row) -> bool:
