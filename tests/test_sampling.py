@@ -85,6 +85,27 @@ def test_rts_returns_structures_failing_the_qbc_test(ani1x, ani1x_torchani, meth
     assert len({c.provenance["seed"] for c in candidates}) == len(candidates)
 
 
+# ---- MD sampling ------------------------------------------------------------------------
+def test_md_sampler_keeps_the_frames_failing_the_qbc_test(ani1x, ani1x_torchani, methanol):
+    from anif.sampling import FrameSettings, sample_md
+    from anif.geometry import kabsch_rmsd
+
+    settings = FrameSettings(temperature=500.0, n=6, equilibration_ps=0.1, interval_ps=0.05)
+    frames = sample_md(ani1x, methanol, -np.inf, seed=4, settings=settings)
+    assert len(frames) == 6
+    times = [c.provenance["time_ps"] for c in frames]
+    assert np.allclose(np.diff(times), 0.05) and times[0] == pytest.approx(0.15)
+    rho = np.array([torchani_rho(ani1x_torchani, c.structure.numbers, c.structure.coordinates) for c in frames])
+    assert np.allclose([c.rho_kcal_mol for c in frames], rho, atol=1e-3, rtol=1e-3)
+    assert min(kabsch_rmsd(a.structure.coordinates, b.structure.coordinates[None])[0]
+               for i, a in enumerate(frames) for b in frames[i + 1:]) > 0.01  # the trajectory moves
+    assert all(c.provenance["sampler"] == "md" and c.provenance["temperature_k"] == 500.0 for c in frames)
+    rho_hat = float(np.median(rho))
+    kept = sample_md(ani1x, methanol, rho_hat, seed=4, settings=settings)
+    assert kept and all(c.rho_kcal_mol > rho_hat for c in kept)
+    assert sample_md(ani1x, methanol, np.inf, seed=4, settings=settings) == []
+
+
 # ---- dimers ---------------------------------------------------------------------------
 def _min_image_contact(a, b, box):
     """Closest a-b atom distance over all 27 neighbouring images (brute force)."""

@@ -554,6 +554,8 @@ class Campaign:
                              model, keep_above))
             elif sampler == "rts":
                 plan.append(("rts", structures, c.rts, model, rho_hat))
+            elif sampler == "md":
+                plan.append(("md", structures, c.md, model, keep_above))
             else:
                 plan.append(("dimers", [structures] * c.conformational.dimer_boxes, c.dimers, model, keep_above))
         return plan

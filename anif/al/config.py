@@ -8,7 +8,8 @@ Sections (``[campaign]`` and at least one ``[test_sets.NAME]`` are required)::
     [bootstrap]     dataset reduction from a labelled set, or random DNMS of small molecules
     [search]        configurational search sources, staged by size
     [conformational] samplers run in each cycle and when to switch to a configurational cycle
-    [dnms] [rts] [dimers]   sampler settings (fields of DNMSSettings, RTSSettings, DimerSettings)
+    [dnms] [rts] [md] [dimers]   sampler settings (fields of DNMSSettings, RTSSettings, FrameSettings,
+                    DimerSettings)
     [qbc]           rho_hat, recalibration, strategy ("qbc" or the "random" baseline), trust bound, cap
     [training]      fields of anif.training.TrainSettings, plus warm_start and jobs
     [stop]          stop rules (the only section a resumed campaign may change)
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
+from ..sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
 from ..training_settings import TrainSettings
 
 #: Conformational samplers a campaign can run.
-SAMPLERS = ("dnms", "rts", "dimers")
+SAMPLERS = ("dnms", "rts", "md", "dimers")
 #: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
 STRATEGIES = ("qbc", "random")
 #: How generated test conformers are made.
@@ -161,6 +162,7 @@ class Config:
     conformational: ConformationalSettings
     dnms: DNMSSettings
     rts: RTSSettings
+    md: FrameSettings
     dimers: DimerSettings
     qbc: QBCSettings
     training: TrainingSettings
@@ -188,6 +190,7 @@ _SECTIONS = {
     "conformational": (ConformationalSettings, ()),
     "dnms": (DNMSSettings, ("fd_step", "min_force_constant", "optimize", "hessian")),
     "rts": (RTSSettings, ("backend",)),
+    "md": (FrameSettings, ()),
     "dimers": (DimerSettings, ("backend",)),
     "qbc": (QBCSettings, ()),
     "stop": (StopSettings, ()),
@@ -352,6 +355,8 @@ _RANGES = {
     ("dimers", "cutoff"): (0, None, True), ("dimers", "min_distance"): (0, None, True),
     ("dnms", "temperature"): (0, 20000, True), ("dnms", "pool"): (1, None, False), ("dnms", "keep"): (1, None, False),
     ("dnms", "bias"): (0, None, True),
+    ("md", "temperature"): (0, 20000, True), ("md", "n"): (1, None, False), ("md", "equilibration_ps"): (0, None, False),
+    ("md", "interval_ps"): (0, None, True), ("md", "timestep_fs"): (0, None, True), ("md", "friction"): (0, None, False),
     ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),
     ("qbc", "max_per_cycle"): (1, None, False),
     ("stop", "patience"): (1, None, False),

@@ -14,8 +14,9 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "candidates": ("Candidate", "molecule_seed", "score", "write_candidates"),
     "dimers": ("run_dimer_box", "sample_dimers"),
     "dnms": ("diversity_select", "kabsch_rmsd", "sample_dnms"),
+    "frames": ("md_frames", "sample_md"),
     "rts": ("rts_trajectory", "sample_rts"),
     "search": ("SearchResult", "configurational_search", "dipeptides", "gdb11_like", "random_dimers",
                "read_smiles_file"),
-    "settings": ("DNMSSettings", "DimerSettings", "RTSSettings"),
+    "settings": ("DNMSSettings", "DimerSettings", "FrameSettings", "RTSSettings"),
 })

@@ -1,5 +1,9 @@
-"""Conformers as frames of thermostatted MD with an ensemble (test sets of a campaign: structures
-the way an MD user meets them, not the way the samplers pick them).
+"""Conformers as frames of thermostatted MD with an ensemble: the structures an MD user meets.
+
+:func:`md_frames` gives a campaign's MD test sets; :func:`sample_md` is the campaign's MD sampler
+(the paper's MD sampling): frames of the committee's own MD at a fixed temperature, each
+QBC-tested, so torsions and soft modes that normal modes about a minimum never reach become
+candidates.
 
 One Langevin trajectory per molecule at ``temperature``: ``equilibration_ps`` first, then a frame
 every ``interval_ps`` until ``n`` frames are taken. The trajectory is watched by the
@@ -17,7 +21,7 @@ from ..openmm_plugin.builder import langevin_simulation, to_topology
 from ..openmm_plugin.guard import DomainGuard, LeftModelDomain
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
-from .candidates import Candidate
+from .candidates import Candidate, score
 from .settings import FrameSettings
 
 
@@ -43,3 +47,13 @@ def md_frames(model, structure: Structure, seed: int, settings: FrameSettings = 
     except LeftModelDomain:
         pass
     return out
+
+
+def sample_md(model, structure: Structure, rho_hat: float, seed: int,
+              settings: FrameSettings = FrameSettings()) -> list[Candidate]:
+    """Frames of the committee's MD from ``structure`` with rho > ``rho_hat`` (kcal/mol), as candidates."""
+    frames = md_frames(model, structure, seed, settings)
+    if not frames:
+        return []
+    energy, rho = score(model, [f.structure for f in frames])
+    return [Candidate(f.structure, float(r), float(e), f.provenance) for f, e, r in zip(frames, energy, rho) if r > rho_hat]

@@ -16,6 +16,7 @@ from ..models import load_model
 from .candidates import molecule_seed
 from .dimers import sample_dimers
 from .dnms import sample_dnms
+from .frames import sample_md
 from .rts import sample_rts
 from .search import configurational_search
 
@@ -33,7 +34,7 @@ def _dnms(model, payload, rho_hat, seed, settings=None):
 
 
 #: sampler name -> fn(model, payload, rho_hat, seed, settings)
-SAMPLERS = {"rts": sample_rts, "dnms": _dnms, "dimers": sample_dimers, "search": _search}
+SAMPLERS = {"rts": sample_rts, "dnms": _dnms, "md": sample_md, "dimers": sample_dimers, "search": _search}
 
 
 @functools.lru_cache(maxsize=2)
