@@ -17,7 +17,10 @@ from ...distributed import available_cores, dask_client
 from ..config import Config
 from ..ledger import Cycle, Ledger
 from ..oracles import Oracle
-from ..stores import DATASET, SAMPLING_SET, TEST_DIR, sync  # noqa: F401 (the campaign's files)
+from ..stores import DATASET, SAMPLING_SET, TEST_DIR, sync
+
+__all__ = ["DATASET", "DONE", "MODELS", "Pool", "SAMPLING_SET", "StageContext", "TEST_DIR", "kill_point", "model_dir",
+           "seed_of"]
 
 #: The stage of a finished cycle.
 DONE = "done"
