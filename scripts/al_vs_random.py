@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sqlite3
 import time
 from pathlib import Path
 
@@ -122,10 +121,16 @@ def run_arm(seed: int, strategy: str, s: dict, out: Path, test_file: Path, ablat
 
 def curve(folder: Path) -> list[dict]:
     """Per cycle: labels in the training set and the mini-COMP6 errors (from the ledger)."""
-    with sqlite3.connect(folder / "ledger.sqlite") as db:
-        rows = db.execute("SELECT m.cycle, c.dataset_size, m.e_rmse, m.de_rmse, m.f_rmse, m.rho_spearman FROM metrics m "
-                          "JOIN cycles c USING (cycle) WHERE m.test_set = ? ORDER BY m.cycle", (TEST,)).fetchall()
-    return [dict(zip(("cycle", "labels", "e_rmse", "de_rmse", "f_rmse", "rho_spearman"), r)) for r in rows]
+    from anif.al.ledger import Ledger
+
+    ledger = Ledger(folder, create=False)
+    try:
+        sizes = {c.cycle: c.dataset_size for c in ledger.cycles()}
+        metrics = [(cycle, m) for cycle, m in ledger.metrics() if m.test_set == TEST]
+    finally:
+        ledger.close()
+    return [{"cycle": cycle, "labels": sizes[cycle], "e_rmse": m.e_rmse, "de_rmse": m.de_rmse, "f_rmse": m.f_rmse,
+             "rho_spearman": m.rho_spearman} for cycle, m in metrics]
 
 
 def best_so_far(errors) -> list[float]:
@@ -149,10 +154,15 @@ def labels_to_reach(labels, errors, target: float) -> tuple[float, bool]:
 def where_labels_went(folder: Path) -> dict:
     """The campaign's training labels after the bootstrap: by sampler, by heavy atoms (per molecule;
     dimers by their total), and their rho (kcal/mol, as scored when sampled)."""
-    with sqlite3.connect(folder / "ledger.sqlite") as db:
-        rows = db.execute("SELECT sampler, numbers, rho, name FROM labels WHERE role = 'train' AND status = 'ok' "
-                          "AND cycle > 0").fetchall()
-        rho_hat = db.execute("SELECT rho_hat FROM cycles WHERE cycle = 1").fetchone()
+    from anif.al.ledger import Ledger
+
+    ledger = Ledger(folder, create=False)
+    try:
+        rows = [(r.sampler, r.numbers, r.rho, r.name) for r in ledger.train_labels_after(0)]
+        first = ledger.cycle(1)
+    finally:
+        ledger.close()
+    rho_hat = (first.rho_hat,) if first is not None else None
     by_sampler: dict[str, int] = {}
     by_size: dict[str, int] = {}
     rho = []

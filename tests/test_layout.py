@@ -5,6 +5,7 @@ import from its own layer (no circles) or a lower one, never from a higher one.
 """
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "anif"
@@ -110,3 +111,30 @@ def test_the_openmm_layer_lives_in_openmm_plugin():
         assert module.__name__ == f"anif.openmm_plugin.{name}"
         assert Path(module.__file__).parent == PACKAGE / "openmm_plugin"
     assert not (PACKAGE / "simulation").exists()
+
+
+#: What an SQL statement starts with.
+_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|REPLACE|PRAGMA|BEGIN|COMMIT|ROLLBACK)\b")
+#: The one module that speaks SQL: the campaign ledger.
+LEDGER_MODULE = PACKAGE / "al" / "ledger.py"
+
+
+def sql_strings(roots=(PACKAGE, PACKAGE.parent / "scripts"), allowed: Path = LEDGER_MODULE) -> list[str]:
+    """``file:line: text`` of every string constant (f-string parts too) that starts an SQL statement,
+    in the package and the scripts, outside ``allowed``."""
+    found = []
+    for path in sorted(p for root in roots for p in root.rglob("*.py")):
+        root = next(r for r in roots if r in path.parents)
+        if path == allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL.match(node.value):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {node.value[:60]}")
+    return found
+
+
+def test_every_sql_statement_is_in_the_ledger():
+    """The campaign's stages, report, commands and scripts read and write the ledger through its named
+    methods (anif.al.ledger.Ledger), never in SQL of their own."""
+    found = sql_strings()
+    assert not found, f"{len(found)} SQL strings outside anif/al/ledger.py:\n" + "\n".join(found)

@@ -1,5 +1,6 @@
-"""The active-learning campaign (Smith et al. 2018, Fig. 2): config, ledger, oracles, selection,
-the loop and its reports. ``anif al run|status|report`` (anif/cli/al.py) drive it. Its names load
+"""The active-learning campaign (Smith et al. 2018, Fig. 2): config, ledger (every SQL statement,
+typed records), oracles, selection, the stages (:mod:`anif.al.stages`, one module per box of
+Fig. 2), the driver (:mod:`anif.al.campaign`) and its reports. ``anif al run|status|report`` (anif/cli/al.py) drive it. Its names load
 their submodule on first use, so importing the package stays cheap."""
 
 from ..lazy import lazy_exports

@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..sampling import registry
 from ..sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
 from ..training_settings import TrainSettings
 
-#: Conformational samplers a campaign can run.
-SAMPLERS = ("dnms", "rts", "md", "dimers")
+#: Conformational samplers a campaign can run (:mod:`anif.sampling.registry`).
+SAMPLERS = registry.conformational()
+#: The registered samplers' config sections: section -> sampler.
+_SAMPLER_SECTIONS = {s.section: s for s in registry.samplers().values() if s.section}
 #: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
 STRATEGIES = ("qbc", "random")
 #: How generated test conformers are made.
@@ -188,10 +191,7 @@ _SECTIONS = {
     "bootstrap": (BootstrapSettings, ()),
     "search": (SearchSettings, ()),
     "conformational": (ConformationalSettings, ()),
-    "dnms": (DNMSSettings, ("fd_step", "min_force_constant", "optimize", "hessian")),
-    "rts": (RTSSettings, ("backend",)),
-    "md": (FrameSettings, ()),
-    "dimers": (DimerSettings, ("backend",)),
+    **{section: (s.settings, s.fixed) for section, s in _SAMPLER_SECTIONS.items()},  # [dnms] [rts] [md] [dimers]
     "qbc": (QBCSettings, ()),
     "stop": (StopSettings, ()),
 }
@@ -347,16 +347,7 @@ _RANGES = {
     ("bootstrap", "max_heavy_atoms"): (1, None, False),
     ("conformational", "dimer_boxes"): (1, None, False),
     ("conformational", "patience"): (1, None, False),
-    ("rts", "t_start"): (0, 20000, True), ("rts", "t_end"): (0, 20000, True), ("rts", "ramp_ps"): (0, None, True),
-    ("rts", "timestep_fs"): (0, None, True), ("rts", "repeats"): (1, None, False),
-    ("dimers", "molecules"): (2, None, False), ("dimers", "density"): (0, 2, True),
-    ("dimers", "time_ps"): (0, None, True), ("dimers", "timestep_fs"): (0, None, True),
-    ("dimers", "temperature"): (0, 20000, True), ("dimers", "interval"): (1, None, False),
-    ("dimers", "cutoff"): (0, None, True), ("dimers", "min_distance"): (0, None, True),
-    ("dnms", "temperature"): (0, 20000, True), ("dnms", "pool"): (1, None, False), ("dnms", "keep"): (1, None, False),
-    ("dnms", "bias"): (0, None, True),
-    ("md", "temperature"): (0, 20000, True), ("md", "n"): (1, None, False), ("md", "equilibration_ps"): (0, None, False),
-    ("md", "interval_ps"): (0, None, True), ("md", "timestep_fs"): (0, None, True), ("md", "friction"): (0, None, False),
+    **{(section, key): bounds for section, s in _SAMPLER_SECTIONS.items() for key, bounds in s.ranges.items()},
     ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),
     ("qbc", "max_per_cycle"): (1, None, False),
     ("stop", "patience"): (1, None, False),

@@ -25,33 +25,30 @@ from typing import Optional
 import numpy as np
 
 from ..outputs import atomic_write_text
-from .ledger import Ledger
+from .ledger import Cycle, Ledger, Metrics
 
 HISTORY = "history.json"
 PLOTS = "plots"
 
 
-def _cycle_row(ledger: Ledger, c) -> dict:
-    cycle = c["cycle"]
-    count = lambda sql: int(ledger.value(sql, (cycle,), 0))  # noqa: E731
-    n_candidates = count("SELECT COUNT(*) FROM candidates WHERE cycle = ? AND role = 'train'")
-    n_selected = count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train'")
-    if c["kind"] == "bootstrap" and ledger.value("SELECT COUNT(*) FROM reduction"):
-        n_candidates += int(ledger.value("SELECT n_included + n_rest FROM reduction WHERE round = 0", default=0))
-    metrics = ledger.rows("SELECT test_set, e_rmse, rho_spearman FROM metrics WHERE cycle = ? ORDER BY test_set",
-                          (cycle,))
+def _cycle_row(ledger: Ledger, c: Cycle) -> dict:
+    cycle = c.cycle
+    n_candidates = ledger.count_train_candidates(cycle)
+    if c.kind == "bootstrap":
+        n_candidates += ledger.reduction_size()
+    metrics = ledger.metrics_by_test_set(cycle)
     return {
         "cycle": cycle,
-        "kind": c["kind"],
-        "stage": c["stage"],
+        "kind": c.kind,
+        "stage": c.stage,
         "n_candidates": n_candidates,
-        "n_selected": n_selected,
-        "n_labelled": count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'ok'"),
-        "n_failed": count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'failed'"),
-        "dataset_size": int(c["dataset_size"]),
-        "test_rmse_kcal_mol": {m["test_set"]: m["e_rmse"] for m in metrics},
-        "rho_spearman": {m["test_set"]: m["rho_spearman"] for m in metrics},
-        "wall_s": float(c["wall_s"]),
+        "n_selected": ledger.count_train_labels(cycle),
+        "n_labelled": ledger.count_train_labels(cycle, "ok"),
+        "n_failed": ledger.count_train_labels(cycle, "failed"),
+        "dataset_size": int(c.dataset_size),
+        "test_rmse_kcal_mol": {m.test_set: m.e_rmse for m in metrics},
+        "rho_spearman": {m.test_set: m.rho_spearman for m in metrics},
+        "wall_s": float(c.wall_s),
     }
 
 
@@ -60,8 +57,8 @@ def status(folder: str | Path, ledger: Optional[Ledger] = None) -> dict:
     own = ledger is None
     ledger = ledger or Ledger(folder, create=False)
     try:
-        cycles = ledger.rows("SELECT * FROM cycles ORDER BY cycle")
-        finished = bool(ledger.get("stop_reason")) and bool(cycles) and cycles[-1]["stage"] == "done"
+        cycles = ledger.cycles()
+        finished = bool(ledger.get("stop_reason")) and bool(cycles) and cycles[-1].stage == "done"
         return {
             "finished": finished,
             "labels_total": ledger.labels_total(),
@@ -79,19 +76,14 @@ def history(folder: str | Path, ledger: Ledger) -> dict:
     out["oracle"] = ledger.get("oracle")
     for row in out["cycles"]:
         cycle = row["cycle"]
-        c = ledger.cycle(cycle)
-        row["rho_hat"] = c["rho_hat"]
-        row["labels_by_sampler"] = dict(ledger.rows(
-            "SELECT sampler, COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' AND status = 'ok' GROUP BY sampler",
-            (cycle,)))
-        row["search"] = dict(ledger.rows("SELECT status, COUNT(*) FROM search WHERE cycle = ? GROUP BY status", (cycle,)))
-        row["molecules_added"] = int(ledger.value(
-            "SELECT COUNT(*) FROM molecules WHERE cycle = ? AND role = 'train' AND status = 'ok'", (cycle,), 0))
-        model = ledger.rows("SELECT path, note FROM models WHERE cycle = ?", (cycle,))
-        row["model"] = model[0]["path"] if model else None
-        row["note"] = model[0]["note"] if model else ""
-        row["test_metrics"] = {m["test_set"]: {k: m[k] for k in METRIC_COLUMNS}
-                               for m in ledger.rows("SELECT * FROM metrics WHERE cycle = ?", (cycle,))}
+        row["rho_hat"] = ledger.cycle(cycle).rho_hat
+        row["labels_by_sampler"] = ledger.labels_by_sampler(cycle)
+        row["search"] = ledger.search_counts(cycle)
+        row["molecules_added"] = ledger.count_molecules(cycle, "train", "ok")
+        model = ledger.model(cycle)
+        row["model"] = model[0] if model else None
+        row["note"] = model[1] if model else ""
+        row["test_metrics"] = {m.test_set: _metrics(m) for _, m in ledger.metrics(cycle)}
     out["baselines"] = _baselines(ledger)
     out["strategy"] = strategy(ledger)
     return out
@@ -107,11 +99,15 @@ def strategy(ledger: Ledger) -> str:
 METRIC_COLUMNS = ("e_rmse", "e_mae", "de_rmse", "de_mae", "f_rmse", "f_mae", "n", "rho_spearman", "captured", "n_bad")
 
 
+def _metrics(m: Metrics) -> dict:
+    return {k: getattr(m, k) for k in METRIC_COLUMNS}
+
+
 def _baselines(ledger: Ledger) -> dict:
     """{model: {test set: metrics}} of the starting ensemble ("start") and ANI-1x ("ani1x")."""
     out: dict = {}
-    for m in ledger.rows("SELECT * FROM baselines ORDER BY model, test_set"):
-        out.setdefault(m["model"], {})[m["test_set"]] = {k: m[k] for k in METRIC_COLUMNS}
+    for model, m in ledger.baselines():
+        out.setdefault(model, {})[m.test_set] = _metrics(m)
     return out
 
 
@@ -162,44 +158,33 @@ def _save(fig, path: Path) -> Path:
 
 def report_data(ledger: Ledger) -> dict:
     """The numbers behind the figures."""
-    cycles = ledger.rows("SELECT cycle, kind, rho_hat, dataset_size FROM cycles ORDER BY cycle")
-    metrics = ledger.rows("SELECT * FROM metrics ORDER BY cycle")
-    sets = sorted({m["test_set"] for m in metrics})
-    sizes = {c["cycle"]: c["dataset_size"] for c in cycles}
+    cycles = ledger.cycles()
+    metrics = ledger.metrics()
+    sets = sorted({m.test_set for _, m in metrics})
+    sizes = {c.cycle: c.dataset_size for c in cycles}
     return {
-        "cycles": [{"cycle": c["cycle"], "kind": c["kind"], "rho_hat": c["rho_hat"], "labels": c["dataset_size"]}
-                   for c in cycles],
+        "cycles": [{"cycle": c.cycle, "kind": c.kind, "rho_hat": c.rho_hat, "labels": c.dataset_size} for c in cycles],
         "test_error_vs_labels": {
-            s: [{"cycle": m["cycle"], "labels": sizes[m["cycle"]], **{k: m[k] for k in METRIC_COLUMNS}}
-                for m in metrics if m["test_set"] == s]
+            s: [{"cycle": cycle, "labels": sizes[cycle], **_metrics(m)} for cycle, m in metrics if m.test_set == s]
             for s in sets
         },
         "baselines": _baselines(ledger),
         "rho_vs_error_last_cycle": _rho_vs_error(ledger),
-        "rho_candidates": {
-            int(c): [r[0] for r in ledger.rows("SELECT rho FROM candidates WHERE cycle = ? AND role = 'train' "
-                                                "AND rho IS NOT NULL", (c,))]
-            for (c,) in ledger.rows("SELECT DISTINCT cycle FROM candidates ORDER BY cycle")
-        },
-        "labels_by_sampler": {
-            int(c): dict(ledger.rows("SELECT sampler, COUNT(*) FROM labels WHERE cycle = ? AND role = 'train' "
-                                     "AND status = 'ok' GROUP BY sampler", (c,)))
-            for c in sizes
-        },
+        "rho_candidates": ledger.candidate_rho(),
+        "labels_by_sampler": {int(c): ledger.labels_by_sampler(c) for c in sizes},
     }
 
 
 def _rho_vs_error(ledger: Ledger) -> dict:
     """The last evaluated cycle's test structures: rho and |error| / sqrt(N) (kcal/mol), per test set."""
-    last = ledger.value("SELECT MAX(cycle) FROM test_errors")
+    last = ledger.last_tested_cycle()
     if last is None:
         return {}
-    out: dict = {"cycle": int(last), "rho_hat": ledger.cycle(last)["rho_hat"], "sets": {}}
-    for r in ledger.rows("SELECT test_set, n_atoms, rho, error FROM test_errors WHERE cycle = ? ORDER BY test_set, k",
-                         (last,)):
-        d = out["sets"].setdefault(r["test_set"], {"rho": [], "error_per_sqrt_atom": []})
-        d["rho"].append(r["rho"])
-        d["error_per_sqrt_atom"].append(abs(r["error"]) / math.sqrt(r["n_atoms"]))
+    out: dict = {"cycle": int(last), "rho_hat": ledger.cycle(last).rho_hat, "sets": {}}
+    for r in ledger.test_errors(last):
+        d = out["sets"].setdefault(r.test_set, {"rho": [], "error_per_sqrt_atom": []})
+        d["rho"].append(r.rho)
+        d["error_per_sqrt_atom"].append(abs(r.error) / math.sqrt(r.n_atoms))
     return out
 
 
@@ -345,11 +330,9 @@ STAGE_GROUPS = {"search": "sampling", "sample": "sampling", "select": "sampling"
 
 def stage_times(ledger: Ledger) -> dict[int, dict[str, float]]:
     """Wall seconds per cycle and stage (the ledger's ``stage_times``; empty for a ledger without it)."""
-    if not ledger.value("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'stage_times'", default=0):
-        return {}
     out: dict[int, dict[str, float]] = {}
-    for r in ledger.rows("SELECT cycle, stage, wall_s FROM stage_times ORDER BY cycle, stage"):
-        out.setdefault(int(r["cycle"]), {})[r["stage"]] = float(r["wall_s"])
+    for cycle, stage, wall_s in ledger.stage_times():
+        out.setdefault(cycle, {})[stage] = wall_s
     return out
 
 
@@ -400,9 +383,8 @@ def _test_identity(ledger: Ledger) -> dict[str, str]:
         if t.get("file"):
             out[t["name"]] = "file:" + str(files.get(t["file"], ""))
         else:
-            rows = ledger.rows("SELECT key, energy FROM labels WHERE role = ? AND status = 'ok' ORDER BY key",
-                               (f"test:{t['name']}",))
-            h = hashlib.sha256("".join(f"{r['key']}:{r['energy']!r};" for r in rows).encode())
+            rows = ledger.label_energies(f"test:{t['name']}")
+            h = hashlib.sha256("".join(f"{key}:{energy!r};" for key, energy in rows).encode())
             out[t["name"]] = "generated:" + h.hexdigest()
     return out
 

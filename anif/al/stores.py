@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 
 from ..datasets import DatasetStore
-from .ledger import numbers_of, xyz_of
+from .ledger import LabelRecord, Ledger, Molecule, numbers_of, xyz_of
+
+DATASET, SAMPLING_SET, TEST_DIR = "dataset.h5", "sampling_set.h5", "test_sets"
 
 
 def stored_keys(path: Path) -> set[str]:
@@ -48,32 +50,50 @@ def append(path: Path, records: Sequence[dict]) -> None:
                          structure_key=np.array([r["key"] for r in rows]), **properties)
 
 
-def label_record(row) -> dict:
-    """A store record of a ``labels`` row (status ok)."""
+def label_record(row: LabelRecord) -> dict:
+    """A store record of a label (status ok)."""
     return {
-        "key": row["key"],
-        "numbers": numbers_of(row["numbers"]),
-        "coordinates": xyz_of(row["coordinates"]),
-        "energy": float(row["energy"]),
-        "forces": None if row["forces"] is None else xyz_of(row["forces"]),
+        "key": row.key,
+        "numbers": numbers_of(row.numbers),
+        "coordinates": xyz_of(row.coordinates),
+        "energy": float(row.energy),
+        "forces": None if row.forces is None else xyz_of(row.forces),
         "properties": {
-            "source": row["source"], "sampler": row["sampler"], "al_cycle": int(row["cycle"]),
-            "rho_kcal_mol": np.nan if row["rho"] is None else float(row["rho"]), "method": row["method"],
-            "name": row["name"],
+            "source": row.source, "sampler": row.sampler, "al_cycle": int(row.cycle),
+            "rho_kcal_mol": np.nan if row.rho is None else float(row.rho), "method": row.method,
+            "name": row.name,
         },
     }
 
 
-def molecule_record(row, method: str) -> dict:
-    """A store record of a ``molecules`` row at the oracle's minimum (energy only)."""
+def molecule_record(row: Molecule, method: str) -> dict:
+    """A store record of a molecule at the oracle's minimum (energy only)."""
     return {
-        "key": f"molecule:{row['id']}",
-        "numbers": numbers_of(row["numbers"]),
-        "coordinates": xyz_of(row["coordinates"]),
-        "energy": float(row["energy"]),
+        "key": f"molecule:{row.id}",
+        "numbers": numbers_of(row.numbers),
+        "coordinates": xyz_of(row.coordinates),
+        "energy": float(row.energy),
         "forces": None,
         "properties": {
-            "source": row["source"], "sampler": "optimized", "al_cycle": int(row["cycle"]), "rho_kcal_mol": np.nan,
-            "method": method, "name": row["name"], "smiles": row["smiles"],
+            "source": row.source, "sampler": "optimized", "al_cycle": int(row.cycle), "rho_kcal_mol": np.nan,
+            "method": method, "name": row.name, "smiles": row.smiles,
         },
     }
+
+
+def sync(folder: Path, ledger: Ledger, test_sets: Sequence[str], minima_method: str) -> int:
+    """Bring ``dataset.h5``, ``test_sets/NAME.h5`` (of the generated ``test_sets``) and
+    ``sampling_set.h5`` in ``folder`` up to the ledger; returns the dataset size (training labels)."""
+    _sync_labels(ledger, folder / DATASET, "train")
+    for name in test_sets:
+        _sync_labels(ledger, folder / TEST_DIR / f"{name}.h5", f"test:{name}")
+    have = stored_keys(folder / SAMPLING_SET)
+    append(folder / SAMPLING_SET, [molecule_record(m, minima_method) for m in ledger.molecules(role="train", status="ok")
+                                   if f"molecule:{m.id}" not in have])
+    return ledger.labels_total()
+
+
+def _sync_labels(ledger: Ledger, path: Path, role: str) -> None:
+    """Append the ok labels of ``role`` that the store at ``path`` lacks (reading only those from the ledger)."""
+    have = stored_keys(path)
+    append(path, [label_record(r) for r in ledger.labels([k for k in ledger.ok_keys(role) if k not in have])])

@@ -157,3 +157,9 @@ def dnms_conformers(structure: Structure, hessian: np.ndarray, settings: DNMSSet
         })
         for i in kept
     ]
+
+
+def sample_item(model, payload, rho_hat: float, seed: int, settings: DNMSSettings | None = None) -> list[Candidate]:
+    """One DNMS work item: a Structure, or a ``(structure, hessian)`` pair (normal modes of that Hessian)."""
+    structure, hessian = payload if isinstance(payload, tuple) else (payload, None)
+    return sample_dnms(model, structure, rho_hat, seed, *(() if settings is None else (settings,)), hessian=hessian)

@@ -1,4 +1,5 @@
-"""Run a sampler over many molecules (or boxes, or chunks) on the Dask pool, with progress.
+"""Run a sampler (by its name in :mod:`anif.sampling.registry`) over many molecules (or boxes,
+or chunks) on the Dask pool, with progress.
 
 Each work item gets its own seed derived from the master seed and its index
 (:func:`anif.sampling.candidates.molecule_seed`), so results do not depend on the number of
@@ -14,27 +15,7 @@ from typing import Any, Iterator, Sequence
 from ..distributed import as_completed_with_progress, dask_client
 from ..models import load_model
 from .candidates import molecule_seed
-from .dimers import sample_dimers
-from .dnms import sample_dnms
-from .frames import sample_md
-from .rts import sample_rts
-from .search import configurational_search
-
-
-
-def _search(model, payload, rho_hat, seed, settings=None):
-    source, molecules, structures = payload
-    return configurational_search(model, molecules, rho_hat, seed, structures, source)
-
-
-def _dnms(model, payload, rho_hat, seed, settings=None):
-    """DNMS of a Structure, or of a ``(structure, hessian)`` pair (normal modes of that Hessian)."""
-    structure, hessian = payload if isinstance(payload, tuple) else (payload, None)
-    return sample_dnms(model, structure, rho_hat, seed, *(() if settings is None else (settings,)), hessian=hessian)
-
-
-#: sampler name -> fn(model, payload, rho_hat, seed, settings)
-SAMPLERS = {"rts": sample_rts, "dnms": _dnms, "md": sample_md, "dimers": sample_dimers, "search": _search}
+from .registry import get
 
 
 @functools.lru_cache(maxsize=2)
@@ -46,7 +27,7 @@ def run_item(item, sampler: str, model: str, rho_hat: float, settings) -> Any:
     """One work item ``(seed, payload)`` of ``sampler`` with the model ``model`` (a load_model spec)."""
     seed, payload = item
     extra = () if settings is None else (settings,)
-    return SAMPLERS[sampler](cached_model(model), payload, rho_hat, seed, *extra)
+    return get(sampler).function()(cached_model(model), payload, rho_hat, seed, *extra)
 
 
 def sampler_items(client, sampler: str, model: str, payloads: Sequence, rho_hat: float, seed: int, settings=None,

@@ -201,3 +201,9 @@ def configurational_search(
                 provenance["smiles"] = smiles
             result.scored.append(Candidate(s, float(r), float(e), provenance))
     return result
+
+
+def search_item(model, payload, rho_hat: float, seed: int, settings=None) -> SearchResult:
+    """One search work item: ``(source, [(smiles, name)], [ready structures])``."""
+    source, molecules, structures = payload
+    return configurational_search(model, molecules, rho_hat, seed, structures, source)

@@ -1,0 +1,47 @@
+"""One sampler contract, registered once (anif.sampling.registry): the campaign config, the Dask
+work items and the campaign's sample stage read every sampler from the registry."""
+
+import math
+
+from anif.al import config
+from anif.sampling import parallel, registry
+from anif.sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
+
+
+def _toy(model, payload, rho_hat, seed, settings=None):
+    return [(model, payload, rho_hat, seed, settings)]
+
+
+def test_the_shipped_samplers_and_what_they_declare():
+    s = registry.samplers()
+    assert list(s) == ["dnms", "rts", "md", "dimers", "search"]
+    assert registry.conformational() == config.SAMPLERS == ("dnms", "rts", "md", "dimers")
+    assert [(x.settings, x.section) for x in s.values()] == [
+        (DNMSSettings, "dnms"), (RTSSettings, "rts"), (FrameSettings, "md"), (DimerSettings, "dimers"), (None, "")]
+    assert [x.needs for x in s.values()] == ["minimum", "molecule", "molecule", "box", "chunk"]
+    for x in s.values():
+        assert callable(x.function())
+    # what the sample stage derives from them
+    assert s["rts"].threshold(0.23, -math.inf) == 0.23 and s["dnms"].threshold(0.23, -math.inf) == -math.inf
+    assert s["md"].threshold(0.23, 0.23) == 0.23 and s["md"].threshold(0.23, -math.inf) == -math.inf
+    assert s["dnms"].provenance(("structure", None)) == {"hessian": "ensemble"}
+    assert s["dnms"].provenance(("structure", "H")) == {"hessian": "oracle"}
+
+
+def test_config_sections_and_ranges_come_from_the_registry():
+    for name, sampler in registry.samplers().items():
+        if sampler.section:
+            assert config._SECTIONS[sampler.section] == (sampler.settings, sampler.fixed)
+            assert all(config._RANGES[(sampler.section, k)] == v for k, v in sampler.ranges.items())
+
+
+def test_a_new_sampler_is_one_registration(monkeypatch):
+    toy = registry.Sampler("toy", f"{__name__}:_toy", "molecule")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register(toy)
+    assert registry.get("toy") is toy and "toy" in registry.conformational()
+    monkeypatch.setattr(parallel, "cached_model", lambda spec: f"model {spec}")
+    out = dict(parallel.sampler_items(None, "toy", "m", ["a", "b"], 0.5, 7, settings="s", indices=[3, 4]))
+    assert sorted(out) == [3, 4]
+    assert [r[0][:3] for r in (out[3], out[4])] == [("model m", "a", 0.5), ("model m", "b", 0.5)]
+    assert out[3][0][4] == "s" and out[3][0][3] != out[4][0][3]  # per-item seeds
