@@ -290,7 +290,7 @@ class Campaign:
     # ---- reduce (bootstrap from a labelled set) ----------------------------------------------
     def _stage_reduce(self, row) -> None:
         from ..accuracy import predict
-        from ..comp6 import read_comp6_file
+        from ..datasets.comp6 import read_comp6_file
         from ..models import load_model
         from ..units import HARTREE_TO_KCAL_MOL
 
@@ -396,7 +396,7 @@ class Campaign:
 
     def _dataset_minima(self) -> list[Structure]:
         """The lowest-energy conformer of every molecule of the bootstrap dataset."""
-        from ..comp6 import read_comp6_file
+        from ..datasets.comp6 import read_comp6_file
 
         out = []
         for m in read_comp6_file(self.config.bootstrap.dataset, subset="bootstrap"):
@@ -739,7 +739,7 @@ class Campaign:
     def _stage_evaluate(self, row) -> None:
         from ..accuracy import predict
         from ..models import load_model
-        from ..qbc_calibration import calibrate
+        from ..accuracy.calibration import calibrate
 
         cycle = row["cycle"]
         model = load_model(str(model_dir(self.folder, cycle))).double()
@@ -769,7 +769,7 @@ class Campaign:
             self._evaluate_baselines(tests, row["rho_hat"])
 
     def _test_molecules(self, name: str) -> list:
-        from ..comp6 import read_comp6_file
+        from ..datasets.comp6 import read_comp6_file
 
         return read_comp6_file(self._test_file(name), subset=name)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
-from ..training_settings import TrainSettings
+from ..training.settings import TrainSettings
 
 #: Conformational samplers a campaign can run.
 SAMPLERS = ("dnms", "rts", "dimers")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..qbc_calibration import calibrate
+from ..accuracy.calibration import calibrate
 from .common import model_inputs, check_not_input, check_writable_file, json_out_option, load_model, positive
 
 _CAL = inspect.signature(calibrate).parameters  # the defaults of --error and --capture
@@ -36,8 +36,8 @@ def qbc_calibrate_command(
 
     import numpy as np
 
-    from ..accuracy import plot_error_vs_rho, predict
-    from ..comp6 import read_comp6
+    from ..accuracy.metrics import plot_error_vs_rho, predict
+    from ..datasets.comp6 import read_comp6
     from ..outputs import atomic_write_text, strict_json
 
     check_not_input([json_out, plot], [data] + model_inputs(model))

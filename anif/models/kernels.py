@@ -17,7 +17,7 @@
   without gradients (screening) the CELU activations are applied in place, which spares
   large batches the allocation of fresh hidden-layer tensors.
 
-On the CPU the same module runs by default on the compiled kernels of :mod:`anif.kernels`
+On the CPU the same module runs by default on the compiled kernels of :mod:`anif.models.extension`
 (``torch.ops.anif.aev`` for molecules and ``torch.ops.anif.networks``: descriptor and networks
 with hand-written gradients, each member's input gradient computed while its weights are in
 cache); the TorchScript operations above serve GPUs, periodic descriptors, other descriptor
@@ -37,7 +37,7 @@ from torchani.cutoffs import CutoffCosine
 from torchani.neighbors import all_pairs
 from torchani.nn import TightCELU
 
-from .kernels import load as load_kernels
+from .extension import load as load_kernels
 
 
 class FusedSpeciesNetwork(torch.nn.Module):

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: The paper's calibrated QBC threshold rho_hat (kcal/mol): the default everywhere a threshold is needed.
 RHO_HAT = 0.23
