@@ -60,7 +60,7 @@ def _both(args):
     """Label one structure by today's path and the new one (``first`` runs first), and DF if asked."""
     index, structure, folder, first, density_fit = args
     import anif.labeling.reference as labeling
-    from anif.labeling.reference import Level
+    from anif.labeling.settings import Level
 
     out = {"index": index}
     for path in (first, "new" if first == "today" else "today"):
@@ -132,7 +132,7 @@ def _policy_task(args):
     from pyscf import lib
 
     import anif.labeling.reference as labeling
-    from anif.labeling.reference import Level
+    from anif.labeling.settings import Level
 
     lib.num_threads(threads)
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def _optimize_task(args):
 
     import anif.labeling.reference as labeling
     from anif.al.oracles import ani1x_minimum
-    from anif.labeling.reference import Level
+    from anif.labeling.settings import Level
     from anif.structures import from_smiles
 
     lib.num_threads(1)

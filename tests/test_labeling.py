@@ -20,19 +20,18 @@ import pytest
 from anif.datasets.store import DatasetStore
 from anif.distributed import as_completed_with_progress, dask_client
 from anif.labeling.reference import (
-    Level,
     failures_path,
-    gaussian_cartesian,
     hessian,
     label_file,
     label_structure,
-    normal_modes,
     optimize,
     read_failures,
     structure_key,
 )
+from anif.labeling.settings import Level, gaussian_cartesian
 from anif.structures import Structure, symbol, write_xyz
 from anif.units import HARTREE_TO_KCAL_MOL
+from anif.vibrations import normal_modes
 
 ROOT = Path(__file__).resolve().parents[1]
 WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])

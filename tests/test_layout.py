@@ -36,8 +36,19 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _lazy_homes(path: Path) -> dict[str, str]:
+    """A package's names that load their submodule on first use (``lazy_exports``): name -> submodule."""
+    homes = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports":
+            table = ast.literal_eval(node.args[1])
+            homes.update({n: module for module, names in table.items() for n in names})
+    return homes
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """anif modules imported anywhere in the file (``from pkg import mod`` counts as importing mod)."""
+    """anif modules imported anywhere in the file (``from pkg import mod`` counts as importing mod, and
+    ``from pkg import name`` as importing the submodule that defines a lazily exported name)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -48,7 +59,9 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if node.level:
                 parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parent + ([base] if base else []))
-            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+            homes = _lazy_homes(modules[base]) if base in modules and modules[base].name == "__init__.py" else {}
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules
+                         else f"{base}.{homes[a.name]}" if a.name in homes else base for a in node.names)
     return {m for m in found if m in modules and m != name}
 
 

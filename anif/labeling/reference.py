@@ -45,10 +45,9 @@ import numpy as np
 from ..datasets.store import PROVENANCE, DatasetStore, open_output, structure_keys
 from ..distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
 from ..errors import AnifError, InputError, UnsupportedElementError
-from .settings import DEVICES, Level, gaussian_cartesian  # noqa: F401 (re-exported)
+from .settings import DEVICES, Level
 from ..plausibility import coordinate_problem
 from ..structures import Structure, symbol
-from ..vibrations import NormalModes, normal_modes  # noqa: F401 (re-exported: the labeller's normal modes)
 
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
 SCF_LADDER = ("diis", "level_shift", "newton")
