@@ -23,8 +23,9 @@ with hand-written gradients, each member's input gradient computed while its wei
 cache); the TorchScript operations above serve GPUs, periodic descriptors, other descriptor
 settings, and machines where the kernels do not build.
 
-The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns by
-default. :func:`screen` computes rho for many molecules of different sizes in padded batches.
+The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns for the
+implementations ``"kernels"`` (the default) and ``"torchscript"`` (the same without the compiled kernels).
+:func:`anif.models.score_structures` computes rho for many molecules of different sizes in padded batches.
 """
 
 import math
