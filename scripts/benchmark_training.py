@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from anif.models.ensemble import build_ani, evaluate, load_model  # noqa: E402
 from anif.labeling.teacher import SMALL_MOLECULES, write_teacher_data  # noqa: E402
-from anif.training.trainer import ARCHITECTURES, TrainSettings, train_ensemble  # noqa: E402
+from anif.training import ARCHITECTURES, TrainSettings, train_ensemble  # noqa: E402
 from anif.training.data import SYMBOLS, fit_self_energies, read_conformers  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from anif.datasets.store import DatasetStore  # noqa: E402
 from anif.models.ensemble import evaluate, load_model  # noqa: E402
-from anif.training.trainer import TrainSettings, train_ensemble  # noqa: E402
+from anif.training import TrainSettings, train_ensemble  # noqa: E402
 from anif.training.data import element_counts, fit_self_energies, read_conformers  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 

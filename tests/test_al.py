@@ -695,7 +695,7 @@ def test_a_committee_that_cannot_disagree_stops_the_campaign_with_the_reason(tmp
     import torch
 
     from anif.models.ensemble import StockAniEnsemble, build_ani, load_ani, save_model
-    from anif.training.trainer import ARCHITECTURES, SYMBOLS
+    from anif.training.settings import ARCHITECTURES, SYMBOLS
 
     ani1x = load_ani("ani1x")
     ani = build_ani(SYMBOLS, ARCHITECTURES["small"], ani1x.energy_shifter.self_energies.tolist(), 2)
@@ -759,7 +759,7 @@ def test_oracle_failing_every_label_is_a_clear_error_and_keeps_earlier_labels(st
 def test_config_defaults_are_the_pieces_own():
     from anif.al.config import parse_config
     from anif.sampling.rts import RTSSettings
-    from anif.training.trainer import TrainSettings
+    from anif.training import TrainSettings
 
     config = parse_config({"campaign": {}, "test_sets": {"t": {"smiles": ["CCO"]}}}, ROOT)
     assert config.rts == RTSSettings() and config.training.train == TrainSettings()

@@ -22,7 +22,8 @@ from anif.errors import InputError
 from anif.models.ensemble import build_ani, evaluate, load_model
 from anif.structures import from_smiles
 from anif.labeling.teacher import write_teacher_data
-from anif.training.trainer import ARCHITECTURES, INITIAL_LR, TrainSettings, load_checkpoint, train_ensemble
+from anif.training import ARCHITECTURES, INITIAL_LR, TrainSettings, train_ensemble
+from anif.training.trainer import load_checkpoint
 from anif.training.data import (
     SYMBOLS,
     ConformerSet,

@@ -70,7 +70,7 @@ from .data import (
     unknown_method_warning,
     unlabelled,
 )
-from .settings import (  # noqa: F401 (re-exported: anif.training.TrainSettings etc.)
+from .settings import (
     ARCHITECTURES,
     DEFAULT_FORCE_WEIGHT,
     INITIAL_LR,
@@ -671,20 +671,4 @@ def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
         return results
 
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULT_FORCE_WEIGHT",
-    "INITIAL_LR",
-    "ConformerSet",
-    "MemberResult",
-    "TrainResult",
-    "TrainSettings",
-    "TrainingData",
-    "assign_folds",
-    "element_counts",
-    "fit_self_energies",
-    "read_conformers",
-    "resolve_start",
-    "train_ensemble",
-    "unlabelled",
-]
+__all__ = ["MemberResult", "Start", "TrainResult", "load_checkpoint", "resolve_start", "train_ensemble"]
