@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputError
 from ..md.settings import MD_DEFAULTS
-from ..accuracy.calibration import RHO_HAT
+from ..accuracy.settings import RHO_HAT
 from ..units import FS_PER_PS
 from .common import check_not_input, load_model, non_negative, positive, seed_option
 from .common import temperature as temperature_check

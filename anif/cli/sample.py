@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnifError, InputError
-from ..accuracy.calibration import RHO_HAT
+from ..accuracy.settings import RHO_HAT
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
 from .common import check_not_input, load_model, non_negative, positive, seed_option
 from .common import temperature as _kelvin

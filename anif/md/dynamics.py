@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .settings import MD_DEFAULTS
-from ..accuracy.calibration import RHO_HAT
+from ..accuracy.settings import RHO_HAT
 from ..openmm_plugin.builder import get_platform, to_topology
 from ..plausibility import require_angstrom
 from ..structures import Structure, from_smiles
