@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="ANI-1x active learning on OpenMM: ensembles as OpenMM forces, samplers, labels, training",
     packages=find_packages(include=["anif", "anif.*"]),
-    package_data={"anif": ["csrc/*.cpp", "data/*.smi"]},
+    package_data={"anif": ["data/*.smi"], "anif.models": ["csrc/*.cpp"]},
     python_requires=">=3.10",
     install_requires=[
         "torch==2.9.1",  # openmmtorch 1.5 loads with this CPU-capable build; 2.13 needs CUDA libraries
@@ -24,7 +24,7 @@ setup(
         "matplotlib==3.11.2",
         "typer==0.29.2",
         "rich==15.0.0",
-        "ninja==1.13.2",  # builds the compiled CPU kernels (anif.kernels) on first use
+        "ninja==1.13.2",  # builds the compiled CPU kernels (anif.models.extension) on first use
         # The MM side of ML/MM (GAFF-2.11/AM1-BCC solutes on OpenFF molecules). openff-toolkit is on PyPI
         # only as Acellera's repackaging, which declares no dependencies: its runtime needs are pinned here.
         "acellera-openff-toolkit==0.18.0.post2",  # OpenFF Molecule: SMILES/SDF (charges kept) -> OpenMM topology

@@ -6,7 +6,7 @@ index arrays into the box's atoms.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -16,13 +16,45 @@ def minimum_image(vectors: np.ndarray, box: np.ndarray) -> np.ndarray:
     return vectors - box * np.round(vectors / box)
 
 
-def make_whole(positions: np.ndarray, molecules: Sequence[np.ndarray], box: np.ndarray) -> np.ndarray:
-    """Positions with every molecule unbroken (atoms imaged next to its first atom), centroid in the box."""
-    out = positions.copy()
-    for atoms in molecules:
-        x = positions[atoms[0]] + minimum_image(positions[atoms] - positions[atoms[0]], box)
-        out[atoms] = x - box * np.floor(x.mean(0) / box)
-    return out
+def make_whole(positions: np.ndarray, box: np.ndarray, *, molecules: Optional[Sequence[np.ndarray]] = None,
+               bonds: Optional[Iterable[tuple[int, int]]] = None) -> np.ndarray:
+    """Positions (N, 3) with every molecule unbroken, given its ``molecules`` or its ``bonds`` (one of them).
+
+    ``molecules`` (index arrays; ``box`` the lengths (3,)): each atom imaged next to its molecule's
+    first atom, then the molecule's centroid moved into the box. ``bonds`` (atom pairs; ``box`` the
+    box vectors (3, 3) as rows, any shape of cell): a walk along the bond graph moves each atom to the
+    minimum image of the bonded atom it is reached from, so molecules of any size come out whole;
+    the first atom of each molecule stays where it is.
+    """
+    if (molecules is None) == (bonds is None):
+        raise ValueError("make_whole: give molecules or bonds")
+    if molecules is not None:
+        out = positions.copy()
+        for atoms in molecules:
+            x = positions[atoms[0]] + minimum_image(positions[atoms] - positions[atoms[0]], box)
+            out[atoms] = x - box * np.floor(x.mean(0) / box)
+        return out
+    x = positions.copy()
+    inverse = np.linalg.inv(box)
+    neighbours: dict[int, list[int]] = {}
+    for i, j in bonds:
+        neighbours.setdefault(i, []).append(j)
+        neighbours.setdefault(j, []).append(i)
+    seen: set[int] = set()
+    for root in range(len(x)):
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [root]
+        while stack:
+            i = stack.pop()
+            for j in neighbours.get(i, []):
+                if j not in seen:
+                    delta = x[j] - x[i]
+                    x[j] -= np.round(delta @ inverse) @ box
+                    seen.add(j)
+                    stack.append(j)
+    return x
 
 
 def dimer_pairs(positions: np.ndarray, molecules: Sequence[np.ndarray], box: np.ndarray, cutoff: float):

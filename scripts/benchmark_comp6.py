@@ -17,10 +17,10 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import torch  # noqa: E402
 
-from anif.accuracy import predict  # noqa: E402
+from anif.accuracy.metrics import predict  # noqa: E402
 from anif.cli import main as anif_main  # noqa: E402
-from anif.comp6 import read_comp6  # noqa: E402
-from anif.models import load_model  # noqa: E402
+from anif.datasets.comp6 import read_comp6  # noqa: E402
+from anif.models.ensemble import load_model  # noqa: E402
 
 
 def run_anif(*args) -> None:
@@ -45,7 +45,7 @@ def main() -> None:
         extra = [] if window is None else ["--max-energy", window]
         data = [x for d in args.data for x in ("--data", d)]
         run_anif("bench", "comp6", "--model", args.model, *data, "--threads", args.threads,
-                 "--json", args.out / f"metrics_{tag}.json", "--plots", args.out / f"plots_{tag}", *extra)
+                 "--json-out", args.out / f"metrics_{tag}.json", "--plots", args.out / f"plots_{tag}", *extra)
 
     molecules = read_comp6(args.data)
     n = sum(m.n_conformers for m in molecules)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from anif.models import evaluate, load_model, pad_structures
+from anif.models.ensemble import evaluate, load_model, pad_structures
 from anif.structures import from_smiles
 
 if not torch.cuda.is_available():

@@ -8,14 +8,14 @@ Two sets of DNMS conformers (ANI-1x Hessian at the ANI-1x minimum of an RDKit em
 Every structure is labelled by both paths in one task on the same worker, the order alternating
 from one structure to the next (so the load of a shared machine hits both alike):
 
-- today: PySCF's own initial guess and algorithms (``anif.labeling.FAST_SCF = False``), as
+- today: PySCF's own initial guess and algorithms (``anif.labeling.reference.FAST_SCF = False``), as
   ``anif label`` ran before;
 - new: the long-range ERIs in core, the AO values on the grid cached per geometry, and the SCF
   started from the orbitals of the nearest conformer already labelled (by any worker, through
   a shared folder, as ``OUT.dm/`` or a campaign's ``densities/``);
 - with ``--df`` also the new path with density fitting: its speed-up and its shift.
 
-The workers and threads are :func:`anif.labeling.worker_policy`'s (``--workers`` to override).
+The workers and threads are :func:`anif.labeling.reference.worker_policy`'s (``--workers`` to override).
 ``--policy`` also times 1 worker x C threads against C workers x 1 thread (new path) on a small
 and a large molecule; ``--optimizer`` counts the gradients of the oracle's optimisation of the
 quickstart's molecules before (RDKit/UFF start) and after (ANI-1x start, as the PySCF oracle does).
@@ -44,7 +44,7 @@ KCAL = 627.509474
 
 def conformers(smiles: str, count: int, seed: int = 0):
     """``count`` DNMS conformers (500 K) of ``smiles`` around its ANI-1x minimum."""
-    from anif.models import load_model
+    from anif.models.ensemble import load_model
     from anif.sampling.dnms import dnms_conformers, ensemble_hessian, optimize
     from anif.sampling.settings import DNMSSettings
     from anif.structures import from_smiles
@@ -59,8 +59,8 @@ def conformers(smiles: str, count: int, seed: int = 0):
 def _both(args):
     """Label one structure by today's path and the new one (``first`` runs first), and DF if asked."""
     index, structure, folder, first, density_fit = args
-    import anif.labeling as labeling
-    from anif.labeling import Level
+    import anif.labeling.reference as labeling
+    from anif.labeling.settings import Level
 
     out = {"index": index}
     for path in (first, "new" if first == "today" else "today"):
@@ -131,8 +131,8 @@ def _policy_task(args):
     structure, threads, folder = args
     from pyscf import lib
 
-    import anif.labeling as labeling
-    from anif.labeling import Level
+    import anif.labeling.reference as labeling
+    from anif.labeling.settings import Level
 
     lib.num_threads(threads)
     start = time.perf_counter()
@@ -161,9 +161,9 @@ def _optimize_task(args):
     smiles, settings = args
     from pyscf import lib
 
-    import anif.labeling as labeling
+    import anif.labeling.reference as labeling
     from anif.al.oracles import ani1x_minimum
-    from anif.labeling import Level
+    from anif.labeling.settings import Level
     from anif.structures import from_smiles
 
     lib.num_threads(1)
@@ -191,7 +191,7 @@ def _round_robin(groups: list[list]) -> list:
 
 def main() -> None:
     from anif.distributed import available_cores
-    from anif.labeling import Level, worker_policy
+    from anif.labeling.reference import Level, worker_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("bench_labeling"))

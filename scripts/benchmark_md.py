@@ -16,7 +16,7 @@ import openmm
 import torch
 from openmm import unit
 
-from anif.models import load_ani, load_model
+from anif.models.ensemble import load_ani, load_model
 from anif.openmm_plugin import create_system
 from anif.structures import from_smiles
 from anif.units import HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
@@ -64,7 +64,7 @@ def water_box(n_side: int, spacing: float, seed: int = 0):
 
 def periodic_table(model, steps):
     """Periodic (kernels' minimum image; torchani's neighbour list as before) vs isolated, same atoms."""
-    from anif.fused import FusedAniEnsemble
+    from anif.models.kernels import FusedAniEnsemble
 
     neighbour_list = FusedAniEnsemble(model.ani, minimum_image=False).eval()
     print(f"\n{'ML atoms':28s} {'atoms':>5s} {'periodic':>9s} {'(torchani nl)':>13s} {'isolated':>9s} "

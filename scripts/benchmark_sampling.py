@@ -18,7 +18,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
-from anif.models import load_model, supported_numbers  # noqa: E402
+from anif.models.ensemble import load_model, supported_numbers  # noqa: E402
 from anif.sampling import DimerSettings, DNMSSettings, RTSSettings, gdb11_like  # noqa: E402
 from anif.sampling.parallel import run_sampler  # noqa: E402
 from anif.sampling.search import embed  # noqa: E402

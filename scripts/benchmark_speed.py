@@ -1,11 +1,11 @@
 """Speed of the fused ANI-1x ensemble against stock torchani, on the CPU.
 
-"kernels" is the default path (compiled CPU kernels, anif.kernels); "TorchScript" is the fused ensemble
+"kernels" is the default path (compiled CPU kernels, anif.models.extension); "TorchScript" is the fused ensemble
 without them (load_model(..., implementation="torchscript")). Prints, in one run, as ratios fused / stock:
   1. MD steps/s: OpenMM CPU platform, the ensemble as a TorchForce (anif.openmm_plugin.create_force),
      LangevinMiddleIntegrator, for ~20, ~50, ~100 and ~300 atoms;
   2. QBC screening throughput (molecules/s) for 1,000 small molecules: stock one at a time, stock and fused
-     through anif.models.score_structures (size-sorted padded batches);
+     through anif.models.ensemble.score_structures (size-sorted padded batches);
   3. time per energy + forces evaluation vs number of atoms (plain module calls, no OpenMM), also as a PNG.
 
     .venv/bin/python scripts/benchmark_speed.py [--threads 2] [--seconds 3] [--plot speed.png]
@@ -131,11 +131,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from anif.models import score_structures
+    from anif.models.ensemble import score_structures
 
     def screen(model, structures, batch_size):
         return score_structures(model, structures, batch_size)[1]
-    from anif.models import evaluate, load_model
+    from anif.models.ensemble import evaluate, load_model
     from anif.structures import from_smiles
 
     console = Console()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anif.datasets import DatasetStore
+from anif.datasets.store import DatasetStore
 
 ATOMS = 20
 #: About this many bytes per stored conformer (coordinates, forces, species, strings, scalars).

@@ -1,7 +1,7 @@
 """Training speed: anif train against a plain torchani training loop on the same data, and the
 time a warm start saves.
 
-One run measures, on ANI-1x-labelled displaced conformers of 14 small molecules (anif.teacher),
+One run measures, on ANI-1x-labelled displaced conformers of 14 small molecules (anif.labeling.teacher),
 or on --data FILE:
 
 1. conformers/s of one member's fastest epoch (training pass + validation pass; the fastest,
@@ -37,10 +37,10 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from anif.models import build_ani, evaluate, load_model  # noqa: E402
-from anif.teacher import SMALL_MOLECULES, write_teacher_data  # noqa: E402
+from anif.models.ensemble import build_ani, evaluate, load_model  # noqa: E402
+from anif.labeling.teacher import SMALL_MOLECULES, write_teacher_data  # noqa: E402
 from anif.training import ARCHITECTURES, TrainSettings, train_ensemble  # noqa: E402
-from anif.training_data import SYMBOLS, fit_self_energies, read_conformers  # noqa: E402
+from anif.training.data import SYMBOLS, fit_self_energies, read_conformers  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 
 MOLECULES = {**SMALL_MOLECULES, "acetaldehyde": "CC=O", "formamide": "NC=O"}
@@ -134,7 +134,7 @@ def seconds_to_reach(history: list[dict], target: float) -> float:
 def warm_start(tmp: Path, warm_lr: float | None) -> None:
     """Cycle 1 trained cold and warm (from cycle 0); the warm run in chunks of growing --max-epochs
     (each continues the last), its saved ensemble scored on fresh conformers after each chunk."""
-    from anif.datasets import merge
+    from anif.datasets.store import merge
 
     write_teacher_data(tmp / "cycle0.h5", 48, seed=21)
     write_teacher_data(tmp / "new.h5", 32, seed=22)

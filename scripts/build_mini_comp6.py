@@ -63,8 +63,8 @@ def tripeptides() -> list[tuple[str, str]]:
 
 def build(out: Path, seed: int = 2018, frames: int = 3, modes: int = 4) -> dict:
     from anif.al.oracles import TeacherOracle
-    from anif.datasets import DatasetStore
-    from anif.models import load_model
+    from anif.datasets.store import DatasetStore
+    from anif.models.ensemble import load_model
     from anif.sampling.dnms import dnms_conformers
     from anif.sampling.frames import md_frames
     from anif.sampling.search import random_dimers

@@ -2,7 +2,7 @@
 data of an early active-learning cycle?
 
 12 small CHNO molecules x 64 displaced conformers (768 structures) labelled by the released
-ANI-1x (anif.teacher), then exactly
+ANI-1x (anif.labeling.teacher), then exactly
 
     anif train --data train.h5 --out MODEL --members 2 --arch small
 
@@ -31,9 +31,9 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import numpy as np  # noqa: E402
 
-from anif.models import evaluate, load_model  # noqa: E402
-from anif.teacher import write_teacher_data  # noqa: E402
-from anif.training_data import element_counts, fit_self_energies, read_conformers  # noqa: E402
+from anif.models.ensemble import evaluate, load_model  # noqa: E402
+from anif.labeling.teacher import write_teacher_data  # noqa: E402
+from anif.training.data import element_counts, fit_self_energies, read_conformers  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 
 

@@ -2,10 +2,10 @@
 
 The random-sampling baseline the active-learning loop is measured against. Two data sets:
 
-1. teacher: displaced conformers (anif.teacher) of 12 small CHNO molecules labelled by the
+1. teacher: displaced conformers (anif.labeling.teacher) of 12 small CHNO molecules labelled by the
    released ANI-1x; nested random training sets of --sizes conformers from one pool, a fixed test
    set of fresh conformers of the same molecules;
-2. S66x8 (COMP6, wB97X/6-31G(d), read with anif.comp6: forces = -stored gradient): split by
+2. S66x8 (COMP6, wB97X/6-31G(d), read with anif.datasets.comp6: forces = -stored gradient): split by
    dimer, --s66-test-fraction of the 66 dimers held out for the test; nested random training
    sets of --s66-sizes conformers from the other dimers' conformers. The test measures transfer
    to dimers never seen.
@@ -37,10 +37,10 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import numpy as np  # noqa: E402
 
-from anif.datasets import DatasetStore  # noqa: E402
-from anif.models import evaluate, load_model  # noqa: E402
+from anif.datasets.store import DatasetStore  # noqa: E402
+from anif.models.ensemble import evaluate, load_model  # noqa: E402
 from anif.training import TrainSettings, train_ensemble  # noqa: E402
-from anif.training_data import element_counts, fit_self_energies, read_conformers  # noqa: E402
+from anif.training.data import element_counts, fit_self_energies, read_conformers  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -117,7 +117,7 @@ def curve(label: str, pool: list[dict], test_file: Path, sizes: list[int], args,
 
 def s66_pool(path: Path, test_fraction: float, seed: int, tmp: Path) -> tuple[list[dict], Path]:
     """S66x8 molecules split by dimer: (training pool, test file)."""
-    from anif.comp6 import read_comp6_file
+    from anif.datasets.comp6 import read_comp6_file
 
     molecules = read_comp6_file(path)
     records = [
@@ -178,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
-    from anif.teacher import SMALL_MOLECULES, write_teacher_data
+    from anif.labeling.teacher import SMALL_MOLECULES, write_teacher_data
 
     t0 = time.perf_counter()
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)

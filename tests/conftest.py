@@ -55,7 +55,7 @@ def one_torch_thread():
 def ani1x():
     """The released ANI-1x ensemble (8 members), stock torchani evaluation."""
     require_shared("torchani/Neurochem/ani-1x_8x.info")
-    from anif.models import load_model
+    from anif.models.ensemble import load_model
 
     return load_model("ani1x", implementation="stock")
 

@@ -122,8 +122,8 @@ def straight(tmp_path_factory, ani1x):
 
 # ---- the loop ---------------------------------------------------------------------------------
 def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
-    from anif.datasets import DatasetStore
-    from anif.models import load_model
+    from anif.datasets.store import DatasetStore
+    from anif.models.ensemble import load_model
 
     config, folder = straight
     status = json.loads(subprocess.run([sys.executable, "-m", "anif", "al", "status", str(folder), "--json"],
@@ -176,7 +176,7 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
 
 def test_samplers_read_the_conformer_sampling_set(straight, tmp_path, ani1x_torchani):
     """The hand-off: `anif sample dnms --input sampling_set.h5` samples every molecule of the set."""
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
 
     _, folder = straight
     sampling_set = DatasetStore(folder / "sampling_set.h5", "r")
@@ -198,9 +198,9 @@ def test_test_error_falls_over_two_cycles(straight, ani1x_torchani):
     above run-to-run noise (one torch thread; RTS trajectories differ between CPUs, the learning does
     not). Every test structure has rho > 0 (the members differ); the recorded rho-vs-error Spearman
     correlations equal scipy's on the saved models."""
-    from anif.accuracy import compute_metrics, predict
-    from anif.comp6 import read_comp6_file
-    from anif.models import load_model
+    from anif.accuracy.metrics import compute_metrics, predict
+    from anif.datasets.comp6 import read_comp6_file
+    from anif.models.ensemble import load_model
 
     from scipy.stats import spearmanr
 
@@ -472,8 +472,8 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     """Reduction of a teacher-labelled set inside the campaign: the training set is the start subset plus
     fail cases, drawn from the given file with its labels; the sampling set is its molecules' minima."""
     from anif.al.selection import fail_cases
-    from anif.datasets import DatasetStore
-    from anif.models import evaluate
+    from anif.datasets.store import DatasetStore
+    from anif.models.ensemble import evaluate
     from anif.sampling.dnms import DNMSSettings, sample_dnms
     from anif.structures import from_smiles
 
@@ -501,8 +501,8 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     assert train.num_conformers() == rounds[-1][1] < total
     assert set(train.read(train.groups()[0])["sampler"]) == {"reduction"}
     # the conformers added in round 1 were fail cases of the model trained on round 0's subset
-    from anif.comp6 import read_comp6_file
-    from anif.models import load_model
+    from anif.datasets.comp6 import read_comp6_file
+    from anif.models.ensemble import load_model
     from anif.units import HARTREE_TO_KCAL_MOL
 
     flat = [(m, c) for m in read_comp6_file(labelled) for c in range(m.n_conformers)]
@@ -517,8 +517,8 @@ def test_bootstrap_by_dataset_reduction(tmp_path, ani1x):
     assert sorted(m[0] for m in molecules) == sorted(DatasetStore(labelled, "r").groups())
 
     # rho_hat recalibrated on the test set after the cycle (paper Fig. 1 logic) for the next cycle
-    from anif.accuracy import predict
-    from anif.qbc_calibration import calibrate
+    from anif.accuracy.metrics import predict
+    from anif.accuracy.calibration import calibrate
 
     model = load_model(str(tmp_path / "run" / "models" / "cycle_000")).double()
     p = predict(model, read_comp6_file(tmp_path / "run" / "test_sets" / "held_out.h5"), forces=False, progress=False)
@@ -661,7 +661,7 @@ def test_fine_tuning_ani1x_learns_what_it_does_not_know(tmp_path):
 
     import torch
 
-    from anif.models import StockAniEnsemble, load_ani, save_model
+    from anif.models.ensemble import StockAniEnsemble, load_ani, save_model
     from anif.units import HARTREE_TO_KCAL_MOL
 
     teacher = copy.deepcopy(load_ani("ani1x"))
@@ -694,8 +694,8 @@ def test_a_committee_that_cannot_disagree_stops_the_campaign_with_the_reason(tmp
     every label."""
     import torch
 
-    from anif.models import StockAniEnsemble, build_ani, load_ani, save_model
-    from anif.training import ARCHITECTURES, SYMBOLS
+    from anif.models.ensemble import StockAniEnsemble, build_ani, load_ani, save_model
+    from anif.training.settings import ARCHITECTURES, SYMBOLS
 
     ani1x = load_ani("ani1x")
     ani = build_ani(SYMBOLS, ARCHITECTURES["small"], ani1x.energy_shifter.self_energies.tolist(), 2)
@@ -797,8 +797,8 @@ def test_schedule_stop_rules_and_the_kind_of_the_next_cycle():
 
 # ---- the QBC-against-random experiment ----------------------------------------------------------
 def test_shipped_mini_comp6_is_larger_than_the_pool_and_labelled_by_ani1x(ani1x_torchani):
-    from anif.comp6 import read_comp6_file
-    from anif.datasets import DatasetStore
+    from anif.datasets.comp6 import read_comp6_file
+    from anif.datasets.store import DatasetStore
     from anif.sampling.search import gdb11_like
     from anif.al.sources import heavy_atoms
 

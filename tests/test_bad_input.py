@@ -29,7 +29,7 @@ def digest(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, s66x8_path):
     """Inputs (good and bad) and earlier good outputs the bad runs must not touch."""
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
     from anif.sampling.candidates import Candidate, write_candidates
     from anif.structures import from_smiles
 
@@ -143,7 +143,7 @@ def _damaged_models(d: Path) -> None:
 
     import torch
 
-    from anif.models import StockAniEnsemble, build_ani, save_model
+    from anif.models.ensemble import StockAniEnsemble, build_ani, save_model
 
     symbols = ["H", "C", "N", "O"]
     ani = build_ani(symbols, {s: [384, 4, 1] for s in symbols}, [-0.5, -38.0, -54.7, -75.2], 2)

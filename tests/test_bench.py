@@ -51,7 +51,7 @@ def independent_metrics(molecules, max_energy=None):
 
 @pytest.mark.parametrize("max_energy", [None, 3.0])
 def test_bench_s66x8_matches_independent(monkeypatch, capsys, tmp_path, s66x8_path, independent_s66x8, max_energy):
-    args = ["bench", "comp6", "--model", "ani1x", "--data", s66x8_path, "--json", tmp_path / "m.json", "--threads", 1]
+    args = ["bench", "comp6", "--model", "ani1x", "--data", s66x8_path, "--json-out", tmp_path / "m.json", "--threads", 1]
     if max_energy is None:
         args += ["--plots", tmp_path / "plots"]
     else:
@@ -78,7 +78,7 @@ def test_bench_s66x8_matches_independent(monkeypatch, capsys, tmp_path, s66x8_pa
 
 def test_comp6_conventions(independent_s66x8, s66x8_path):
     """Stored S66x8 'forces' are gradients in Ha/A: minus them integrates to the energy change."""
-    from anif.comp6 import read_comp6_file
+    from anif.datasets.comp6 import read_comp6_file
 
     e_ref = np.concatenate([m[0] for m in independent_s66x8])
     e_ani = np.concatenate([m[2] for m in independent_s66x8])
@@ -108,8 +108,8 @@ def test_comp6_conventions(independent_s66x8, s66x8_path):
 
 
 def test_bench_bad_inputs(monkeypatch, capsys, tmp_path, s66x8_path):
-    from anif.datasets import DatasetStore
-    from anif.models import StockAniEnsemble, build_ani, save_model
+    from anif.datasets.store import DatasetStore
+    from anif.models.ensemble import StockAniEnsemble, build_ani, save_model
 
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"not an hdf5 file at all" * 10)
@@ -136,7 +136,7 @@ def test_bench_bad_inputs(monkeypatch, capsys, tmp_path, s66x8_path):
 
 
 def test_data_info_cli(monkeypatch, capsys, tmp_path, s66x8_path):
-    code, out, _ = run_anif(monkeypatch, capsys, "data", "info", s66x8_path, "--json", tmp_path / "i.json")
+    code, out, _ = run_anif(monkeypatch, capsys, "data", "info", s66x8_path, "--json-out", tmp_path / "i.json")
     assert code == 0 and "528" in out
     info = json.loads((tmp_path / "i.json").read_text())
     assert info["molecules"] == 66 and info["atoms_min"] == 6 and info["atoms_max"] == 34
@@ -145,7 +145,7 @@ def test_data_info_cli(monkeypatch, capsys, tmp_path, s66x8_path):
     code, out, _ = run_anif(monkeypatch, capsys, "data", "split", tmp_path / "m.h5", "--out", tmp_path / "a.h5",
                            "--out", tmp_path / "b.h5", "--fraction", 0.5, "--fraction", 0.5)
     assert code == 0
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
 
     a, b = DatasetStore(tmp_path / "a.h5", "r"), DatasetStore(tmp_path / "b.h5", "r")
     assert a.num_conformers() + b.num_conformers() == 528 and not set(a.groups()) & set(b.groups())

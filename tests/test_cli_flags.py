@@ -1,5 +1,5 @@
-"""One flag vocabulary (anif/cli/common.py): each renamed flag keeps its old spelling, and both
-parse to the same value; structures come as --smiles/--input in every sampler."""
+"""One flag vocabulary (anif/cli/common.py): one spelling per flag (the old ones are gone);
+structures come as --smiles/--input in every sampler."""
 
 import sys
 
@@ -27,10 +27,11 @@ def parsed(*argv: str) -> dict:
     ("data info a.h5", "--json-out", "--json", "json_out", "i.json"),
     ("sample rts --smiles C --out c.h5", "--time-ps", "--ramp-ps", "ramp_ps", "2.5"),
 ])
-def test_old_spelling_parses_as_the_new(command, new, old, key, value):
+def test_one_spelling_per_flag(command, new, old, key, value):
     args = command.split()
-    assert parsed(*args, new, value)[key] == parsed(*args, old, value)[key]
     assert str(parsed(*args, new, value)[key]) == value
+    with pytest.raises(Exception, match="No such option"):
+        parsed(*args, old, value)
 
 
 def test_json_stays_a_switch_where_it_was_one():
@@ -40,14 +41,14 @@ def test_json_stays_a_switch_where_it_was_one():
 
 def test_defaults_come_from_the_settings_objects():
     from anif.sampling.settings import DimerSettings, DNMSSettings, RTSSettings
-    from anif.training_settings import TrainSettings
+    from anif.training.settings import TrainSettings
 
     rts, dimers, dnms = (parsed("sample", k, "--smiles", "C", "--out", "c.h5") for k in ("rts", "dimers", "dnms"))
     assert (rts["t_end"], rts["ramp_ps"], rts["repeats"]) == (RTSSettings.t_end, RTSSettings.ramp_ps, RTSSettings.repeats)
     assert (dimers["time_ps"], dimers["molecules"]) == (DimerSettings.time_ps, DimerSettings.molecules)
     assert (dnms["pool"], dnms["keep"]) == (DNMSSettings.pool, DNMSSettings.keep)
     assert parsed("train", "--data", "a.h5", "--out", "m")["max_epochs"] == TrainSettings.max_epochs
-    from anif.md_settings import MD_DEFAULTS
+    from anif.md.settings import MD_DEFAULTS
 
     md = parsed("md", "--smiles", "C", "--steps", "5", "--out", "x")
     assert (md["temperature"], md["timestep"], md["friction"], md["report_every"]) == (
@@ -83,8 +84,8 @@ def test_samplers_read_the_store_format(tmp_path, monkeypatch, capsys):
     import numpy as np
 
     from anif.cli.sample import _load
-    from anif.datasets import DatasetStore
-    from anif.models import load_model
+    from anif.datasets.store import DatasetStore
+    from anif.models.ensemble import load_model
 
     water = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
     shifts = np.random.default_rng(0).normal(scale=0.05, size=(2, 3, 3))

@@ -158,8 +158,8 @@ def test_bad_input_one_line_error(tmp_path, case):
 
 def test_energy_and_md_read_the_store_format(tmp_path, s66x8_path):
     """`anif energy` and `anif md` take the ANI-format HDF5 every other command writes."""
-    from anif.datasets import DatasetStore
-    from anif.models import evaluate, load_model
+    from anif.datasets.store import DatasetStore
+    from anif.models.ensemble import evaluate, load_model
 
     source = DatasetStore(s66x8_path, "r")
     group = source.groups()[0]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from openmm import app, unit
 
-from anif.md import make_whole
+from anif.md.dynamics import image_around
 from anif.units import HARTREE_TO_KCAL_MOL
 from conftest import float32_qbc_atol
 
@@ -41,7 +41,7 @@ def check_ml_sigma(out, ani, ml_atoms, numbers):
     rows = np.atleast_1d(np.genfromtxt(out / "qbc.csv", delimiter=",", names=True))
     traj = mdtraj.load_dcd(str(out / "trajectory.dcd"), top=str(out / "topology.pdb"))
     assert traj.n_frames == len(rows) > 1
-    whole = make_whole(traj, ml_atoms)
+    whole = image_around(traj, ml_atoms)
     for row, frame in zip(rows, whole.xyz):
         energy, sigma = torchani_sigma(ani, numbers, frame[ml_atoms] * 10)
         assert row["sigma_kcal_mol"] == pytest.approx(sigma, abs=float32_qbc_atol(energy))
@@ -126,7 +126,7 @@ def test_solvated_molecule_mm_only(tmp_path, ani1x_torchani):
     assert record["solute_in"] == "mm" and record["mm"]["solute"] == "gaff-2.11"
     traj, whole = check_ml_sigma(out, ani1x_torchani, list(range(9)), [6, 6, 8, 1, 1, 1, 1, 1, 1])
     # the potential in qbc.csv is the MM System's (lambda 0), recomputed here from the written frame
-    from anif.mlmm import solvated_system
+    from anif.md.mlmm import solvated_system
     from anif.structures import from_smiles
 
     built = solvated_system(from_smiles("CCO"), 2.0, smiles="CCO")

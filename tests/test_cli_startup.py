@@ -35,16 +35,22 @@ def test_help_of_every_command_loads_no_heavy_package():
 
 def test_settings_and_packages_are_torch_free():
     """What the CLI and campaign configs read for defaults, and the lazy packages themselves."""
-    assert loaded_by("import anif.al, anif.sampling, anif.al.config, anif.training_settings, "
-                     "anif.labeling_settings, anif.sampling.settings, anif.md_settings") == []
+    assert loaded_by("import anif.al, anif.sampling, anif.al.config, anif.training.settings, "
+                     "anif.labeling.settings, anif.sampling.settings, anif.md.settings, anif.models, "
+                     "anif.datasets, anif.training, anif.labeling, anif.md, anif.accuracy") == []
 
 
 def test_lazy_packages_still_export_their_names():
     from anif.al import load_config, run_campaign
     from anif.sampling import RTSSettings, sample_rts, write_candidates
     from anif.sampling.rts import RTSSettings as old_home
-    from anif.training import TrainSettings
+    from anif.datasets import DatasetStore
+    from anif.labeling import Level, label_file
+    from anif.models import load_model
+    from anif.training import TrainSettings, train_ensemble
 
-    assert all(map(callable, (load_config, run_campaign, sample_rts, write_candidates)))
+    assert all(map(callable, (load_config, run_campaign, sample_rts, write_candidates, DatasetStore, label_file,
+                              load_model, train_ensemble)))
+    assert Level().method == "wb97x"
     assert RTSSettings is old_home
     assert TrainSettings().members == 5

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from anif.datasets import DatasetStore, merge, open_output, split, structure_keys, summary
+from anif.datasets.store import DatasetStore, merge, open_output, split, structure_keys, summary
 from anif.errors import InputError
 from anif.units import HARTREE_TO_KCAL_MOL
 
@@ -94,7 +94,7 @@ def test_append_grows_schema_and_rejects_other_molecule(tmp_path):
 KILL_CHILD = textwrap.dedent(
     """
     import sys, numpy as np
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
     store = DatasetStore(sys.argv[1])
     rng = np.random.default_rng(int(sys.argv[2]))
     start = store.num_conformers()
@@ -284,7 +284,7 @@ def test_duplicates_are_skipped_and_merging_twice_adds_nothing(tmp_path):
 CONCURRENT = textwrap.dedent(
     """
     import sys, numpy as np
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
     rng = np.random.default_rng(7)  # both writers make the same 12 structures
     xyz = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]]) + rng.normal(scale=0.05, size=(12, 3, 3))
     order = range(12) if sys.argv[2] == "0" else reversed(range(12))

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from anif.datasets import DatasetStore
+from anif.datasets.store import DatasetStore
 from conftest import run_anif
 
 WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
@@ -101,8 +101,8 @@ def test_comp6_layout_without_method_trains_with_a_warning(tmp_path, monkeypatch
     """A COMP6 v1-layout file (no 'grouping' attribute, no method/lot): labels of unknown method."""
     import torch
 
-    from anif.models import load_model
-    from anif.training_data import read_conformers, unknown_method_warning, unlabelled
+    from anif.models.ensemble import load_model
+    from anif.training.data import read_conformers, unknown_method_warning, unlabelled
 
     rng = np.random.default_rng(4)
     path = tmp_path / "comp6_like.h5"

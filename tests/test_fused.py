@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from anif.models import evaluate, load_model, pad_structures, save_model
+from anif.models.ensemble import evaluate, load_model, pad_structures, save_model
 from anif.structures import Structure, from_smiles
 from anif.units import HARTREE_TO_KJ_MOL
 from conftest import float32_atol, float32_qbc_atol
@@ -18,7 +18,7 @@ SMILES = ["C", "CC(=O)Nc1ccc(O)cc1", "CCCCCCCCCCCCCCCC(=O)O", "NCC(=O)NC(C)C(=O)
 @pytest.fixture(scope="module", params=["kernels", "torchscript"])
 def fused(ani1x, request):
     """Both fused paths: the compiled CPU kernels (the default) and TorchScript operations."""
-    from anif.fused import FusedAniEnsemble
+    from anif.models.kernels import FusedAniEnsemble
 
     model = FusedAniEnsemble(ani1x.ani, kernels=request.param == "kernels").eval()
     assert model.use_kernels == (request.param == "kernels")
@@ -164,7 +164,7 @@ def test_inside_a_torchforce_matches_stock(ani1x, fused, molecules):
 
 
 def test_batched_qbc_gives_stock_rho_in_input_order(ani1x, molecules):
-    from anif.models import score_structures
+    from anif.models.ensemble import score_structures
 
     structures = molecules + molecules[::-1] + [molecules[0]]
     energy, rho = score_structures(load_model("ani1x"), structures, batch_size=3)
@@ -179,16 +179,16 @@ def test_batched_qbc_gives_stock_rho_in_input_order(ani1x, molecules):
 
 def test_load_model_defaults_to_the_kernels_and_keeps_stock(tmp_path, molecules):
     from anif.errors import AnifError, UnsupportedElementError
-    from anif.fused import FusedAniEnsemble
+    from anif.models.kernels import FusedAniEnsemble
 
     model = load_model("ani1x")
     assert isinstance(model, FusedAniEnsemble) and model.cutoff == pytest.approx(5.2)
     assert [int(z) for z in model.atomic_numbers] == [1, 6, 7, 8]
     assert model.use_kernels and not load_model("ani1x", implementation="torchscript").use_kernels
-    assert load_model("ani1x", implementation="fused").use_kernels  # the old name of 'kernels'
     assert not isinstance(load_model("ani1x", implementation="stock"), FusedAniEnsemble)
-    with pytest.raises(AnifError):
-        load_model("ani1x", implementation="nope")
+    for gone in ("nope", "fused"):  # one name per implementation
+        with pytest.raises(AnifError):
+            load_model("ani1x", implementation=gone)
     # saving goes through the wrapped torchani module; a reloaded model gives the same numbers
     directory = save_model(model, tmp_path / "m")
     mol = molecules[1]
@@ -216,8 +216,8 @@ def test_no_grad_path_gives_the_same_member_energies(ani1x, fused, molecules):
 @pytest.mark.parametrize("aev", [{"cutoff_fn": "smooth"}, {"angular_zeta": 14.1, "angular_num_sections": 4}])
 def test_other_aev_settings_match_stock(molecules, aev):
     # smooth cutoff: torchani's angular terms; other ANI parameters: the transposed ANI terms
-    from anif.fused import FusedAniEnsemble
-    from anif.models import StockAniEnsemble, build_ani
+    from anif.models.kernels import FusedAniEnsemble
+    from anif.models.ensemble import StockAniEnsemble, build_ani
 
     from torchani.aev import AEVComputer
 
@@ -235,7 +235,7 @@ def test_other_aev_settings_match_stock(molecules, aev):
 def test_model_folder_refuses_weights_from_another_save(tmp_path, ani1x):
     """A kill between save_model's two renames leaves new weights beside the old model.json: refused."""
     from anif.errors import InputError
-    from anif.models import Ensemble, build_ani
+    from anif.models.ensemble import Ensemble, build_ani
 
     save_model(ani1x, tmp_path / "a")
     assert isinstance(load_model(str(tmp_path / "a")), Ensemble)
@@ -252,7 +252,7 @@ def test_model_folder_refuses_weights_from_another_save(tmp_path, ani1x):
 def test_ani1x_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch, molecules):
     import torchani
 
-    from anif.models import MODEL_WEIGHTS, load_ani
+    from anif.models.ensemble import MODEL_WEIGHTS, load_ani
 
     monkeypatch.setenv("ANIF_CACHE_DIR", str(tmp_path))
     mol = molecules[1]

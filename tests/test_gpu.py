@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anif.models import evaluate, load_model, pad_structures
+from anif.models.ensemble import evaluate, load_model, pad_structures
 from anif.structures import from_smiles
 from test_fused import SMILES, water_box
 

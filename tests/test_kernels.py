@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (anif.kernels, anif/csrc/ani_kernels.cpp): the descriptor and the
+"""The compiled CPU kernels (anif.models.extension, anif/models/csrc/ani_kernels.cpp): the descriptor and the
 networks against torchani's own modules, their hand-written gradients against autograd through
 torchani and against finite differences."""
 
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from anif.models import pad_structures
+from anif.models.ensemble import pad_structures
 from anif.structures import from_smiles
 
 
 @pytest.fixture(scope="module")
 def kernel_model(ani1x):
-    from anif.fused import FusedAniEnsemble
+    from anif.models.kernels import FusedAniEnsemble
 
     model = FusedAniEnsemble(ani1x.ani).eval()
     assert model.use_kernels, "the compiled kernels did not load (they need g++ and ninja)"
@@ -112,7 +112,7 @@ def test_aev_gradient_is_finite_difference_exact(kernel_model):
 
 def test_aev_jacobian_products_match_autograd_through_torchani(kernel_model):
     """aev_vjp (J^T g) and aev_jvp (J u), the products force training uses, against torchani."""
-    from anif.kernels import aev_arguments
+    from anif.models.extension import aev_arguments
 
     species, coords = padded_batch()
     elem = kernel_model.element_index[species]
@@ -192,10 +192,10 @@ def test_a_finished_build_loads_without_the_build_tooling(tmp_path, monkeypatch)
     import sys
     from pathlib import Path
 
-    from anif import kernels
+    from anif.models import extension as kernels
 
     assert kernels.load()
-    probe = "import sys; from anif import kernels; print(kernels.load(), 'torch.utils.cpp_extension' in sys.modules)"
+    probe = "import sys; from anif.models import extension as kernels; print(kernels.load(), 'torch.utils.cpp_extension' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert result.stdout.split() == ["True", "False"], result.stderr

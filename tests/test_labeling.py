@@ -17,22 +17,21 @@ import h5py
 import numpy as np
 import pytest
 
-from anif.datasets import DatasetStore
+from anif.datasets.store import DatasetStore
 from anif.distributed import as_completed_with_progress, dask_client
-from anif.labeling import (
-    Level,
+from anif.labeling.reference import (
     failures_path,
-    gaussian_cartesian,
     hessian,
     label_file,
     label_structure,
-    normal_modes,
     optimize,
     read_failures,
     structure_key,
 )
+from anif.labeling.settings import Level, gaussian_cartesian
 from anif.structures import Structure, symbol, write_xyz
 from anif.units import HARTREE_TO_KCAL_MOL
+from anif.vibrations import normal_modes
 
 ROOT = Path(__file__).resolve().parents[1]
 WATER = np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.467], [0.0, -0.757, -0.467]])
@@ -297,7 +296,7 @@ def test_optimisation_and_normal_modes():
     frequencies match PySCF's own harmonic analysis. (HF/STO-3G: this tests the machinery.)"""
     from pyscf.hessian import thermo
 
-    from anif.labeling import build_molecule
+    from anif.labeling.reference import build_molecule
 
     level = Level(method="hf", basis="sto-3g")
     start = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
@@ -349,7 +348,7 @@ def test_guess_reuse_and_fast_scf_equal_a_from_scratch_pyscf_run(tmp_path):
     """Orbitals of a nearby conformer (through the shared folder, as another worker would
     find them) only change the SCF's path: energy within 1e-6 Ha, forces within 1e-5 Ha/A
     of plain PySCF started from scratch."""
-    from anif.labeling import Guesses, guesses_path
+    from anif.labeling.reference import Guesses, guesses_path
 
     first, second = _waters(2, seed=5, scale=0.03)
     folder = guesses_path(tmp_path / "labels.h5")
@@ -376,7 +375,7 @@ def test_guess_reuse_and_fast_scf_equal_a_from_scratch_pyscf_run(tmp_path):
 def test_device_selection(monkeypatch, capsys, tmp_path):
     """auto is cpu without CUDA (this machine, or no gpu4pyscf) and cuda with both; --device cuda
     without them is a one-line error, exit 1, before anything is written."""
-    import anif.labeling as labeling
+    import anif.labeling.reference as labeling
     from anif.cli import main
     from anif.errors import InputError
 
@@ -438,7 +437,7 @@ def test_stage_times_are_recorded_and_plotted(tmp_path):
 def test_fast_scf_optimisation_equals_pyscf_own_algorithms(monkeypatch):
     """geomeTRIC moves one Mole in place: the in-core long-range ERIs and the cached AO values
     follow the geometry, so the optimisation takes the same steps to the same minimum."""
-    import anif.labeling as labeling
+    import anif.labeling.reference as labeling
 
     start = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
     fast = optimize(start, FAST, "GAU")

@@ -1,7 +1,8 @@
-"""Package layout: imports point one way, downward, with no circles (module- and function-level imports).
+"""Package layout: the layers are the folders, imports point one way, downward, with no circles
+(module- and function-level imports), and no module only aliases another.
 
-Layers, top to bottom: commands (anif.cli) -> workflows -> engine pieces -> base. A module may
-import from its own layer (no circles) or a lower one, never from a higher one.
+Layers, top to bottom: commands (anif/cli) -> workflows -> engine -> base (the modules directly in
+anif/). A module may import from its own layer (no circles) or a lower one, never from a higher one.
 """
 
 import ast
@@ -10,22 +11,22 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "anif"
 
-#: Layer of each module (longest matching prefix wins); 0 is the top.
-LAYERS = {
-    # commands
-    "anif.cli": 0, "anif.__main__": 0,
-    # workflows: sampling, labelling, training, benchmark, MD analysis, the AL loop
-    "anif.sampling": 1, "anif.labeling": 1, "anif.training": 1, "anif.training_data": 1, "anif.teacher": 1,
-    "anif.accuracy": 1, "anif.benchmark": 1, "anif.qbc_calibration": 1, "anif.md": 1, "anif.mlmm": 1, "anif.al": 1,
-    "anif.labeling_settings": 1, "anif.training_settings": 1, "anif.md_settings": 1,
-    # engine pieces: ensemble and kernels, OpenMM forces/integrators/reporters, dataset store
-    "anif.models": 2, "anif.fused": 2, "anif.kernels": 2, "anif.openmm_plugin": 2, "anif.datasets": 2,
-    "anif.comp6": 2, "anif.extxyz": 2, "anif.plausibility": 2, "anif.distributed": 2, "anif.vibrations": 2, "anif.outputs": 2,
-    "anif.progress": 2,
-    # base: structures, units, errors and numpy geometry
-    "anif": 3, "anif.structures": 3, "anif.units": 3, "anif.errors": 3, "anif.geometry": 3, "anif.lazy": 3,
-}
 NAMES = ("commands", "workflows", "engine", "base")
+#: Layer of each package (a folder of anif with an __init__.py): every module in it has its layer.
+#: Modules directly in anif/ are the base, except __main__ (it runs the commands).
+LAYERS = {
+    "cli": 0,
+    # workflows: sampling, labelling, training, accuracy, MD and ML/MM, the AL loop
+    "sampling": 1, "labeling": 1, "training": 1, "accuracy": 1, "md": 1, "al": 1,
+    # engine: ensembles and kernels, the OpenMM layer, the dataset store
+    "models": 2, "openmm_plugin": 2, "datasets": 2,
+}
+BASE = NAMES.index("base")
+TOP_LEVEL = {"__main__": 0}
+
+
+def _packages() -> set[str]:
+    return {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
 
 
 def _modules() -> dict[str, Path]:
@@ -36,8 +37,19 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _lazy_homes(path: Path) -> dict[str, str]:
+    """A package's names that load their submodule on first use (``lazy_exports``): name -> submodule."""
+    homes = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_exports":
+            table = ast.literal_eval(node.args[1])
+            homes.update({n: module for module, names in table.items() for n in names})
+    return homes
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """anif modules imported anywhere in the file (``from pkg import mod`` counts as importing mod)."""
+    """anif modules imported anywhere in the file (``from pkg import mod`` counts as importing mod, and
+    ``from pkg import name`` as importing the submodule that defines a lazily exported name)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -48,7 +60,9 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if node.level:
                 parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parent + ([base] if base else []))
-            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+            homes = _lazy_homes(modules[base]) if base in modules and modules[base].name == "__init__.py" else {}
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules
+                         else f"{base}.{homes[a.name]}" if a.name in homes else base for a in node.names)
     return {m for m in found if m in modules and m != name}
 
 
@@ -58,12 +72,17 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _layer(module: str) -> int:
-    prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
-    assert prefixes, f"{module} is in no layer: add it to LAYERS in tests/test_layout.py"
-    return LAYERS[max(prefixes, key=len)]
+    parts = module.split(".")[1:]  # without "anif"
+    if not parts:
+        return BASE
+    if len(parts) == 1 and parts[0] not in _packages():
+        return TOP_LEVEL.get(parts[0], BASE)
+    assert parts[0] in LAYERS, f"package anif/{parts[0]} is in no layer: add it to LAYERS in tests/test_layout.py"
+    return LAYERS[parts[0]]
 
 
-def test_every_module_has_a_layer():
+def test_every_package_has_a_layer():
+    assert _packages() == set(LAYERS), "LAYERS must name exactly the packages of anif/"
     for module in _modules():
         _layer(module)
 
@@ -94,11 +113,42 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-def test_old_module_names_are_the_new_modules():
-    """Scripts and pickled PythonForce callables that name ``anif.benchmark`` keep working."""
-    import importlib
+def _only_reexports(name: str, path: Path) -> bool:
+    """The module's body (docstring aside) is imports and ``__all__``/``sys.modules`` assignments, and
+    at least one import reaches outside its own package: it only aliases another module."""
+    tree = ast.parse(path.read_text())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    imports = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
 
-    assert importlib.import_module("anif.benchmark") is importlib.import_module("anif.accuracy")
+    def plain_assign(node) -> bool:
+        if not isinstance(node, ast.Assign):
+            return False
+        return all((isinstance(t, ast.Name) and t.id == "__all__")
+                   or (isinstance(t, ast.Subscript) and ast.unparse(t.value) == "sys.modules") for t in node.targets)
+
+    def outside(node) -> bool:
+        if isinstance(node, ast.Import):
+            return any(a.name != "sys" for a in node.names)
+        if node.level == 0:
+            return node.module != "__future__"
+        return node.level > 1 or (path.name != "__init__.py" and node.level == 1)
+
+    return bool(imports) and all(isinstance(n, (ast.Import, ast.ImportFrom)) or plain_assign(n) for n in body) \
+        and any(outside(n) for n in imports)
+
+
+def test_no_module_only_aliases_another():
+    """Goal 0: one name per module, no module kept only to re-export another under an old name."""
+    aliases = sorted(name for name, path in _modules().items() if _only_reexports(name, path))
+    assert not aliases, "modules that only re-export another: " + ", ".join(aliases)
+
+
+def test_the_alias_check_finds_an_alias(tmp_path):
+    alias = tmp_path / "old.py"
+    alias.write_text('"""Old name."""\nimport sys\n\nfrom . import accuracy\n\nsys.modules[__name__] = accuracy\n')
+    assert _only_reexports("anif.old", alias)
+    assert not _only_reexports("anif.models", PACKAGE / "models" / "__init__.py")
 
 
 def test_the_openmm_layer_lives_in_openmm_plugin():

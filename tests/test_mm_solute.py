@@ -49,7 +49,7 @@ def gaff_box(tmp_path_factory):
     """Paracetamol in a 2.4 nm TIP3P box through anif (fresh template cache, then again from it), and
     the same topology by SystemGenerator (no cache: its own AM1-BCC charges)."""
     _need_openff()
-    from anif.mlmm import solvated_system
+    from anif.md.mlmm import solvated_system
     from anif.structures import from_smiles
 
     cache = tmp_path_factory.mktemp("cache") / "gaff.json"
@@ -104,7 +104,7 @@ def test_gaff_templates_served_from_cache(gaff_box):
 
 def test_mixed_and_mm_only_systems_on_gaff(gaff_box):
     require_shared("torchani/Neurochem/ani-1x_8x.info")
-    from anif.mlmm import mixed_system, mm_only_system
+    from anif.md.mlmm import mixed_system, mm_only_system
 
     _, built, _, _, _, reference = gaff_box
     ml = set(built.solute_atoms)
@@ -176,7 +176,7 @@ def test_sdf_partial_charges_are_kept(tmp_path):
     from openff.toolkit import Molecule
     from openff.units import unit as offunit
 
-    from anif.mlmm import solvated_system
+    from anif.md.mlmm import solvated_system
     from anif.structures import read_structures
 
     molecule = Molecule.from_smiles("CCO")

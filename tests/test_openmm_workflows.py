@@ -9,7 +9,7 @@ import pytest
 import torch
 from openmm import app, unit
 
-from anif.md import to_topology
+from anif.openmm_plugin.builder import to_topology
 from anif.openmm_plugin import (
     QBCLangevinIntegrator,
     QBCReporter,

@@ -21,12 +21,12 @@ def test_wheel_ships_smiles_sets_and_kernel_source(tmp_path):
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("anif-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"anif/data/gdb11_like.smi", "anif/data/amino_acids.smi", "anif/csrc/ani_kernels.cpp"} <= names
+    assert {"anif/data/gdb11_like.smi", "anif/data/amino_acids.smi", "anif/models/csrc/ani_kernels.cpp"} <= names
     target = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                               str(wheel)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr
-    probe = ("import anif, anif.kernels as k\n"
+    probe = ("import anif, anif.models.extension as k\n"
              "from anif.sampling.search import gdb11_like, dipeptides, read_smiles_file, DATA_DIR\n"
              "assert anif.__file__.startswith(%r), anif.__file__\n"
              "print(len(gdb11_like()), len(dipeptides()), len(read_smiles_file(DATA_DIR / 'gdb11_like.smi')),"

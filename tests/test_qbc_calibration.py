@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from anif.errors import InputError
-from anif.qbc_calibration import calibrate
+from anif.accuracy.calibration import calibrate
 from anif.units import HARTREE_TO_KCAL_MOL as KCAL
 
 
@@ -41,7 +41,7 @@ def test_qbc_calibrate_cli_on_synthetic_labels(tmp_path, monkeypatch, capsys, s6
     import h5py
 
     from anif.cli import main
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
 
     model = copy.deepcopy(ani1x_torchani).double()
     rng = np.random.default_rng(1)
@@ -74,7 +74,7 @@ def test_qbc_calibrate_cli_on_synthetic_labels(tmp_path, monkeypatch, capsys, s6
     expected = 0.5 * (top[k - 1] + top[k])
 
     monkeypatch.setattr(sys, "argv", ["anif", "qbc", "calibrate", "--model", "ani1x", "--data", str(data),
-                                      "--capture", "0.9", "--json", str(tmp_path / "cal.json"),
+                                      "--capture", "0.9", "--json-out", str(tmp_path / "cal.json"),
                                       "--plot", str(tmp_path / "cal.png")])
     try:
         main()
@@ -93,8 +93,8 @@ def test_qbc_ranking_counts_what_rho_catches():
     """Spearman of rho with |E - E_ref| / sqrt(N) against scipy; the capture fraction counted by hand."""
     from scipy.stats import spearmanr
 
-    from anif.accuracy import MoleculePrediction, qbc_ranking
-    from anif.comp6 import Comp6Molecule
+    from anif.accuracy.metrics import MoleculePrediction, qbc_ranking
+    from anif.datasets.comp6 import Comp6Molecule
     from anif.units import HARTREE_TO_KCAL_MOL
 
     rng = np.random.default_rng(3)

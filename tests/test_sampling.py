@@ -282,7 +282,7 @@ def _anif(*args):
 def test_cli_search_writes_candidates_with_rho_and_provenance(ani1x, ani1x_torchani, tmp_path):
     import json
 
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
 
     out = tmp_path / "search.h5"
     r = _anif("sample", "search", "CCO", "C#N", "CCCl", "--gdb11", "6", "--model", "ani1x", "--rho-hat", "0.1",
@@ -311,7 +311,7 @@ def test_cli_bad_input_is_one_line_error(tmp_path):
 def test_write_candidates_keeps_each_atom_order_in_its_own_group(tmp_path):
     import json
 
-    from anif.datasets import DatasetStore
+    from anif.datasets.store import DatasetStore
     from anif.sampling import Candidate, write_candidates
     from anif.structures import Structure
 
@@ -330,6 +330,6 @@ def test_write_candidates_keeps_each_atom_order_in_its_own_group(tmp_path):
     np.testing.assert_allclose(first["rho_kcal_mol"], [0.3, 0.5])
     np.testing.assert_allclose(second["coordinates"][0], oc.coordinates)
     assert [str(x) for x in first["sampler"]] == ["dnms", "rts"] and json.loads(second["provenance"][0])["step"] == 9
-    from anif.datasets import CANDIDATE_METHOD  # the energies are placeholders, not labels
+    from anif.datasets.store import CANDIDATE_METHOD  # the energies are placeholders, not labels
 
     assert [str(x) for x in first["method"]] == [CANDIDATE_METHOD] * 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anif.datasets import DatasetStore
+from anif.datasets.store import DatasetStore
 from conftest import run_anif
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +39,13 @@ def test_merge_twice_adds_nothing_and_info_reports_kind(tmp_path, monkeypatch, c
     for added in (3, 0):
         code, out, _ = run_anif(monkeypatch, capsys, "data", "merge", tmp_path / "m.h5", tmp_path / "a.h5")
         assert code == 0 and out.strip() == f"{tmp_path / 'm.h5'}: 1 molecules, 3 conformers ({added} added)"
-    code, _, err = run_anif(monkeypatch, capsys, "data", "info", tmp_path / "m.h5", "--json", tmp_path / "info.json")
+    code, _, err = run_anif(monkeypatch, capsys, "data", "info", tmp_path / "m.h5", "--json-out", tmp_path / "info.json")
     info = json.loads((tmp_path / "info.json").read_text())
     assert code == 0 and info["kind"] == "labels" and info["warnings"] == [] and info["conformers"] == 3
     assert {"molecules", "atoms_min", "energy_min_hartree", "elements", "provenance"} <= set(info)
     (tmp_path / "blocker").write_text("")
     for args in (["data", "merge", tmp_path / "blocker" / "m.h5", tmp_path / "a.h5"],
-                 ["data", "info", tmp_path / "a.h5", "--json", tmp_path / "blocker" / "i.json"],
+                 ["data", "info", tmp_path / "a.h5", "--json-out", tmp_path / "blocker" / "i.json"],
                  ["data", "split", tmp_path / "a.h5", "--out", tmp_path / "blocker" / "s.h5", "--fraction", "1"]):
         code, _, err = run_anif(monkeypatch, capsys, *args)
         assert code == 1 and err.startswith("error: ") and "cannot write there" in err and err.count("\n") == 1

@@ -1,7 +1,7 @@
 """anif train: k-fold ensembles trained on ANI-1x-labelled data (ANI-1x as the teacher).
 
 The data: small CHNO molecules embedded with RDKit, randomly displaced (0.05 A per coordinate),
-labelled with the ANI-1x ensemble mean energy and forces (anif.teacher).
+labelled with the ANI-1x ensemble mean energy and forces (anif.labeling.teacher).
 """
 
 import copy
@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from anif.datasets import DatasetStore
+from anif.datasets.store import DatasetStore
 from anif.errors import InputError
-from anif.models import build_ani, evaluate, load_model
+from anif.models.ensemble import build_ani, evaluate, load_model
 from anif.structures import from_smiles
-from anif.teacher import write_teacher_data
-from anif.training import ARCHITECTURES, INITIAL_LR, TrainSettings, load_checkpoint, train_ensemble
-from anif.training_data import (
+from anif.labeling.teacher import write_teacher_data
+from anif.training import ARCHITECTURES, INITIAL_LR, TrainSettings, train_ensemble
+from anif.training.trainer import load_checkpoint
+from anif.training.data import (
     SYMBOLS,
     ConformerSet,
     TrainingData,
@@ -101,8 +102,8 @@ def test_scratch_members_differ_by_construction_and_keep_a_trained_epoch(tmp_pat
     """From scratch, each member starts as its own random function at the scale of the self-energy fit's
     residual (not at the fit, which would be one function for all), and the saved epoch is a trained one:
     the members disagree on every conformer."""
-    from anif.models import evaluate, load_model
-    from anif.training import MIN_OUTPUT_SCALE, output_scale
+    from anif.models.ensemble import evaluate, load_model
+    from anif.training.trainer import MIN_OUTPUT_SCALE, output_scale
 
     path, _ = molecule_data
     settings = TrainSettings(members=2, folds=3, arch="small", max_epochs=3, forces=0)
@@ -327,7 +328,7 @@ def test_init_ani1x_starts_from_ani1x_and_fine_tunes(tmp_path, molecule_data, an
 
 
 def test_parallel_members_match_sequential(tmp_path, molecule_data):
-    """--jobs 2 (forked member processes) gives bit-for-bit the sequential result."""
+    """--workers 2 (forked member processes) gives bit-for-bit the sequential result."""
     path, _ = molecule_data
     settings = TrainSettings(members=2, folds=2, arch="small", max_epochs=3, batch_size=16)
     train_ensemble([path], tmp_path / "seq", settings, jobs=1, progress=False)
@@ -339,8 +340,8 @@ def test_parallel_members_match_sequential(tmp_path, molecule_data):
 
 
 def test_comp6_gradients_are_read_as_forces(s66x8_path):
-    """COMP6 v1 stores dE/dx under 'forces'; training reads forces = -dE/dx like anif.comp6."""
-    from anif.comp6 import read_comp6_file
+    """COMP6 v1 stores dE/dx under 'forces'; training reads forces = -dE/dx like anif.datasets.comp6."""
+    from anif.datasets.comp6 import read_comp6_file
 
     data = read_conformers([s66x8_path])
     molecules = {m.name: m for m in read_comp6_file(s66x8_path)}

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import InputError
 from ..sampling import registry
 from ..sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
-from ..training_settings import TrainSettings
+from ..training.settings import TrainSettings
 
 #: Conformational samplers a campaign can run (:mod:`anif.sampling.registry`).
 SAMPLERS = registry.conformational()

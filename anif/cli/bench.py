@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..qbc_calibration import RHO_HAT
+from ..accuracy.settings import RHO_HAT
 from .common import model_inputs, check_distinct, check_not_input, check_writable_file, check_writable_folder, json_out_option, load_model, non_negative, positive
 
 bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data.", no_args_is_help=True)
@@ -17,7 +17,7 @@ bench_app = typer.Typer(help="Benchmarks of an ensemble against reference data."
 def metrics_table(metrics: dict[str, dict], title: str):
     from rich.table import Table
 
-    from ..accuracy import METRIC_KEYS
+    from ..accuracy.metrics import METRIC_KEYS
 
     table = Table(title=title)
     table.add_column("subset")
@@ -49,9 +49,10 @@ def bench_comp6_command(
     import numpy as np
     from rich.console import Console
 
-    from ..accuracy import (PAPER_ERROR_BOUND, energy_window, error_samples, metrics_from_samples,
-                             plot_error_vs_rho, plot_force_parity, plot_subset_bars, predict)
-    from ..comp6 import read_comp6
+    from ..accuracy.metrics import (energy_window, error_samples, metrics_from_samples, plot_error_vs_rho,
+                                    plot_force_parity, plot_subset_bars, predict)
+    from ..accuracy.settings import PAPER_ERROR_BOUND
+    from ..datasets.comp6 import read_comp6
     from ..errors import InputError
     from ..outputs import atomic_write_text, strict_json
 

@@ -1,12 +1,11 @@
 """What the commands share: option validators, the options spelled alike in every command, and
 the early check that outputs can be written.
 
-Flag vocabulary (old spellings stay accepted as aliases): ``--json`` is a switch (JSON on
-stdout), ``--json-out PATH`` writes a JSON file (``--json PATH`` in bench/qbc/data info);
-``--rho-hat`` is the QBC threshold (``--rho-threshold`` in md); ``--workers`` counts parallel
-processes (``--jobs`` in train); ``--threads`` counts threads inside one process (its help says
-whose); structures come as ``--smiles``/``--input`` (positional in dimers/search too); MD length
-is ``--time-ps`` (md also takes ``--steps``; rts's ``--ramp-ps`` is an alias)."""
+Flag vocabulary, one spelling each: ``--json`` is a switch (JSON on stdout), ``--json-out PATH``
+writes a JSON file; ``--rho-hat`` is the QBC threshold; ``--workers`` counts parallel processes;
+``--threads`` counts threads inside one process (its help says whose); structures come as
+``--smiles``/``--input`` (positional in dimers/search too); MD length is ``--time-ps`` (md also
+takes ``--steps``)."""
 
 from __future__ import annotations
 
@@ -81,8 +80,8 @@ def seed_option(default, help: str = "random seed"):
 
 
 def json_out_option(what: str):
-    """``--json-out PATH`` (old spelling ``--json PATH``): write ``what`` as JSON to a file."""
-    return typer.Option(None, "--json-out", "--json", metavar="PATH", help=f"write {what} as JSON to PATH (--json PATH: old spelling)")
+    """``--json-out PATH``: write ``what`` as JSON to a file."""
+    return typer.Option(None, "--json-out", metavar="PATH", help=f"write {what} as JSON to PATH")
 
 
 def load_model(spec: str):
@@ -90,7 +89,7 @@ def load_model(spec: str):
     tensor operations, which more threads only slow down (about 0.5 s on 2 busy cores)."""
     import torch
 
-    from ..models import load_model as load
+    from ..models.ensemble import load_model as load
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,5 +1,5 @@
 """``anif data info|merge|split|import|export``: ANI-format HDF5 datasets (:mod:`anif.datasets`), and
-extended XYZ in and out (:mod:`anif.extxyz`)."""
+extended XYZ in and out (:mod:`anif.datasets.extxyz`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def info_command(
     from rich.console import Console
     from rich.table import Table
 
-    from ..datasets import summary
+    from ..datasets.store import summary
 
     check_not_input([json_out], [path])
     check_writable_file(json_out)
@@ -61,7 +61,7 @@ def merge_command(
     inputs: list[Path] = typer.Argument(..., help="ANI-format .h5 files to merge"),
 ) -> None:
     """Append the molecules of INPUTS to OUTPUT (one atomic commit; conformers OUTPUT holds are skipped)."""
-    from ..datasets import DatasetStore, merge
+    from ..datasets.store import DatasetStore, merge
 
     check_not_input([output], inputs)
     check_writable_file(output)
@@ -76,10 +76,10 @@ def split_command(
     path: Path = typer.Argument(..., help="ANI-format .h5 file"),
     out: list[Path] = typer.Option(..., "--out", help="output .h5; repeat once per part"),
     fraction: list[float] = typer.Option(..., "--fraction", help="share of conformers per --out, in order"),
-    seed: Optional[int] = seed_option(None, "seed of the split (default: anif.datasets.SPLIT_SEED, the same split every run)"),
+    seed: Optional[int] = seed_option(None, "seed of the split (default: anif.datasets.store.SPLIT_SEED, the same split every run)"),
 ) -> None:
     """Split by molecule: whole molecules go to each --out in proportion to --fraction."""
-    from ..datasets import split
+    from ..datasets.store import split
 
     for f in fraction:
         try:
@@ -112,7 +112,7 @@ def import_command(
                                          help="level of theory of frames whose comment line gives none"),
 ) -> None:
     """Extended XYZ frames (energies required, forces if present) into an ANI-format label store."""
-    from ..extxyz import import_extxyz
+    from ..datasets.extxyz import import_extxyz
 
     frames, added = import_extxyz(path, out, energy_key, forces_key, units, method)
     print(f"{out}: {added} of {frames} conformers added")
@@ -127,7 +127,7 @@ def export_command(
     units: str = _UNITS,
 ) -> None:
     """Every conformer of a store as extended XYZ (ASE's writer), provenance in the comment lines."""
-    from ..extxyz import export_extxyz
+    from ..datasets.extxyz import export_extxyz
 
     n = export_extxyz(path, out, energy_key, forces_key, units)
     print(f"{out}: {n} conformers written")

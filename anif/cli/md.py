@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from ..md_settings import MD_DEFAULTS
-from ..qbc_calibration import RHO_HAT
+from ..md.settings import MD_DEFAULTS
+from ..accuracy.settings import RHO_HAT
 from ..units import FS_PER_PS
 from .common import check_not_input, load_model, non_negative, positive, seed_option
 from .common import temperature as temperature_check
@@ -35,7 +35,7 @@ def energy_command(
     """Single-point energies, forces and ensemble disagreement of every structure in a file (or of --smiles)."""
     import numpy as np
 
-    from ..md import EnsembleCalculator, load_inputs
+    from ..md.dynamics import EnsembleCalculator, load_inputs
     from ..outputs import strict_json
 
     ensemble = load_model(model)
@@ -88,8 +88,8 @@ def md_command(
     model: str = _MODEL,
     platform: str = _PLATFORM,
     seed: int = seed_option(0, "seed for embedding, velocities and the thermostat"),
-    rho_hat: Optional[float] = typer.Option(None, "--rho-hat", "--rho-threshold", callback=non_negative,
-                                                  help="flag steps with rho above this (kcal/mol; --rho-threshold: old spelling)"),
+    rho_hat: Optional[float] = typer.Option(None, "--rho-hat", callback=non_negative,
+                                                  help="flag steps with rho above this (kcal/mol)"),
     stop_on_rho: bool = typer.Option(False, "--stop-on-rho", help="stop at the first step above --rho-hat"),
     backend: str = typer.Option("torch", "--backend", help="torch (TorchForce) or python (PythonForce)"),
 ):
@@ -99,7 +99,7 @@ def md_command(
     (ANI on the solute, mechanical embedding). A prepared system (--prmtop/--inpcrd or
     --system-xml/--pdb) runs ML/MM with ANI on --ml-atoms and the rest MM.
     """
-    from ..md import MD_JSON, RHO_LIMIT, load_inputs, molecule_system, run_md
+    from ..md.dynamics import MD_JSON, RHO_LIMIT, load_inputs, molecule_system, run_md
     from ..outputs import atomic_write_text, staged_directory, strict_json
 
     if (steps is None) == (time_ps is None):
@@ -144,14 +144,14 @@ def md_command(
     with staging as stage:
         record: dict = {"model": model}
         if prepared:
-            from ..mlmm import mixed_system, mm_only_system, prepared_system, select_atoms
+            from ..md.mlmm import mixed_system, mm_only_system, prepared_system, select_atoms
 
             topology, mm_system, positions = prepared_system(prmtop, inpcrd, system_xml, pdb)
             atoms = select_atoms(topology, ml_atoms)
             system = (mm_only_system if mm_only else mixed_system)(topology, mm_system, atoms, model)
             record.update(ml_atoms=atoms, ml_selection=ml_atoms, solute_in="mm" if mm_only else "ml")
         elif solvent is not None:
-            from ..mlmm import DEFAULT_MM_SOLUTE, solvated_md_system
+            from ..md.mlmm import DEFAULT_MM_SOLUTE, solvated_md_system
 
             topology, system, positions, atoms, mm_record = solvated_md_system(
                 model, box, smiles, input, seed, mm_solute or DEFAULT_MM_SOLUTE, mm_only)
@@ -183,7 +183,7 @@ def md_command(
 
 def _complete_run(folder: Path) -> bool:
     """Whether ``folder`` holds an `anif md` run that did not stop outside the model's domain."""
-    from ..md import MD_JSON
+    from ..md.dynamics import MD_JSON
 
     try:
         record = json.loads((folder / MD_JSON).read_text())
@@ -194,7 +194,7 @@ def _complete_run(folder: Path) -> bool:
 
 def _beside(out: Path, tag: str) -> Path:
     """A free sibling name ``OUT.TAG`` (or ``OUT.TAG-2`` ...) that holds nothing of a user's."""
-    from ..md import MD_JSON
+    from ..md.dynamics import MD_JSON
 
     for k in range(1, 1000):
         candidate = out.with_name(f"{out.name}.{tag}" + ("" if k == 1 else f"-{k}"))
@@ -208,7 +208,7 @@ def analyze_command(
     rho_hat: float = typer.Option(RHO_HAT, "--rho-hat", callback=non_negative, help="threshold drawn on the rho plot (kcal/mol)"),
 ):
     """RMSD, radius of gyration and rho over time (mdtraj); writes analysis.json and PNG plots."""
-    from ..md import analyze
+    from ..md.dynamics import analyze
     from .common import check_writable_folder
 
     if folder.is_dir():

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..qbc_calibration import calibrate
+from ..accuracy.settings import CAPTURE, PAPER_ERROR_BOUND
 from .common import model_inputs, check_not_input, check_writable_file, json_out_option, load_model, positive
 
-_CAL = inspect.signature(calibrate).parameters  # the defaults of --error and --capture
 qbc_app = typer.Typer(help="Query-by-committee threshold tools.", no_args_is_help=True)
 
 
@@ -25,8 +23,8 @@ def _fraction(value: float) -> float:
 def qbc_calibrate_command(
     model: str = typer.Option(..., "--model", help="'ani1x' or an anif model directory"),
     data: Path = typer.Option(..., "--data", help="ANI-format .h5 with reference energies (e.g. a COMP6 file)"),
-    error: float = typer.Option(_CAL["error_bound"].default, "--error", callback=positive, help="error bound, kcal/mol per sqrt(atom)"),
-    capture: float = typer.Option(_CAL["capture"].default, "--capture", callback=_fraction,
+    error: float = typer.Option(PAPER_ERROR_BOUND, "--error", callback=positive, help="error bound, kcal/mol per sqrt(atom)"),
+    capture: float = typer.Option(CAPTURE, "--capture", callback=_fraction,
                                   help="fraction of bad structures rho_hat must flag"),
     json_out: Optional[Path] = json_out_option("the calibration"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="error-vs-rho density plot (PNG) with rho_hat"),
@@ -36,8 +34,9 @@ def qbc_calibrate_command(
 
     import numpy as np
 
-    from ..accuracy import plot_error_vs_rho, predict
-    from ..comp6 import read_comp6
+    from ..accuracy.calibration import calibrate
+    from ..accuracy.metrics import plot_error_vs_rho, predict
+    from ..datasets.comp6 import read_comp6
     from ..outputs import atomic_write_text, strict_json
 
     check_not_input([json_out, plot], [data] + model_inputs(model))

@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from ..errors import AnifError, InputError
-from ..qbc_calibration import RHO_HAT
+from ..accuracy.settings import RHO_HAT
 from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
 from .common import check_not_input, load_model, non_negative, positive, seed_option
 from .common import temperature as _kelvin
@@ -51,7 +51,7 @@ def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
 
     An ANI-format HDF5 file (e.g. a search's output or an AL campaign's ``sampling_set.h5``)
     gives every conformer it holds as a ready structure."""
-    from ..labeling import read_input
+    from ..labeling.reference import read_input
     from ..structures import read_structures
     from ..sampling.search import read_smiles_file
 
@@ -72,7 +72,7 @@ def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
 def _load(model, inputs: list[str], seed: int) -> list:
     """Embed / read the inputs, skipping (with the reason) what the model cannot sample."""
     from ..errors import AnifError
-    from ..models import supported_numbers
+    from ..models.ensemble import supported_numbers
     from ..plausibility import require_angstrom
     from ..sampling.search import embed
 
@@ -107,7 +107,7 @@ def _all_inputs(inputs: Optional[list[str]], smiles: Optional[list[str]], input:
 
 def _check_out(out: Path, inputs=()) -> None:
     """Refuse an unwritable --out, an --out that is one of the inputs, or a label store before any work."""
-    from ..datasets import open_output
+    from ..datasets.store import open_output
 
     check_not_input([out], [Path(i) for i in inputs if Path(i).exists()])
     open_output(out, kind="candidates")
@@ -115,7 +115,7 @@ def _check_out(out: Path, inputs=()) -> None:
 
 def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings, out: Path,
          workers: Optional[int], scheduler: Optional[str]) -> None:
-    from ..datasets import DatasetStore
+    from ..datasets.store import DatasetStore
     from ..sampling.candidates import write_candidates
     from ..sampling.parallel import run_sampler
 
@@ -157,8 +157,8 @@ def rts_command(
     repeats: int = typer.Option(_RTS.repeats, "--repeats", min=1, help="trajectories per molecule (K)"),
     t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=_kelvin, help="initial temperature (K)"),
     t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=_kelvin, help="final thermostat temperature (K)"),
-    ramp_ps: float = typer.Option(_RTS.ramp_ps, "--time-ps", "--ramp-ps", callback=positive,
-                                  help="trajectory length = heating time (ps); --ramp-ps: old spelling"),
+    ramp_ps: float = typer.Option(_RTS.ramp_ps, "--time-ps", callback=positive,
+                                  help="trajectory length = heating time (ps)"),
     timestep: float = typer.Option(_RTS.timestep_fs, "--timestep", callback=positive, help="fs"),
     friction: float = typer.Option(_RTS.friction, "--friction", callback=non_negative, help="ps^-1"),
     workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
@@ -237,7 +237,7 @@ def search_command(
     """Configurational search: embed (RDKit + UFF), score rho in batches, keep rho > rho_hat."""
     import numpy as np
 
-    from ..models import supported_numbers
+    from ..models.ensemble import supported_numbers
     from ..sampling import search
 
     inputs = _all_inputs(inputs, smiles, input)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .common import check_distinct, check_not_input, check_writable_folder, non_negative, seed_option
-from ..training_settings import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings
+from ..training.settings import DEFAULT_FORCE_WEIGHT, INITIAL_LR, MIN_LR_FRACTION, TrainSettings
 
 _D = TrainSettings()
 
@@ -51,11 +51,11 @@ def train_command(
         help="Also train on sampler candidates (their energies are the ensemble mean, not reference labels).",
     ),
     checkpoint_every: float = typer.Option(_D.checkpoint_seconds, metavar="SECONDS", callback=non_negative, help="Checkpoint each member at most this often."),
-    workers: int = typer.Option(0, "--workers", "--jobs", min=0,
-                                help="Parallel processes, each training one member (1: one after another; 0: min(members, cores)); --jobs is the old spelling."),
+    workers: int = typer.Option(0, "--workers", min=0,
+                                help="Parallel processes, each training one member (1: one after another; 0: min(members, cores))."),
 ) -> None:
     """Train an ANI ensemble on a k-fold split (by conformer); rerun the same command to resume."""
-    from ..training import train_ensemble
+    from ..training.trainer import train_ensemble
 
     settings = TrainSettings(
         members=members, folds=folds, split=split, arch=arch, forces=forces, init=init, max_epochs=max_epochs,

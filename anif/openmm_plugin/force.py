@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AnifError
-from ..models import check_supported, member_spread
+from ..models.ensemble import check_supported, member_spread
 from ..units import HARTREE_TO_KJ_MOL, KJ_MOL_TO_KCAL_MOL, NM_TO_ANGSTROM
 
 #: Global parameter whose energy derivative is sigma (kJ/mol).
@@ -203,14 +203,11 @@ def create_system(
 ) -> tuple[openmm.System, openmm.Force]:
     """A System of the given atoms (element masses) driven only by the ensemble force.
 
-    Arguments in :func:`create_force`'s order; the old order ``create_system(numbers, model)``
-    is still accepted. ``box_vectors``: three Vec3 / (3, 3) array in nm for a periodic system,
+    Arguments in :func:`create_force`'s order. ``box_vectors``: three Vec3 / (3, 3) array in nm for a periodic system,
     else None.
     """
     from openmm.app import element
 
-    if isinstance(numbers, torch.nn.Module):  # the old argument order
-        model, numbers = numbers, model
     system = openmm.System()
     for z in numbers:
         system.addParticle(element.Element.getByAtomicNumber(int(z)).mass)

@@ -15,6 +15,7 @@ import numpy as np
 from openmm import unit
 from rdkit import Chem
 
+from ..geometry import make_whole
 from .reporters import SigmaReader
 
 #: A pair is bonded below BOND_FACTOR x the sum of covalent radii; a bond counts as broken above
@@ -128,7 +129,7 @@ class DomainGuard:
         if not np.isfinite(energy) or not np.all(np.isfinite(x)):
             raise LeftModelDomain(step, "the energy or the positions are no longer finite (the integration blew up)")
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)
-        x = _whole(x, self._bonds, np.asarray(box)) if simulation.system.usesPeriodicBoundaryConditions() else x
+        x = make_whole(x, np.asarray(box), bonds=self._bonds) if simulation.system.usesPeriodicBoundaryConditions() else x
         change = bond_changes(self._numbers, self._bonds, x)
         if change:
             raise LeftModelDomain(step, change)
@@ -143,28 +144,3 @@ class DomainGuard:
             if self._above >= self._rho_patience:
                 raise LeftModelDomain(step, f"rho stayed above {self._rho_limit:.2f} kcal/mol for {self._above} "
                                             "checks in a row (far outside the model's training data)")
-
-
-def _whole(x: np.ndarray, bonds, box: np.ndarray) -> np.ndarray:
-    """Positions with each bonded neighbour moved to the minimum image of its partner (a spanning walk)."""
-    x = x.copy()
-    inverse = np.linalg.inv(box)
-    neighbours: dict[int, list[int]] = {}
-    for i, j in bonds:
-        neighbours.setdefault(i, []).append(j)
-        neighbours.setdefault(j, []).append(i)
-    seen: set[int] = set()
-    for root in range(len(x)):
-        if root in seen:
-            continue
-        seen.add(root)
-        stack = [root]
-        while stack:
-            i = stack.pop()
-            for j in neighbours.get(i, []):
-                if j not in seen:
-                    delta = x[j] - x[i]
-                    x[j] -= np.round(delta @ inverse) @ box
-                    seen.add(j)
-                    stack.append(j)
-    return x

@@ -38,7 +38,7 @@ class AnifPotentialImpl:
 
     def addForces(self, topology: openmm.app.Topology, system: openmm.System, atoms: Optional[Iterable[int]],
                   forceGroup: int, backend: str = "torch", **args):
-        from ..models import load_model
+        from ..models.ensemble import load_model
         from .force import create_force
 
         kwargs = {} if self.implementation is None else {"implementation": self.implementation}

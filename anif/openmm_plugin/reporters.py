@@ -86,19 +86,19 @@ class QBCReporter:
         Any handle of the ensemble force (:func:`anif.openmm_plugin.create_force` or openmmml's
         ``MLPotential('ani1x')``); default: the simulated System's only ensemble force.
     rho_hat : float, optional
-        The QBC threshold in kcal/mol (``rho_threshold``: its old name). Steps with rho above it
+        The QBC threshold in kcal/mol. Steps with rho above it
         are recorded in :attr:`flagged`.
     stop : bool
         Raise :class:`RhoThresholdExceeded` from ``simulation.step`` at the first such step.
     """
 
     def __init__(self, file, reportInterval: int, force: openmm.Force | None = None, rho_hat: float | None = None,
-                 stop: bool = False, *, rho_threshold: float | None = None):
+                 stop: bool = False):
         self._own = isinstance(file, str) or hasattr(file, "__fspath__")
         self._out = open(file, "w") if self._own else file
         self._interval = int(reportInterval)
         self._sigma = SigmaReader(force)
-        self._threshold = rho_hat if rho_hat is not None else rho_threshold
+        self._threshold = rho_hat
         self._stop = stop
         self._dof = None
         self._masses = None

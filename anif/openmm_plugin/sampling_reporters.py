@@ -17,7 +17,7 @@ import numpy as np
 from openmm import unit
 
 from ..geometry import dimer_pairs, make_whole
-from ..models import evaluate, pad_structures
+from ..models.ensemble import evaluate, pad_structures
 from ..structures import Structure
 
 RAMP_CSV_HEADER = "step,time_ps,target_temperature_k"
@@ -113,7 +113,8 @@ class DimerReporter:
 
     def report(self, simulation, state):
         box = np.diag(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom))
-        positions = make_whole(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), self._molecules, box)
+        positions = make_whole(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), box,
+                               molecules=self._molecules)
         if self.frames is not None:
             self.frames[simulation.currentStep] = positions
         pairs = [p for p in dimer_pairs(positions, self._molecules, box, self.cutoff) if p[:2] not in self._seen]

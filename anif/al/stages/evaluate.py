@@ -20,7 +20,7 @@ log = logging.getLogger("anif.al")
 def run(ctx: StageContext) -> None:
     from ...accuracy import predict
     from ...models import load_model
-    from ...qbc_calibration import calibrate
+    from ...accuracy.calibration import calibrate
 
     cycle, rho_hat, ledger = ctx.cycle.cycle, ctx.cycle.rho_hat, ctx.ledger
     model = load_model(str(model_dir(ctx.folder, cycle))).double()
@@ -50,7 +50,7 @@ def run(ctx: StageContext) -> None:
 
 
 def _test_molecules(ctx: StageContext, name: str) -> list:
-    from ...comp6 import read_comp6_file
+    from ...datasets.comp6 import read_comp6_file
 
     t = next(t for t in ctx.config.test_sets if t.name == name)
     path = Path(t.file) if t.file else ctx.folder / TEST_DIR / f"{name}.h5"

@@ -22,7 +22,7 @@ log = logging.getLogger("anif.al")
 
 def run(ctx: StageContext) -> None:
     from ...accuracy import predict
-    from ...comp6 import read_comp6_file
+    from ...datasets.comp6 import read_comp6_file
     from ...models import load_model
     from ...units import HARTREE_TO_KCAL_MOL
 

@@ -66,7 +66,7 @@ def _bootstrap_molecules(ctx: StageContext) -> None:
 
 def _dataset_minima(dataset: str) -> list[Structure]:
     """The lowest-energy conformer of every molecule of the bootstrap dataset."""
-    from ...comp6 import read_comp6_file
+    from ...datasets.comp6 import read_comp6_file
 
     out = []
     for m in read_comp6_file(dataset, subset="bootstrap"):

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import AnifError, InputError, UnsupportedElementError
-from .progress import step_progress
-from .structures import Structure, element_problem
-from .units import HARTREE_TO_KCAL_MOL
+from ..errors import AnifError, InputError, UnsupportedElementError
+from ..progress import step_progress
+from ..structures import Structure, element_problem
+from ..units import HARTREE_TO_KCAL_MOL
 
 #: File names of an anif-saved ensemble directory.
 MODEL_JSON = "model.json"
@@ -32,7 +32,7 @@ MODEL_FORMAT = "anif-ensemble"
 
 @runtime_checkable
 class Ensemble(Protocol):
-    """The contract every anif model meets (:class:`StockAniEnsemble`, :class:`anif.fused.FusedAniEnsemble`):
+    """The contract every anif model meets (:class:`StockAniEnsemble`, :class:`anif.models.kernels.FusedAniEnsemble`):
     a TorchScript-compatible module from atomic numbers (B, N) with -1 pads and coordinates (B, N, 3)
     in Angstrom (optionally a (3, 3) cell in Angstrom and (3,) pbc flags) to the members' energies
     (M, B) in Hartree; ``atomic_numbers`` lists the elements it supports, ``cutoff`` its radius (A)."""
@@ -63,10 +63,6 @@ class StockAniEnsemble(torch.nn.Module):
     def forward(self, species: Tensor, coordinates: Tensor, cell: Optional[Tensor] = None,
                 pbc: Optional[Tensor] = None) -> Tensor:
         return self.ani((species, coordinates), cell=cell, pbc=pbc, ensemble_values=True).energies
-
-
-#: The old name of :class:`StockAniEnsemble` (it is not the contract: that is :class:`Ensemble`).
-AniEnsemble = StockAniEnsemble
 
 
 def build_ani(
@@ -116,7 +112,7 @@ def save_model(model: Ensemble, directory: str | Path, **metadata) -> Path:
     import hashlib
     import io
 
-    from .outputs import atomic_write_bytes, atomic_write_text
+    from ..outputs import atomic_write_bytes, atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -134,7 +130,7 @@ def _spec_problem(spec) -> Optional[str]:
     """Why a model.json does not describe an ensemble :func:`build_ani` can build, or None."""
     import math
 
-    from .structures import atomic_number
+    from ..structures import atomic_number
 
     if not isinstance(spec, dict):
         return "is not a JSON object"
@@ -306,26 +302,22 @@ def load_ani(spec: str = "ani1x"):
 
 #: Evaluation paths of :func:`load_model`; the first is the default.
 IMPLEMENTATIONS = ("kernels", "torchscript", "stock")
-#: Older names still accepted: 'fused' was the compiled kernels' name.
-_IMPLEMENTATION_ALIASES = {"fused": "kernels"}
 
 
 def load_model(spec: str = "ani1x", implementation: str = "kernels") -> torch.nn.Module:
     """Load an ensemble (``'ani1x'`` or an anif model directory) meeting the :class:`Ensemble` contract.
 
     ``implementation`` selects the evaluation path: ``'kernels'`` (default) is
-    :class:`anif.fused.FusedAniEnsemble`, the members evaluated together, on the compiled CPU
-    kernels of :mod:`anif.kernels` where they load (its TorchScript operations otherwise, and on a
+    :class:`anif.models.kernels.FusedAniEnsemble`, the members evaluated together, on the compiled CPU
+    kernels of :mod:`anif.models.extension` where they load (its TorchScript operations otherwise, and on a
     GPU); ``'torchscript'`` is the same ensemble without the compiled kernels; ``'stock'`` is
-    torchani's own forward pass (:class:`StockAniEnsemble`). All give the same numbers. ``'fused'`` is
-    the old name of ``'kernels'``.
+    torchani's own forward pass (:class:`StockAniEnsemble`). All give the same numbers.
     """
-    implementation = _IMPLEMENTATION_ALIASES.get(implementation, implementation)
     if implementation not in IMPLEMENTATIONS:
         raise AnifError(f"unknown implementation {implementation!r} (use {' or '.join(IMPLEMENTATIONS)})")
     ani = load_ani(spec)
     if implementation in ("kernels", "torchscript"):
-        from .fused import FusedAniEnsemble
+        from .kernels import FusedAniEnsemble
 
         model = FusedAniEnsemble(ani, kernels=implementation == "kernels")
     else:

@@ -14,33 +14,33 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
-from .md_settings import MD_DEFAULTS
-from .qbc_calibration import RHO_HAT
-from .openmm_plugin.builder import get_platform, to_topology
-from .plausibility import require_angstrom
-from .structures import Structure, from_smiles
-from .units import FS_PER_PS, HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
+from ..errors import InputError
+from .settings import MD_DEFAULTS
+from ..accuracy.settings import RHO_HAT
+from ..openmm_plugin.builder import get_platform, to_topology
+from ..plausibility import require_angstrom
+from ..structures import Structure, from_smiles
+from ..units import FS_PER_PS, HARTREE_TO_KJ_MOL, NM_TO_ANGSTROM
 
 #: The run's summary in an MD output folder.
 MD_JSON = "md.json"
 #: rho (kcal/mol) that, held for 50 reports in a row, ends MD as outside the model's domain.
 RHO_LIMIT = 10 * RHO_HAT
 
-__all__ = ["EnsembleCalculator", "MD_JSON", "analyze", "load_inputs", "make_whole", "molecule_system", "run_md", "to_topology"]
+__all__ = ["EnsembleCalculator", "MD_JSON", "analyze", "image_around", "load_inputs", "molecule_system", "run_md"]
 
 
 def load_inputs(model, smiles: Optional[str], input_file: Optional[Path], seed: int = 0) -> list[Structure]:
     """Structures from exactly one of a SMILES string or a file (XYZ, SDF, PDB or ANI-format HDF5),
     checked for the model."""
-    from .models import supported_numbers
+    from ..models.ensemble import supported_numbers
 
     if (smiles is None) == (input_file is None):
         raise InputError("give exactly one of --smiles or --input")
     if smiles is not None:
         structures = [from_smiles(smiles, seed=seed)]
     else:
-        from .datasets import read_any
+        from ..datasets.store import read_any
 
         structures = [s for s, _ in read_any(input_file)]
     for s in structures:
@@ -60,7 +60,7 @@ class EnsembleCalculator:
 
         key = tuple(int(z) for z in numbers)
         if key not in self._contexts:
-            from .openmm_plugin import create_system
+            from ..openmm_plugin import create_system
 
             system, force = create_system(self.model, key, backend=self.backend, remove_cm_motion=False)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), get_platform(self.platform))
@@ -71,8 +71,8 @@ class EnsembleCalculator:
         """Energy, forces (OpenMM), member energies (same model), sigma and rho of one structure."""
         from openmm import unit
 
-        from .models import evaluate
-        from .openmm_plugin import read_qbc
+        from ..models.ensemble import evaluate
+        from ..openmm_plugin import read_qbc
 
         context, force = self._context(structure.numbers)
         context.setPositions(structure.coordinates / NM_TO_ANGSTROM)
@@ -93,7 +93,7 @@ class EnsembleCalculator:
 
 def molecule_system(structure: Structure, model, backend: str = "torch"):
     """(topology, System driven by the ensemble alone, positions in nm) of one molecule in vacuum."""
-    from .openmm_plugin import create_system
+    from ..openmm_plugin import create_system
 
     system, _ = create_system(model, structure.numbers, backend=backend)
     return to_topology(structure), system, structure.coordinates / NM_TO_ANGSTROM
@@ -130,10 +130,10 @@ def run_md(
     """
     from openmm import app, unit
 
-    from .openmm_plugin import QBCReporter, RhoThresholdExceeded
-    from .openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
-    from .openmm_plugin.builder import langevin_simulation, openmm_seed
-    from .progress import step_progress
+    from ..openmm_plugin import QBCReporter, RhoThresholdExceeded
+    from ..openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
+    from ..openmm_plugin.builder import langevin_simulation, openmm_seed
+    from ..progress import step_progress
 
     if steps < 0 or report_every < 1:
         raise InputError("--steps must be >= 0 and --report-every >= 1")
@@ -222,7 +222,7 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
         raise InputError(f"{files['qbc.csv']}: row {int(bad[0]) + 1} has a time or rho_kcal_mol that is not a finite number")
     ml_atoms = _ml_atoms(folder)
     if ml_atoms is not None:
-        traj = make_whole(traj, ml_atoms).atom_slice(ml_atoms)
+        traj = image_around(traj, ml_atoms).atom_slice(ml_atoms)
     rmsd = mdtraj.rmsd(traj, traj, 0) * NM_TO_ANGSTROM
     rg = mdtraj.compute_rg(traj) * NM_TO_ANGSTROM
     frame_time = np.arange(traj.n_frames) * (time_ps[1] - time_ps[0] if len(time_ps) > 1 else 0.0) + time_ps[0]
@@ -244,16 +244,17 @@ def analyze(folder: Path, rho_hat: float = RHO_HAT) -> dict:
             "fraction_rho_above_hat": float((rho > rho_hat).mean()),
         },
     }
-    from .outputs import atomic_write_text, strict_json
+    from ..outputs import atomic_write_text, strict_json
 
     atomic_write_text(folder / "analysis.json", strict_json(result))
     _plot_analysis(folder, frame_time, rmsd, rg, time_ps, rho, rho_hat)
     return result
 
 
-def make_whole(traj, atoms):
-    """The trajectory with molecules made whole and imaged around the molecules holding ``atoms``
-    (mdtraj's image_molecules with those as anchors); unchanged without a periodic box."""
+def image_around(traj, atoms):
+    """The trajectory imaged around the molecules holding ``atoms`` (mdtraj's ``image_molecules``
+    with those as anchors: molecules whole, the anchors centred); unchanged without a periodic box.
+    On coordinate arrays, :func:`anif.geometry.make_whole` does the same for the samplers."""
     if traj.unitcell_vectors is None:
         return traj
     chosen = set(int(i) for i in atoms)

@@ -17,14 +17,15 @@
   without gradients (screening) the CELU activations are applied in place, which spares
   large batches the allocation of fresh hidden-layer tensors.
 
-On the CPU the same module runs by default on the compiled kernels of :mod:`anif.kernels`
+On the CPU the same module runs by default on the compiled kernels of :mod:`anif.models.extension`
 (``torch.ops.anif.aev`` for molecules and ``torch.ops.anif.networks``: descriptor and networks
 with hand-written gradients, each member's input gradient computed while its weights are in
 cache); the TorchScript operations above serve GPUs, periodic descriptors, other descriptor
 settings, and machines where the kernels do not build.
 
-The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns by
-default. :func:`screen` computes rho for many molecules of different sizes in padded batches.
+The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns for the
+implementations ``"kernels"`` (the default) and ``"torchscript"`` (the same without the compiled kernels).
+:func:`anif.models.score_structures` computes rho for many molecules of different sizes in padded batches.
 """
 
 import math
@@ -37,7 +38,7 @@ from torchani.cutoffs import CutoffCosine
 from torchani.neighbors import all_pairs
 from torchani.nn import TightCELU
 
-from .kernels import load as load_kernels
+from .extension import load as load_kernels
 
 
 class FusedSpeciesNetwork(torch.nn.Module):

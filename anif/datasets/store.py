@@ -52,9 +52,9 @@ from typing import Iterator, Optional, Sequence
 import h5py
 import numpy as np
 
-from .errors import InputError
-from .plausibility import label_problems
-from .structures import Structure, atomic_number, hill_formula, read_structures, symbol
+from ..errors import InputError
+from ..plausibility import label_problems
+from ..structures import Structure, atomic_number, hill_formula, read_structures, symbol
 
 #: Per-conformer provenance columns every written file carries, with their "unknown" values.
 PROVENANCE = {
@@ -65,7 +65,7 @@ PROVENANCE = {
     "method": "",  # reference method, e.g. "wb97x/6-31g(d)"
 }
 #: Store kinds: reference labels, or sampled candidates with placeholder energies.
-KINDS = ("labels", "candidates")
+STORE_KINDS = ("labels", "candidates")
 #: ``method`` of candidates: their energies are the ensemble mean, a placeholder for labels.
 CANDIDATE_METHOD = "ensemble-mean"
 KIND_ATTR, GENERATION_ATTR = "anif_kind", "anif_generation"
@@ -75,7 +75,7 @@ ELEMENT_KEYS = ("species", "numbers", "atomic_numbers")
 #: Keys that hold one value per atom (second axis N) in written files.
 ATOMIC_KEYS = ("species", "coordinates", "forces")
 #: Multiply legacy-layout (COMP6 v1) stored "forces", the energy gradient in Ha/A, by this to get
-#: forces (-dE/dx, Ha/A); the physical checks of this sign are in :mod:`anif.comp6`.
+#: forces (-dE/dx, Ha/A); the physical checks of this sign are in :mod:`anif.datasets.comp6`.
 STORED_FORCES_TO_FORCES = -1.0
 #: Non-batch keys of the legacy layout (stored once per group, not per conformer).
 LEGACY_NONBATCH_KEYS = ("species", "numbers", "atomic_numbers", "smiles", "lot")
@@ -114,7 +114,7 @@ def _check_shapes(where: str, data: dict) -> None:
     """Raise InputError (naming ``where`` and the field) when a group's arrays cannot be what they
     claim: atomic numbers outside the periodic table, coordinates not (C, N, 3), energies not
     one per conformer, forces not the coordinates' shape."""
-    from .structures import element_range_problem
+    from ..structures import element_range_problem
 
     species = data["species"]
     problem = element_range_problem(species)
@@ -322,8 +322,8 @@ class DatasetStore:
     def __init__(self, path: str | Path, mode: str = "a", kind: Optional[str] = None):
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
-        if kind is not None and kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        if kind is not None and kind not in STORE_KINDS:
+            raise ValueError(f"kind must be one of {STORE_KINDS}, not {kind!r}")
         self.path = Path(path)
         self.mode = mode
         self.kind = kind
@@ -804,7 +804,7 @@ def merge(sources: Sequence[str | Path], dest: str | Path) -> DatasetStore:
     Groups of the same name and molecule are concatenated; a same-named group holding a
     different molecule is renamed ``NAME_2``, ``NAME_3``... Conformers ``dest`` already holds
     are skipped. Legacy-layout (COMP6 v1) inputs store the energy gradient as "forces" (see
-    :mod:`anif.comp6`); it is written as forces. Labels and candidates do not mix.
+    :mod:`anif.datasets.comp6`); it is written as forces. Labels and candidates do not mix.
     """
     for src in sources:
         if Path(src).resolve() == Path(dest).resolve():

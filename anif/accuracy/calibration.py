@@ -16,10 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
-
-#: The paper's calibrated QBC threshold rho_hat (kcal/mol): the default everywhere a threshold is needed.
-RHO_HAT = 0.23
+from ..errors import InputError
+from .settings import CAPTURE, PAPER_ERROR_BOUND
 
 
 @dataclass
@@ -43,8 +41,8 @@ def calibrate(
     rho: np.ndarray,
     worst_error: np.ndarray,
     energy_error: np.ndarray,
-    error_bound: float = 1.5,
-    capture: float = 0.98,
+    error_bound: float = PAPER_ERROR_BOUND,
+    capture: float = CAPTURE,
 ) -> Calibration:
     """rho_hat from rho (kcal/mol), worst member error per sqrt(atom) and ensemble energy error (kcal/mol)."""
     rho, worst_error, energy_error = (np.asarray(a, dtype=float).ravel() for a in (rho, worst_error, energy_error))

@@ -1,4 +1,4 @@
-"""Compiled CPU kernels of the fused ensemble (``anif/csrc/ani_kernels.cpp``).
+"""Compiled CPU kernels of the fused ensemble (``anif/models/csrc/ani_kernels.cpp``).
 
 :func:`load` builds them on first use with torch's C++ extension tooling (g++, ninja) into
 torch's extension cache, tuned for the CPU at hand (``-march=native``; the cache entry is named
@@ -7,7 +7,7 @@ for the source's content, which is built from a copy in the cache entry: checkou
 source share one build, different sources never rebuild each other's), and registers the
 TorchScript operators ``torch.ops.anif.aev`` and ``torch.ops.anif.networks`` (the fused
 ensemble) and ``torch.ops.anif.aev_vjp`` / ``aev_jvp`` (force training, see :func:`aev_arguments`).
-Set ``ANIF_KERNELS=0`` to do without them (the TorchScript path of :mod:`anif.fused`).
+Set ``ANIF_KERNELS=0`` to do without them (the TorchScript path of :mod:`anif.models.kernels`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Smith et al., J. Chem. Phys. 148, 241733 (2018): L members trained on a k-fold
 cross-validation split of the training set, member i validating on fold i, so every conformer
 is held out from exactly one member. The default split is by conformer, as the paper's, with
-folds that stay put as the data grow (:func:`anif.training_data.assign_folds`), so a member
+folds that stay put as the data grow (:func:`anif.training.data.assign_folds`), so a member
 warm-started from the previous cycle's member i never validates on what that member trained on;
 ``split="molecule"`` holds out whole molecules to measure transfer instead.
 
@@ -57,10 +57,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InputError
-from .outputs import atomic_write
-from .models import MODEL_JSON, MODEL_WEIGHTS, Ensemble, StockAniEnsemble, build_ani, check_supported, load_ani, save_model
-from .training_data import (
+from ..errors import InputError
+from ..outputs import atomic_write
+from ..models.ensemble import MODEL_JSON, MODEL_WEIGHTS, Ensemble, StockAniEnsemble, build_ani, check_supported, load_ani, save_model
+from .data import (
     ConformerSet,
     TrainingData,
     assign_folds,
@@ -70,7 +70,7 @@ from .training_data import (
     unknown_method_warning,
     unlabelled,
 )
-from .training_settings import (  # noqa: F401 (re-exported: anif.training.TrainSettings etc.)
+from .settings import (
     ARCHITECTURES,
     DEFAULT_FORCE_WEIGHT,
     INITIAL_LR,
@@ -78,7 +78,7 @@ from .training_settings import (  # noqa: F401 (re-exported: anif.training.Train
     SYMBOLS,
     TrainSettings,
 )
-from .units import HARTREE_TO_KCAL_MOL
+from ..units import HARTREE_TO_KCAL_MOL
 
 log = logging.getLogger("anif.training")
 
@@ -649,7 +649,7 @@ def train_ensemble(
 
 def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
     """Run ``body(on_epoch)`` with one progress bar per member (:func:`anif.progress.task_progress`)."""
-    from .progress import task_progress
+    from ..progress import task_progress
 
     if not enabled:
         return body(lambda *a: None)
@@ -671,20 +671,4 @@ def _with_progress(plans, settings: TrainSettings, enabled: bool, body):
         return results
 
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULT_FORCE_WEIGHT",
-    "INITIAL_LR",
-    "ConformerSet",
-    "MemberResult",
-    "TrainResult",
-    "TrainSettings",
-    "TrainingData",
-    "assign_folds",
-    "element_counts",
-    "fit_self_energies",
-    "read_conformers",
-    "resolve_start",
-    "train_ensemble",
-    "unlabelled",
-]
+__all__ = ["MemberResult", "Start", "TrainResult", "load_checkpoint", "resolve_start", "train_ensemble"]

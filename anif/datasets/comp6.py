@@ -33,8 +33,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .datasets import STORED_FORCES_TO_FORCES, DatasetStore, check_labels, stored_forces  # noqa: F401 (re-exported)
-from .errors import InputError
+from .store import DatasetStore, check_labels, stored_forces
+from ..errors import InputError
 
 #: (pattern on the file name, subset name as the paper writes it)
 SUBSET_PATTERNS = (

@@ -49,9 +49,9 @@ def write_teacher_data(
     With ``groups_per_molecule`` > 1 each molecule's conformers are spread over that many groups
     (``name_0``, ``name_1``, ...).
     """
-    from .datasets import DatasetStore
-    from .models import evaluate, load_model
-    from .structures import from_smiles
+    from ..datasets.store import DatasetStore
+    from ..models.ensemble import evaluate, load_model
+    from ..structures import from_smiles
 
     model = load_model(teacher)
     rng = np.random.default_rng(seed)

@@ -42,13 +42,12 @@ from typing import Optional
 
 import numpy as np
 
-from .datasets import PROVENANCE, DatasetStore, open_output, structure_keys
-from .distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
-from .errors import AnifError, InputError, UnsupportedElementError
-from .labeling_settings import DEVICES, Level, gaussian_cartesian  # noqa: F401 (re-exported)
-from .plausibility import coordinate_problem
-from .structures import Structure, symbol
-from .vibrations import NormalModes, normal_modes  # noqa: F401 (re-exported: the labeller's normal modes)
+from ..datasets.store import PROVENANCE, DatasetStore, open_output, structure_keys
+from ..distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
+from ..errors import AnifError, InputError, UnsupportedElementError
+from .settings import DEVICES, Level
+from ..plausibility import coordinate_problem
+from ..structures import Structure, symbol
 
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
 SCF_LADDER = ("diis", "level_shift", "newton")
@@ -566,7 +565,7 @@ def read_failures(out: str | Path) -> list[dict]:
 
 def read_input(path: str | Path) -> list[tuple[Structure, dict]]:
     """Structures (and carried per-conformer provenance) from XYZ, SDF, PDB or ANI-format HDF5."""
-    from .datasets import read_any
+    from ..datasets.store import read_any
 
     return read_any(path, carried=_CARRIED)
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InputError
-from .structures import atomic_number
-from .training_settings import SPLITS, SYMBOLS
+from ..errors import InputError
+from ..structures import atomic_number
+from .settings import SPLITS, SYMBOLS
 
 #: Largest AEV cache (GB); beyond it AEVs are recomputed every batch.
 AEV_CACHE_LIMIT_GB = 4.0
@@ -75,9 +75,9 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
     """Read ANI-format HDF5 files; a group name is a molecule (same name in two files: same group).
 
     Legacy-layout (COMP6 v1) files store the energy gradient under ``forces``; it is flipped
-    (:mod:`anif.comp6`). Forces are returned only when every conformer has finite ones.
+    (:mod:`anif.datasets.comp6`). Forces are returned only when every conformer has finite ones.
     """
-    from .datasets import CANDIDATE_METHOD, DatasetStore, check_labels, stored_forces
+    from ..datasets.store import CANDIDATE_METHOD, DatasetStore, check_labels, stored_forces
 
     blocks = []
     for path in paths:
@@ -139,7 +139,7 @@ def read_conformers(paths: Sequence[str | Path]) -> ConformerSet:
 def unlabelled(data: ConformerSet) -> np.ndarray:
     """Mask of conformers whose energy is not a reference label: the samplers' candidates (see the
     module docstring)."""
-    from .datasets import CANDIDATE_METHOD
+    from ..datasets.store import CANDIDATE_METHOD
 
     return np.array([m == CANDIDATE_METHOD for m in data.method], dtype=bool)
 
@@ -240,7 +240,7 @@ class TrainingData:
     """
 
     def __init__(self, data: ConformerSet, ani, self_energies: np.ndarray, kernels: Optional[bool] = None):
-        from .kernels import aev_arguments, load
+        from ..models.extension import aev_arguments, load
 
         self.elem = ani.species_converter(torch.as_tensor(data.species))  # element indices, -1 pads
         self.coordinates = torch.as_tensor(data.coordinates, dtype=torch.float32)

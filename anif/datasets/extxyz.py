@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Energy units of an extended XYZ file: ASE's (eV, eV/A) or the store's (Hartree, Hartree/A).
 UNITS = ("ev", "hartree")
@@ -33,7 +33,7 @@ _ASE_KEYS = ("pbc", "Lattice", "Properties", "energy", "free_energy", "forces", 
 
 def _per_ev(units: str) -> float:
     """Factor from the file's energy unit to Hartree."""
-    from .units import HARTREE_TO_EV
+    from ..units import HARTREE_TO_EV
 
     if units.lower() not in UNITS:
         raise InputError(f"unknown --units {units!r} (use {' or '.join(UNITS)})")
@@ -101,7 +101,7 @@ def import_extxyz(path: str | Path, out: str | Path, energy_key: str = "energy",
     ``method`` sets the level of theory of frames that carry none (a ``method`` in the comment line
     wins). Everything is read and checked before the store is opened: a bad file writes nothing.
     """
-    from .datasets import PROVENANCE, open_output
+    from .store import PROVENANCE, open_output
 
     frames = read_extxyz(path, energy_key, forces_key, units)
     with_forces = [f[4] is not None for f in frames]
@@ -142,8 +142,8 @@ def export_extxyz(path: str | Path, out: str | Path, energy_key: str = "energy",
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from .datasets import DatasetStore, stored_forces
-    from .outputs import atomic_write_text
+    from .store import DatasetStore, stored_forces
+    from ..outputs import atomic_write_text
 
     scale = 1.0 / _per_ev(units)
     out = Path(out)

@@ -1,4 +1,4 @@
-// CPU kernels for the fused ANI ensemble (anif.kernels): the ANI descriptor (AEV) of isolated
+// CPU kernels for the fused ANI ensemble (anif.models.extension): the ANI descriptor (AEV) of isolated
 // molecules and the members' atomic networks, each with a hand-written backward pass.
 //
 //   anif::aev(coordinates (B, N, 3), elem (B, N), ..., cell) -> (B * N, features)

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Elements of every anif architecture (the ANI-1x set).
 SYMBOLS = ("H", "C", "N", "O")

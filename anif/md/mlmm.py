@@ -31,9 +31,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import AnifError, InputError
-from .structures import Structure, symbol
-from .units import KJ_PER_KCAL, NM_TO_ANGSTROM
+from ..errors import AnifError, InputError
+from ..structures import Structure, symbol
+from ..units import KJ_PER_KCAL, NM_TO_ANGSTROM
 
 #: MM nonbonded cutoff of the solvated and prepared periodic systems (nm).
 NONBONDED_CUTOFF_NM = 0.9
@@ -148,7 +148,7 @@ def mixed_system(topology, mm_system, ml_atoms: Sequence[int], model: str = "ani
     """
     from openmmml import MLPotential
 
-    from .models import load_model, check_supported
+    from ..models.ensemble import load_model, check_supported
 
     atoms = list(topology.atoms())
     numbers = [atoms[i].element.atomic_number if atoms[i].element is not None else 0 for i in ml_atoms]
@@ -203,7 +203,7 @@ def _mass(z: int) -> float:
 
 
 def _atom_name(structure: Structure, i: int) -> str:
-    from .openmm_plugin.builder import atom_names
+    from ..openmm_plugin.builder import atom_names
 
     return atom_names(structure.numbers)[i]
 
@@ -268,7 +268,7 @@ class SolvatedSystem:
 def gaff_cache() -> Optional[Path]:
     """openmmforcefields' TinyDB cache of GAFF-2.11/AM1-BCC templates under anif's cache folder (named for
     the openmmforcefields and AmberTools versions that fill it); None without a writable cache folder."""
-    from .models import cache_root
+    from ..models.ensemble import cache_root
 
     root = cache_root()
     if root is None:
@@ -324,7 +324,7 @@ def solute_forcefield(structure: Structure, smiles: Optional[str] = None, sdf: O
     (default :func:`gaff_cache`) after the first time."""
     from openmm import app
 
-    from .openmm_plugin.builder import to_topology
+    from ..openmm_plugin.builder import to_topology
 
     if mm_solute not in MM_SOLUTES:
         raise InputError(f"unknown --mm-solute {mm_solute!r} (use {' or '.join(MM_SOLUTES)})")
@@ -464,7 +464,7 @@ def solvated_md_system(model: str, box_nm: float, smiles: Optional[str] = None, 
                        seed: int = 0, mm_solute: str = DEFAULT_MM_SOLUTE, mm_only: bool = False):
     """What ``anif md --solvent water`` runs: (topology, System, positions nm, solute atoms, record for
     md.json) with ANI on the solute (or, ``mm_only``, the solute in MM too)."""
-    from .models import load_model
+    from ..models.ensemble import load_model
 
     structures = _load_solute(load_model(model), smiles, input_file, seed)
     structure = structures[0]
@@ -486,7 +486,7 @@ def solvated_md_system(model: str, box_nm: float, smiles: Optional[str] = None, 
 
 def _load_solute(ensemble, smiles, input_file, seed):
     """The solute's structures (anif.md.load_inputs), a charged one refused with what --solvent supports."""
-    from .md import load_inputs
+    from .dynamics import load_inputs
 
     try:
         return load_inputs(ensemble, smiles, input_file, seed)

@@ -23,15 +23,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .comp6 import Comp6Molecule
-from .errors import InputError
-from .models import check_supported, evaluate
-from .progress import step_progress
-from .units import HARTREE_TO_KCAL_MOL
+from ..datasets.comp6 import Comp6Molecule
+from ..errors import InputError
+from ..models.ensemble import check_supported, evaluate
+from ..progress import step_progress
+from ..units import HARTREE_TO_KCAL_MOL
+from .settings import PAPER_ERROR_BOUND
 
 METRIC_KEYS = ("E_mae", "E_rmse", "dE_mae", "dE_rmse", "F_mae", "F_rmse", "n_conformers")
-#: Error bound of the paper's rho_hat calibration (kcal/mol per sqrt(atom)).
-PAPER_ERROR_BOUND = 1.5
 
 
 @dataclass
