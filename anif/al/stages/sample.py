@@ -1,5 +1,5 @@
 """Sample (Fig. 2c, conformational search): run the samplers of [conformational] samplers
-(:mod:`anif.sampling.registry`: DNMS, RTS, dimer boxes) with the last ensemble on this cycle's
+(:mod:`anif.sampling.registry`: DNMS, RTS, MD, dimer boxes) with the last ensemble on this cycle's
 new molecules (configurational cycle) or on the conformer sampling set (conformational cycle);
 every candidate, its rho and provenance is committed per work item. In the bootstrap: normal
 modes at the oracle's minima (no ensemble yet) and the generated test sets' conformers.
