@@ -552,7 +552,7 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     (lambda t: t.replace("max_epochs = 150", "max_epochs = \"many\""), "[training] max_epochs: expected int"),
     (lambda t: t.replace("[training]\n", "[training]\nlearning_rate = 1\n"), "[training]: unknown key(s) learning_rate"),
     (lambda t: t.replace('oracle = "model:ani1x"', 'oracle = "gaussian"'), "oracle must be 'pyscf'"),
-    (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["md"]'), "[conformational] samplers"),
+    (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["mdx"]'), "[conformational] samplers"),
     (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
     (lambda t: t.replace("[qbc]\n", "[qbc]\nstrategy = \"greedy\"\n"), "[qbc] strategy must be 'qbc' or 'random', got 'greedy'"),
     (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),

@@ -255,7 +255,6 @@ CASES = [
     ("al run {d}/ok.toml --out {d}/ok.toml", 1, "not a directory"),
     # no output may be an input
     ("data info {d}/labels.h5 --json-out {d}/labels.h5", 1, "is also an input"),
-    ("data info {d}/labels.h5 --json {d}/labels.h5", 1, "is also an input"),
     ("data merge {d}/labels.h5 {d}/labels.h5", 1, "is also an input"),
     ("data split {d}/labels.h5 --out {d}/labels.h5 --fraction 1", 1, "is also an input"),
     ("bench comp6 --model ani1x --data {d}/labels.h5 --json-out {d}/labels.h5", 1, "is also an input"),

@@ -15,7 +15,7 @@ from ..lazy import lazy_exports
 __all__, __getattr__ = lazy_exports(__name__, {
     "candidates": ("Candidate", "molecule_seed", "score", "write_candidates"),
     "dimers": ("run_dimer_box", "sample_dimers"),
-    "dnms": ("diversity_select", "kabsch_rmsd", "sample_dnms"),
+    "dnms": ("diversity_select", "sample_dnms"),
     "frames": ("md_frames", "sample_md"),
     "registry": ("Sampler", "register"),
     "rts": ("rts_trajectory", "sample_rts"),

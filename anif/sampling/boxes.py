@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..geometry import dimer_pairs, make_whole, minimum_image  # noqa: F401 (re-exported)
+from ..geometry import minimum_image
 from ..structures import Structure, atomic_masses
 from .search import random_orientation
 

@@ -30,9 +30,6 @@ from ..vibrations import mode_directions
 from .candidates import Candidate, score
 from .settings import DNMSSettings
 
-#: The old name of :func:`anif.vibrations.mode_directions` (``kabsch_rmsd`` is :mod:`anif.geometry`'s).
-normal_modes = mode_directions
-
 #: Boltzmann constant in Hartree per kelvin. Kept as written: openmm.unit's k_B / E_h differs in the
 #: 10th digit, enough to change which conformers a seeded campaign draws.
 KB_HARTREE = 3.166811563e-6
@@ -49,9 +46,6 @@ def optimize(model, structure: Structure, fmax: float = 5e-4, max_steps: int = 5
     res = minimize(energy_and_gradient, structure.coordinates.ravel(), jac=True, method="L-BFGS-B",
                    options={"maxiter": max_steps, "gtol": fmax})
     return Structure(structure.numbers, res.x.reshape(-1, 3), name=structure.name)
-
-
-optimise = optimize  # the old spelling
 
 
 def ensemble_hessian(model, structure: Structure, step: float = 5e-3) -> np.ndarray:
