@@ -847,3 +847,25 @@ def test_a_setting_newer_than_the_campaign_is_no_change_at_its_default():
     assert changes(before, after(spread=False)) == []
     assert changes(before, after(spread=True)) == ["qbc.spread"]
     assert changes(before, after(strategy="random")) == ["qbc.strategy"]
+
+
+def test_an_optimisation_that_changes_the_molecule_fails_it():
+    """An oracle minimum with other bonds than the molecule (H2O2 relaxed into two OH) is refused."""
+    from anif.al.oracles import Oracle, prepare_task
+    from anif.structures import Structure, from_smiles
+
+    class Stretching(Oracle):  # stands in for an optimiser that wandered; the check is prepare_task's
+        def optimize(self, structure):
+            x = structure.coordinates.copy()
+            x[1] += 0.8 * (x[1] - x[0]) / np.linalg.norm(x[1] - x[0])  # O1 0.8 A further from O0
+            return Structure(structure.numbers, x), 0.0, True
+
+    class Keeping(Oracle):
+        def optimize(self, structure):
+            return structure, 0.0, True
+
+    h2o2 = from_smiles("OO", seed=0)
+    assert prepare_task(h2o2, Keeping(), with_hessian=False)["ok"]
+    assert list(h2o2.numbers[:2]) == [8, 8]
+    result = prepare_task(h2o2, Stretching(), with_hessian=False)
+    assert not result["ok"] and "changed the molecule" in result["reason"] and "O0-O1" in result["reason"]
