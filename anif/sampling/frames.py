@@ -56,4 +56,5 @@ def sample_md(model, structure: Structure, rho_hat: float, seed: int,
     if not frames:
         return []
     energy, rho = score(model, [f.structure for f in frames])
-    return [Candidate(f.structure, float(r), float(e), f.provenance) for f, e, r in zip(frames, energy, rho) if r > rho_hat]
+    return [Candidate(f.structure, float(r), float(e), f.provenance)
+            for f, e, r in zip(frames, energy, rho) if r > rho_hat]
