@@ -193,6 +193,21 @@ def test_dnms_displacements_match_the_temperature(ani1x, ani1x_torchani, optimis
     assert np.abs(com_shift).max() < 1e-3 < np.abs(pool - s.coordinates).max()
 
 
+def test_dnms_keeps_conformers_as_hot_as_its_draws(ani1x, ani1x_torchani, optimised_methanol):
+    """The kept eighth of the pool is not its coldest eighth: their harmonic energies (independent
+    Hessian) average 1.5 N k T / (1 + bias), as the draws do."""
+    from anif.sampling.dnms import KB_HARTREE, DNMSSettings, dnms_conformers, ensemble_hessian
+
+    s = optimised_methanol
+    settings = DNMSSettings(temperature=300.0, pool=2048, keep=256, bias=1.0, min_rmsd=0.02)
+    kept = dnms_conformers(s, ensemble_hessian(ani1x, s), settings, np.random.default_rng(4))
+    h = _torchani_hessian(ani1x_torchani, s)
+    dx = np.array([(c.structure.coordinates - s.coordinates).ravel() for c in kept])
+    ratio = 0.5 * np.einsum("pi,ij,pj->p", dx, h, dx) / (1.5 * s.n_atoms * KB_HARTREE * settings.temperature)
+    assert len(kept) == 256
+    assert 0.45 < ratio.mean() < 0.65  # 0.5, a little more as min_rmsd drops the coldest draws
+
+
 def _rmsd(x, y):
     """RMSD after optimal superposition (scipy), independent of anif's Kabsch code."""
     x, y = x - x.mean(0), y - y.mean(0)
