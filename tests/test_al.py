@@ -369,7 +369,7 @@ def ab(tmp_path_factory, ani1x):
 
 def test_random_strategy_picks_uniformly_among_all_candidates_under_the_same_cap(ab, tmp_path):
     from anif.al import load_config
-    from anif.al.campaign import seed_of
+    from anif.seeds import seed_of
 
     config = load_config(_write(tmp_path, AB.replace('strategy = "qbc"', 'strategy = "random"')))
     assert config.qbc.strategy == "random" and load_config(_write(tmp_path, AB, "q.toml")).qbc.strategy == "qbc"

@@ -1,9 +1,9 @@
 """What every stage is handed: the campaign's folder, config, ledger, oracle and worker pool, and
-the cycle it runs in (:class:`StageContext`); the campaign's seeds, file names and test hook."""
+the cycle it runs in (:class:`StageContext`); the campaign's file names and test hook (seeds:
+:func:`anif.seeds.seed_of`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from contextlib import ExitStack
@@ -11,16 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from ...distributed import available_cores, dask_client
 from ..config import Config
 from ..ledger import Cycle, Ledger
 from ..oracles import Oracle
 from ..stores import DATASET, SAMPLING_SET, TEST_DIR, sync
 
-__all__ = ["DATASET", "DONE", "MODELS", "Pool", "SAMPLING_SET", "StageContext", "TEST_DIR", "kill_point", "model_dir",
-           "seed_of"]
+__all__ = ["DATASET", "DONE", "MODELS", "Pool", "SAMPLING_SET", "StageContext", "TEST_DIR", "kill_point", "model_dir"]
 
 #: The stage of a finished cycle.
 DONE = "done"
@@ -41,13 +38,6 @@ def kill_point(name: str) -> None:
     _kills[name] = _kills.get(name, 0) + 1
     if _kills[name] >= int(count):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def seed_of(*parts) -> int:
-    """A 31-bit seed from the campaign seed and what it is for (ints and strings)."""
-    ints = [p if isinstance(p, int) else int.from_bytes(hashlib.sha256(str(p).encode()).digest()[:8], "little")
-            for p in parts]
-    return int(np.random.SeedSequence(ints).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def model_dir(folder: Path, cycle: int) -> Path:

@@ -21,12 +21,13 @@ import numpy as np
 
 from ...distributed import as_completed_with_progress
 from ...labeling import structure_key
-from ...sampling.candidates import Candidate, molecule_seed
+from ...sampling.candidates import Candidate
 from ...sampling.dnms import dnms_conformers
 from ...sampling.registry import get
 from ...sampling.settings import FrameSettings
+from ...seeds import seed_of
 from ..ledger import CandidateRecord, WorkItem, pack
-from .context import StageContext, kill_point, seed_of
+from .context import StageContext, kill_point
 
 log = logging.getLogger("anif.al")
 
@@ -119,7 +120,7 @@ def run(ctx: StageContext) -> None:
             continue
         seed = seed_of(ctx.seed, cycle, r.sampler)
         if callable(r.model):
-            items = [(molecule_seed(seed, i), r.payloads[i]) for i in todo]
+            items = [(seed_of(seed, i), r.payloads[i]) for i in todo]
             results = ((todo[j], x) for j, x in as_completed_with_progress(
                 ctx.pool.client(), r.model, items, f"sample {r.sampler}", settings=r.settings))
         else:
