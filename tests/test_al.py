@@ -733,13 +733,13 @@ def test_oracle_failing_every_label_is_a_clear_error_and_keeps_earlier_labels(st
     import shutil
 
     from anif.al import load_config, run_campaign
-    from anif.al.oracles import TeacherOracle
+    from anif.labeling.oracles import TeacherOracle, stamped
 
     class Failing(TeacherOracle):
         """Every label fails (this tests the loop's failure handling, not an oracle)."""
 
         def label(self, structure):
-            return {"ok": False, "reason": "SCF failed: simulated", "wall_time_s": 0.0, "host": "test"}
+            return stamped(structure, self, ok=False, reason="SCF failed: simulated", wall_time_s=0.0)
 
     config, reference = straight
     folder = tmp_path / "copy"
@@ -851,7 +851,8 @@ def test_a_setting_newer_than_the_campaign_is_no_change_at_its_default():
 
 def test_an_optimisation_that_changes_the_molecule_fails_it():
     """An oracle minimum with other bonds than the molecule (H2O2 relaxed into two OH) is refused."""
-    from anif.al.oracles import Oracle, prepare_task
+    from anif.al.stages.optimize import prepare_task
+    from anif.labeling.oracles import Oracle
     from anif.structures import Structure, from_smiles
 
     class Stretching(Oracle):  # stands in for an optimiser that wandered; the check is prepare_task's

@@ -52,9 +52,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import AnifError, InputError
+from ..labeling.oracles import Oracle
 from .config import Config, changes, record
 from .ledger import LEDGER, Cycle, Ledger
-from .oracles import Oracle, make_oracle
+from .oracles import make_oracle
 from .schedule import CycleRecord, next_cycle
 from .stages import CYCLES, STAGES
 from .stages.context import DATASET, DONE, Pool, StageContext, kill_point, model_dir

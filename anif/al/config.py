@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..labeling.settings import Level
 from ..sampling import registry
 from ..sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
 from ..training.settings import TrainSettings
@@ -54,12 +55,12 @@ class CampaignSettings:
 
 @dataclass(frozen=True)
 class OracleSettings:
-    """PySCF reference level (anif.labeling.Level) and optimisation; ignored by teacher oracles
-    except ``hessian``."""
+    """PySCF reference level (its fields under the config's names: :attr:`level`) and optimisation;
+    ignored by teacher oracles except ``hessian``."""
 
     method: str = "wb97x"
     basis: str = "6-31g*"
-    density_fit: bool = False  # recorded in every label's method ("wb97x/6-31g*/df"); a campaign never mixes
+    density_fit: bool = False  # recorded in every label's method (Level.tag: "wb97x/6-31g*/df"); never mixed
     device: str = "auto"  # "auto" | "cpu" | "cuda" (gpu4pyscf); the same numbers on either
     max_scf_cycles: int = 100
     threads: int = 0  # PySCF threads per task; 0: cores / workers
@@ -67,6 +68,12 @@ class OracleSettings:
     max_steps: int = 200
     hessian: bool = True  # DNMS modes from the oracle's Hessian (False: the current ensemble's)
     minima: str = "oracle"  # who optimises molecules (and gives their Hessians): "oracle" or "model:SPEC"
+
+    @property
+    def level(self) -> Level:
+        """The reference level these settings name (the one :class:`anif.labeling.settings.Level`)."""
+        return Level(method=self.method, basis=self.basis, density_fit=self.density_fit, max_cycle=self.max_scf_cycles,
+                     device=self.device)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
 
     An ANI-format HDF5 file (e.g. a search's output or an AL campaign's ``sampling_set.h5``)
     gives every conformer it holds as a ready structure."""
-    from ..labeling.reference import read_input
+    from ..labeling.batch import read_input
     from ..structures import read_structures
     from ..sampling.search import read_smiles_file
 

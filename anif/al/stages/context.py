@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ...distributed import available_cores, dask_client
+from ...distributed import dask_client, worker_policy
+from ...labeling.oracles import Oracle
 from ..config import Config
 from ..ledger import Cycle, Ledger
-from ..oracles import Oracle
 from ..stores import DATASET, SAMPLING_SET, TEST_DIR, sync
 
 __all__ = ["DATASET", "DONE", "MODELS", "Pool", "SAMPLING_SET", "StageContext", "TEST_DIR", "kill_point", "model_dir"]
@@ -46,16 +46,13 @@ def model_dir(folder: Path, cycle: int) -> Path:
 
 class Pool:
     """The campaign's Dask pool, started on first use: ``workers`` local processes (0: none, this
-    process runs every task) or the cluster at ``scheduler``; ``threads`` per task."""
+    process runs every task; sized by :func:`anif.distributed.worker_policy`) or the cluster at
+    ``scheduler``; ``threads`` per task."""
 
     def __init__(self, workers: Optional[int], scheduler: Optional[str]):
-        self.workers, self.scheduler = workers, scheduler
-        if scheduler is not None:
-            self.threads = None  # the remote workers' OMP_NUM_THREADS rules
-        elif workers == 0:
-            self.threads = available_cores()
-        else:
-            self.threads = max(1, available_cores() // (workers or available_cores()))
+        self.workers, self.threads, self.scheduler = workers, None, scheduler  # remote: their OMP_NUM_THREADS rules
+        if scheduler is None:
+            self.workers, self.threads = worker_policy(workers)
         self._stack: Optional[ExitStack] = None
         self._client = None
 
