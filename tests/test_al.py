@@ -157,7 +157,8 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
         for k, cycle, sampler, e in zip(data["structure_key"], data["al_cycle"], data["sampler"], data["energies"]):
             assert by_key[k][:2] == (cycle, sampler) and by_key[k][2] == e
         samplers.update(data["sampler"])
-        assert set(data["method"]) == {"teacher:ani1x"}
+        assert set(data["method"]) == {"teacher:ani1x"} and all(p.startswith("torchani ") for p in data["program"])
+        assert (data["wall_time_s"] > 0).all() and all(data["host"])  # the label record of `anif label` too
     assert {"dnms"} <= samplers
 
     # one model per cycle, usable as --model
@@ -762,7 +763,7 @@ def test_config_defaults_are_the_pieces_own():
     from anif.training import TrainSettings
 
     config = parse_config({"campaign": {}, "test_sets": {"t": {"smiles": ["CCO"]}}}, ROOT)
-    assert config.rts == RTSSettings() and config.training.train == TrainSettings()
+    assert config.samplers["rts"] == RTSSettings() and config.training.train == TrainSettings()
     assert config.campaign.oracle == "pyscf" and config.qbc.rho_hat == 0.23
     with pytest.raises(InputError, match="either file"):
         parse_config({"campaign": {}, "test_sets": {"t": {}}}, ROOT)
