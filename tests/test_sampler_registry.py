@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import typer
 
+from anif.accuracy.settings import RHO_HAT
 from anif.al import config
+from anif.cli import sample
 from anif.errors import InputError
 from anif.sampling import parallel, registry
 from anif.sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
@@ -48,7 +51,8 @@ class ToySettings:
 
 def test_a_new_sampler_is_one_registration(monkeypatch):
     toy = registry.Sampler("toy", f"{__name__}:_toy", "molecule", ToySettings, "toy", fixed=("n",),
-                           ranges={"temperature": (0, 20000, True)})
+                           ranges={"temperature": (0, 20000, True)}, description="Toy sampling.",
+                           flags=(registry.Flag("temperature", "--temperature", "K"), registry.Flag("n", "--draws", "draws")))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register(toy)
     assert registry.get("toy") is toy and "toy" in registry.conformational()
@@ -67,3 +71,29 @@ def test_a_new_sampler_is_one_registration(monkeypatch):
         config.parse_config({**raw, "toy": {"temperature": -1}}, Path("."))
     with pytest.raises(InputError, match=r"\[toy\]: unknown key\(s\) n \(allowed: temperature\)"):
         config.parse_config({**raw, "toy": {"n": 3}}, Path("."))
+    # its command: the shared options, its flags with the settings' defaults and the bounds of its ranges
+    monkeypatch.setattr(sample, "sample_app", typer.Typer())
+    sample._add_command(toy)
+    sample.sample_app.command("other")(lambda: None)  # a group, as `anif sample` is
+    command = typer.main.get_command(sample.sample_app).commands["toy"]
+    assert command.help == "Toy sampling." and [p.opts[0] for p in command.params] == [
+        "--smiles", "--input", "--model", "--rho-hat", "--seed", "--out", "--temperature", "--draws", "--workers",
+        "--scheduler"]
+    params = command.make_context("toy", ["--smiles", "C", "--out", "c.h5", "--draws", "5"]).params
+    assert (params["temperature"], params["n"], params["rho_hat"]) == (300.0, 5, RHO_HAT)
+    with pytest.raises(typer.BadParameter, match="must be > 0 and at most 20000"):
+        command.make_context("toy", ["--smiles", "C", "--out", "c.h5", "--temperature", "-3"])
+
+
+def test_the_sample_commands_are_the_registered_samplers():
+    """One command per registered sampler, named as it, with its registered help; flags and defaults as before."""
+    from anif.cli import app
+
+    group = typer.main.get_command(app).commands["sample"]
+    assert list(group.commands) == list(registry.samplers())
+    for name, s in registry.samplers().items():
+        assert group.commands[name].help == s.description
+    rts = group.commands["rts"].make_context("rts", ["--smiles", "C", "--out", "c.h5", "--time-ps", "2.5"]).params
+    assert (rts["ramp_ps"], rts["t_start"], rts["timestep_fs"], rts["repeats"]) == (2.5, 300.0, 0.5, 4)
+    dimers = group.commands["dimers"].make_context("dimers", ["C", "--out", "c.h5", "--boxes", "2"]).params
+    assert (dimers["inputs"], dimers["boxes"], dimers["molecules"]) == (["C"], 2, DimerSettings().molecules)

@@ -385,9 +385,7 @@ def _check_number(section: str, key: str, value, label: str) -> None:
 def _bounds(section: str, key: str) -> tuple:
     """(lowest, highest, lowest excluded) of a number: its sampler's ``ranges``, :data:`_RANGES`, or >= 0."""
     sampler = _sampler_sections().get(section)
-    if sampler is not None and key in sampler.ranges:
-        return sampler.ranges[key]
-    return _RANGES.get((section, key), (0, None, False))
+    return sampler.bounds(key) if sampler is not None else _RANGES.get((section, key), (0, None, False))
 
 
 def _check_numbers(config: "Config") -> None:
