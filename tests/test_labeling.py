@@ -438,7 +438,8 @@ def test_anif_label_and_the_campaign_write_the_same_label_record(tmp_path):
                                         water.name, 0.5, pack(water.numbers), pack(water.coordinates), 0))
     pool = Pool(0, None)
     oracle = make_oracle(config, pool.threads, folder)
-    label_stage.run(StageContext(config, folder, ledger, oracle, pool, False, Cycle(1, "conformational", "label", 0.23)))
+    cycle = Cycle(1, "conformational", "label", 0.23)
+    label_stage.run(StageContext(config, folder, ledger, oracle, pool, False, cycle))
     ledger.close()
 
     cli, campaign = DatasetStore(out, "r").read("H2O"), DatasetStore(folder / "dataset.h5", "r").read("H2O")

@@ -52,7 +52,8 @@ class ToySettings:
 def test_a_new_sampler_is_one_registration(monkeypatch):
     toy = registry.Sampler("toy", f"{__name__}:_toy", "molecule", ToySettings, "toy", fixed=("n",),
                            ranges={"temperature": (0, 20000, True)}, description="Toy sampling.",
-                           flags=(registry.Flag("temperature", "--temperature", "K"), registry.Flag("n", "--draws", "draws")))
+                           flags=(registry.Flag("temperature", "--temperature", "K"),
+                                  registry.Flag("n", "--draws", "draws")))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register(toy)
     assert registry.get("toy") is toy and "toy" in registry.conformational()

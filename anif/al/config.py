@@ -455,7 +455,8 @@ def validate(config: Config) -> None:
     names = registry.conformational()
     bad = sorted(set(c.conformational.samplers) - set(names))
     if bad or not c.conformational.samplers:
-        raise InputError(f"[conformational] samplers must be some of {', '.join(names)}, got {list(c.conformational.samplers)}")
+        raise InputError(f"[conformational] samplers must be some of {', '.join(names)}, "
+                         f"got {list(c.conformational.samplers)}")
     if c.qbc.strategy not in STRATEGIES:
         raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:

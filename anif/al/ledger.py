@@ -54,7 +54,8 @@ if TYPE_CHECKING:  # RDKit loads with anif.structures: `anif al status` stays li
 LEDGER = "ledger.sqlite"
 #: The provenance of a label (:class:`anif.labeling.record.Label`) in ``labels`` beside ``method``, ``wall_s``
 #: (its ``wall_time_s``), ``host`` and ``name``; added to a ledger from before them when it opens.
-LABEL_PROVENANCE = tuple(k for k in COLUMNS if k not in ("method", "wall_time_s", "host", "name", "charge", "multiplicity"))
+LABEL_PROVENANCE = tuple(k for k in COLUMNS
+                         if k not in ("method", "wall_time_s", "host", "name", "charge", "multiplicity"))
 
 
 def _label_column(name: str) -> str:
@@ -276,9 +277,9 @@ class LabelRecord:
     def label(self) -> Label:
         """The label this row holds (pending and failed ones without energy), with its provenance."""
         return Label(key=self.key, ok=self.status == "ok", energy=math.nan if self.energy is None else self.energy,
-                     forces=None if self.forces is None else xyz_of(self.forces), reason=self.reason, method=self.method,
-                     wall_time_s=math.nan if self.wall_s is None else self.wall_s, host=self.host, name=self.name,
-                     **{k: getattr(self, k) for k in LABEL_PROVENANCE})
+                     forces=None if self.forces is None else xyz_of(self.forces), reason=self.reason,
+                     method=self.method, wall_time_s=math.nan if self.wall_s is None else self.wall_s, host=self.host,
+                     name=self.name, **{k: getattr(self, k) for k in LABEL_PROVENANCE})
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,8 @@ def _add_command(sampler: Sampler) -> None:
                _parameter("model", str, _MODEL), _parameter("rho_hat", float, _RHO), _parameter("seed", int, _SEED),
                _parameter("out", Path, _OUT)]
     if box:
-        params.append(_parameter("boxes", int, typer.Option(1, "--boxes", min=1, help="independent boxes (run in parallel)")))
+        params.append(_parameter("boxes", int, typer.Option(1, "--boxes", min=1,
+                                                             help="independent boxes (run in parallel)")))
     params += [_option(sampler, flag) for flag in sampler.flags]
     params += [_parameter("workers", Optional[int], _WORKERS), _parameter("scheduler", Optional[str], _SCHEDULER)]
 

@@ -190,7 +190,8 @@ def stamped(structure: Structure, oracle: Oracle, **fields) -> Label:
     """A label of ``structure`` (``fields``: ok, energy, forces or reason, ...) with ``oracle``'s provenance
     and this worker's name (a failure the oracle raised, a worker's error, a teacher's label)."""
     return Label(key=structure_key(structure), host=f"{socket.gethostname()}:{os.getpid()}", name=structure.name or "",
-                 charge=int(structure.charge), multiplicity=int(structure.multiplicity), **oracle.provenance(), **fields)
+                 charge=int(structure.charge), multiplicity=int(structure.multiplicity), **oracle.provenance(),
+                 **fields)
 
 
 def label_task(structure: Structure, oracle: Oracle) -> Label:
