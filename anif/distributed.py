@@ -38,9 +38,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers(threads_per_worker: int = 1, task_threads: int | None = None) -> int:
-    """Worker processes that fill the machine: workers * threads = cores."""
-    return max(1, available_cores() // (max(1, threads_per_worker) * max(1, task_threads or 1)))
+def worker_policy(workers: int | None = None, threads: int | None = None, tasks: int | None = None,
+                  gpu: bool = False) -> tuple[int, int]:
+    """(worker processes, threads each) on this machine: the one policy of every pool (``anif label``,
+    ``anif sample``, the campaign's).
+
+    Unless given, workers fill the cores at ``threads`` each (default one), at most one per task;
+    fewer tasks than cores give each worker the spare cores as threads. Labels are independent, so
+    W processes scale as W, while PySCF's OpenMP threads do not on the serial parts (Python,
+    diagonalisation, the small blocks of a 2-6 heavy-atom molecule); ``scripts/benchmark_labeling.py
+    --policy`` compares 1 worker x C threads with C workers x 1 thread. ``gpu``: one process drives
+    the device (several would only queue on it), with all cores as threads for its CPU parts.
+    ``workers=0`` (no pool: this process runs every task) gets all cores as threads.
+    """
+    cores = available_cores()
+    if workers is None:
+        workers = 1 if gpu else max(1, min(cores // (threads or 1), tasks or cores))
+    return workers, threads or max(1, cores // max(1, workers))
 
 
 @contextmanager
@@ -53,7 +67,7 @@ def dask_client(
 ) -> Iterator["Client"]:
     """A Dask client: ``Client(scheduler)`` if an address is given, else a LocalCluster.
 
-    workers: LocalCluster worker processes (default: sized so workers * threads = cores).
+    workers: LocalCluster worker processes (default: :func:`worker_policy`'s, workers * threads = cores).
     threads_per_worker: tasks each worker runs at once.
     task_threads: OpenMP/BLAS threads each task may use (sets OMP_NUM_THREADS & co. in the
     local worker processes); with ``scheduler`` the remote workers' own environment rules.
@@ -77,7 +91,7 @@ def dask_client(
         finally:
             client.close()
         return
-    n_workers = workers or default_workers(threads_per_worker, task_threads)
+    n_workers = workers or worker_policy(threads=max(1, threads_per_worker) * max(1, task_threads or 1))[0]
     environ = {f"distributed.nanny.pre-spawn-environ.{v}": int(task_threads) for v in _THREAD_VARIABLES} if task_threads else {}
     with dask.config.set(environ):
         cluster = LocalCluster(

@@ -15,7 +15,7 @@ from one structure to the next (so the load of a shared machine hits both alike)
   a shared folder, as ``OUT.dm/`` or a campaign's ``densities/``);
 - with ``--df`` also the new path with density fitting: its speed-up and its shift.
 
-The workers and threads are :func:`anif.labeling.reference.worker_policy`'s (``--workers`` to override).
+The workers and threads are :func:`anif.distributed.worker_policy`'s (``--workers`` to override).
 ``--policy`` also times 1 worker x C threads against C workers x 1 thread (new path) on a small
 and a large molecule; ``--optimizer`` counts the gradients of the oracle's optimisation of the
 quickstart's molecules before (RDKit/UFF start) and after (ANI-1x start, as the PySCF oracle does).
@@ -67,14 +67,14 @@ def _both(args):
         labeling.FAST_SCF = path == "new"
         start = time.perf_counter()
         r = labeling.label_structure(structure, Level(device="cpu"), guesses=folder if path == "new" else None)
-        out[path] = {"wall_s": time.perf_counter() - start, "ok": r["ok"], "energy": r.get("energy"),
-                     "forces": r.get("forces"), "iterations": r.get("scf_iterations"), "guess": r.get("scf_guess")}
+        out[path] = {"wall_s": time.perf_counter() - start, "ok": r.ok, "energy": r.energy, "forces": r.forces,
+                     "iterations": r.scf_iterations, "guess": r.scf_guess}
     if density_fit:
         labeling.FAST_SCF = True
         start = time.perf_counter()
         r = labeling.label_structure(structure, Level(device="cpu", density_fit=True), guesses=folder + ".df")
-        out["df"] = {"wall_s": time.perf_counter() - start, "ok": r["ok"], "energy": r.get("energy"),
-                     "forces": r.get("forces"), "iterations": r.get("scf_iterations")}
+        out["df"] = {"wall_s": time.perf_counter() - start, "ok": r.ok, "energy": r.energy, "forces": r.forces,
+                     "iterations": r.scf_iterations}
     return out
 
 
@@ -162,7 +162,7 @@ def _optimize_task(args):
     from pyscf import lib
 
     import anif.labeling.reference as labeling
-    from anif.al.oracles import ani1x_minimum
+    from anif.labeling.oracles import ani1x_minimum
     from anif.labeling.settings import Level
     from anif.structures import from_smiles
 
@@ -190,8 +190,7 @@ def _round_robin(groups: list[list]) -> list:
 
 
 def main() -> None:
-    from anif.distributed import available_cores
-    from anif.labeling.reference import Level, worker_policy
+    from anif.distributed import available_cores, worker_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path("bench_labeling"))
@@ -214,7 +213,7 @@ def main() -> None:
     rows, summaries = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, structures in sets.items():
-            workers, threads = worker_policy(len(structures), Level(device="cpu"), args.workers)
+            workers, threads = worker_policy(args.workers, tasks=len(structures))
             print(f"{name}: {len(structures)} structures, {workers} workers x {threads} threads", flush=True)
             result = compare(name, structures, workers, threads, args.df, Path(tmp))
             rows += result["rows"]

@@ -62,7 +62,7 @@ def tripeptides() -> list[tuple[str, str]]:
 
 
 def build(out: Path, seed: int = 2018, frames: int = 3, modes: int = 4) -> dict:
-    from anif.al.oracles import TeacherOracle
+    from anif.labeling.oracles import TeacherOracle
     from anif.datasets.store import DatasetStore
     from anif.models.ensemble import load_model
     from anif.sampling.dnms import dnms_conformers
@@ -103,11 +103,11 @@ def build(out: Path, seed: int = 2018, frames: int = 3, modes: int = 4) -> dict:
         hessian = teacher.hessian(minimum)
         conformers += [c.structure for c in dnms_conformers(minimum, hessian, nms, np.random.default_rng(seed + k))]
         labels = [teacher.label(c) for c in conformers]
-        ok = [(c, r) for c, r in zip(conformers, labels) if r["ok"]]
+        ok = [(c, r) for c, r in zip(conformers, labels) if r.ok]
         group = f"{kind}_{k:02d}"
         with store.transaction():
             store.append(group, minimum.numbers, np.stack([c.coordinates for c, _ in ok]),
-                         np.array([r["energy"] for _, r in ok]), np.stack([r["forces"] for _, r in ok]),
+                         np.array([r.energy for _, r in ok]), np.stack([r.forces for _, r in ok]),
                          name=name, kind=kind, method=teacher.method,
                          sampler=np.array(["minimum"] + ["md"] * (2 * frames if md else 0)
                                           + ["nms"] * (len(conformers) - 1 - (2 * frames if md else 0)))[:len(ok)])

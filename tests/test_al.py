@@ -157,7 +157,8 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
         for k, cycle, sampler, e in zip(data["structure_key"], data["al_cycle"], data["sampler"], data["energies"]):
             assert by_key[k][:2] == (cycle, sampler) and by_key[k][2] == e
         samplers.update(data["sampler"])
-        assert set(data["method"]) == {"teacher:ani1x"}
+        assert set(data["method"]) == {"teacher:ani1x"} and all(p.startswith("torchani ") for p in data["program"])
+        assert (data["wall_time_s"] > 0).all() and all(data["host"])  # the label record of `anif label` too
     assert {"dnms"} <= samplers
 
     # one model per cycle, usable as --model
@@ -369,7 +370,7 @@ def ab(tmp_path_factory, ani1x):
 
 def test_random_strategy_picks_uniformly_among_all_candidates_under_the_same_cap(ab, tmp_path):
     from anif.al import load_config
-    from anif.al.campaign import seed_of
+    from anif.seeds import seed_of
 
     config = load_config(_write(tmp_path, AB.replace('strategy = "qbc"', 'strategy = "random"')))
     assert config.qbc.strategy == "random" and load_config(_write(tmp_path, AB, "q.toml")).qbc.strategy == "qbc"
@@ -733,13 +734,13 @@ def test_oracle_failing_every_label_is_a_clear_error_and_keeps_earlier_labels(st
     import shutil
 
     from anif.al import load_config, run_campaign
-    from anif.al.oracles import TeacherOracle
+    from anif.labeling.oracles import TeacherOracle, stamped
 
     class Failing(TeacherOracle):
         """Every label fails (this tests the loop's failure handling, not an oracle)."""
 
         def label(self, structure):
-            return {"ok": False, "reason": "SCF failed: simulated", "wall_time_s": 0.0, "host": "test"}
+            return stamped(structure, self, ok=False, reason="SCF failed: simulated", wall_time_s=0.0)
 
     config, reference = straight
     folder = tmp_path / "copy"
@@ -762,7 +763,7 @@ def test_config_defaults_are_the_pieces_own():
     from anif.training import TrainSettings
 
     config = parse_config({"campaign": {}, "test_sets": {"t": {"smiles": ["CCO"]}}}, ROOT)
-    assert config.rts == RTSSettings() and config.training.train == TrainSettings()
+    assert config.samplers["rts"] == RTSSettings() and config.training.train == TrainSettings()
     assert config.campaign.oracle == "pyscf" and config.qbc.rho_hat == 0.23
     with pytest.raises(InputError, match="either file"):
         parse_config({"campaign": {}, "test_sets": {"t": {}}}, ROOT)
@@ -851,7 +852,8 @@ def test_a_setting_newer_than_the_campaign_is_no_change_at_its_default():
 
 def test_an_optimisation_that_changes_the_molecule_fails_it():
     """An oracle minimum with other bonds than the molecule (H2O2 relaxed into two OH) is refused."""
-    from anif.al.oracles import Oracle, prepare_task
+    from anif.al.stages.optimize import prepare_task
+    from anif.labeling.oracles import Oracle
     from anif.structures import Structure, from_smiles
 
     class Stretching(Oracle):  # stands in for an optimiser that wandered; the check is prepare_task's

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -19,15 +20,8 @@ import pytest
 
 from anif.datasets.store import DatasetStore
 from anif.distributed import as_completed_with_progress, dask_client
-from anif.labeling.reference import (
-    failures_path,
-    hessian,
-    label_file,
-    label_structure,
-    optimize,
-    read_failures,
-    structure_key,
-)
+from anif.labeling.batch import failures_path, label_file, read_failures
+from anif.labeling.reference import hessian, label_structure, optimize, structure_key
 from anif.labeling.settings import Level, gaussian_cartesian
 from anif.structures import Structure, symbol, write_xyz
 from anif.units import HARTREE_TO_KCAL_MOL
@@ -303,9 +297,9 @@ def test_optimisation_and_normal_modes():
     result = optimize(start, level)
     assert result.converged and result.steps > 1
     check = label_structure(result.structure, level)
-    assert np.abs(check["forces"]).max() < 1e-4  # Ha/A; GAU_TIGHT max gradient is 1.5e-5 Ha/Bohr
-    assert check["energy"] == pytest.approx(result.energy, abs=1e-8)
-    assert result.energy < label_structure(start, level)["energy"] - 1e-3
+    assert np.abs(check.forces).max() < 1e-4  # Ha/A; GAU_TIGHT max gradient is 1.5e-5 Ha/Bohr
+    assert check.energy == pytest.approx(result.energy, abs=1e-8)
+    assert result.energy < label_structure(start, level).energy - 1e-3
 
     analytic = hessian(result.structure, level)
     with dask_client(workers=2, task_threads=1) as client:
@@ -348,23 +342,24 @@ def test_guess_reuse_and_fast_scf_equal_a_from_scratch_pyscf_run(tmp_path):
     """Orbitals of a nearby conformer (through the shared folder, as another worker would
     find them) only change the SCF's path: energy within 1e-6 Ha, forces within 1e-5 Ha/A
     of plain PySCF started from scratch."""
-    from anif.labeling.reference import Guesses, guesses_path
+    from anif.labeling.batch import guesses_path
+    from anif.labeling.reference import Guesses
 
     first, second = _waters(2, seed=5, scale=0.03)
     folder = guesses_path(tmp_path / "labels.h5")
     assert folder.name == "labels.dm"
     a = label_structure(first, FAST, guesses=str(folder))
-    assert a["ok"] and a["scf_guess"] == "minao"
+    assert a.ok and a.scf_guess == "minao"
     (stored,) = folder.glob("*/*.npz")
     assert stored.stem == structure_key(first)
     found = Guesses(folder).nearest(second, FAST)  # a fresh process's view of the folder
     assert found is not None and 0 < found[0] < 0.2
     b = label_structure(second, FAST, guesses=str(folder))
-    assert b["ok"] and b["scf_guess"].startswith("neighbour:")
+    assert b.ok and b.scf_guess.startswith("neighbour:")
     for structure, result in ((first, a), (second, b)):
         energy, forces = _direct_pyscf(structure, FAST)
-        assert result["energy"] == pytest.approx(energy, abs=1e-6)
-        np.testing.assert_allclose(result["forces"], forces, atol=1e-5)
+        assert result.energy == pytest.approx(energy, abs=1e-6)
+        np.testing.assert_allclose(result.forces, forces, atol=1e-5)
     far = Structure([8, 1, 1], WATER * 2.2, name="stretched")  # beyond the RMSD cut-off: a fresh guess
     assert Guesses(folder).nearest(far, FAST) is None
     methane = Structure([6, 1, 1, 1, 1], [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
@@ -377,6 +372,7 @@ def test_device_selection(monkeypatch, capsys, tmp_path):
     without them is a one-line error, exit 1, before anything is written."""
     import anif.labeling.reference as labeling
     from anif.cli import main
+    from anif.distributed import available_cores, worker_policy
     from anif.errors import InputError
 
     ok, why = labeling.cuda_available()
@@ -387,7 +383,7 @@ def test_device_selection(monkeypatch, capsys, tmp_path):
     assert labeling.resolve_device("cpu") == "cpu"
     monkeypatch.setattr(labeling, "cuda_available", lambda: (True, ""))
     assert labeling.resolve_device("auto") == "cuda" and labeling.resolve_device("cuda") == "cuda"
-    assert labeling.worker_policy(8, Level(device="cuda"))[0] == 1
+    assert worker_policy(tasks=8, gpu=True) == (1, available_cores())
     monkeypatch.setattr(labeling, "cuda_available", lambda: (False, "no CUDA device here"))
     assert labeling.resolve_device("auto") == "cpu"
     with pytest.raises(InputError, match="device must be one of"):
@@ -404,7 +400,7 @@ def test_device_selection(monkeypatch, capsys, tmp_path):
 
 
 def test_density_fit_is_recorded_and_never_mixed(tmp_path):
-    from anif.al.oracles import PySCFOracle
+    from anif.labeling.oracles import PySCFOracle
     from anif.errors import InputError
 
     write_xyz(_waters(1, seed=6), tmp_path / "in.xyz")
@@ -415,6 +411,51 @@ def test_density_fit_is_recorded_and_never_mixed(tmp_path):
     with pytest.raises(InputError, match="holds labels with density_fit='1', this run computes density_fit=0"):
         label_file(tmp_path / "in.xyz", out, SMALL, workers=1, threads=1)
     assert PySCFOracle(df).method == "wb97x/sto-3g/df" and PySCFOracle(SMALL).method == "wb97x/sto-3g"
+
+
+def test_anif_label_and_the_campaign_write_the_same_label_record(tmp_path):
+    """One pipeline: `anif label` (label_file) and the campaign's label stage (its oracle from the
+    config, the ledger, then dataset.h5) run the same oracle task and store the same columns, with
+    the same provenance and the same numbers."""
+    from anif.al.config import parse_config
+    from anif.al.ledger import Cycle, LabelRecord, Ledger, pack
+    from anif.al.oracles import make_oracle
+    from anif.al.stages import label as label_stage
+    from anif.al.stages.context import Pool, StageContext
+    from anif.datasets.store import PROVENANCE
+    from anif.labeling.record import COLUMNS
+
+    water = _waters(1, seed=7)[0]
+    write_xyz([water], tmp_path / "in.xyz")
+    out = tmp_path / "labels.h5"
+    assert label_file(tmp_path / "in.xyz", out, replace(SMALL, device="cpu"), workers=1, threads=1).labelled == 1
+    config = parse_config({"campaign": {"oracle": "pyscf"}, "oracle": {"basis": "sto-3g", "device": "cpu"},
+                           "test_sets": {"t": {"file": "labels.h5"}}}, tmp_path)
+    folder = tmp_path / "campaign"
+    ledger = Ledger(folder)
+    with ledger.transaction():
+        ledger.insert_label(LabelRecord(structure_key(water), 1, None, "train", "pending", "oracle", "dnms", "gdb11",
+                                        water.name, 0.5, pack(water.numbers), pack(water.coordinates), 0))
+    pool = Pool(0, None)
+    oracle = make_oracle(config, pool.threads, folder)
+    cycle = Cycle(1, "conformational", "label", 0.23)
+    label_stage.run(StageContext(config, folder, ledger, oracle, pool, False, cycle))
+    ledger.close()
+
+    cli, campaign = DatasetStore(out, "r").read("H2O"), DatasetStore(folder / "dataset.h5", "r").read("H2O")
+    assert set(cli) == set(campaign) >= {"structure_key", *PROVENANCE, *COLUMNS}
+    for key in ("structure_key", "method", "basis", "basis_convention", "density_fit", "grid", "program", "device",
+                "scf_converged", "scf_strategy", "scf_guess", "name", "charge", "multiplicity"):
+        assert list(cli[key]) == list(campaign[key]), key
+    assert list(campaign["method"]) == ["wb97x/sto-3g"] and campaign["program"][0].startswith("pyscf ")
+    assert list(campaign["scf_converged"]) == [1] and campaign["scf_iterations"][0] > 0 and cli["scf_iterations"][0] > 0
+    assert campaign["wall_time_s"][0] > 0 and campaign["host"][0] and cli["host"][0]
+    assert (campaign["al_cycle"][0], campaign["sampler"][0], campaign["rho_kcal_mol"][0]) == (1, "dnms", 0.5)
+    assert (cli["al_cycle"][0], cli["sampler"][0]) == (-1, "")
+    energy, forces = _direct_pyscf(water, SMALL)
+    for data in (cli, campaign):
+        assert data["energies"][0] == pytest.approx(energy, abs=1e-7)
+        np.testing.assert_allclose(data["forces"][0], forces, atol=1e-5)
 
 
 def test_stage_times_are_recorded_and_plotted(tmp_path):
@@ -449,7 +490,7 @@ def test_fast_scf_optimisation_equals_pyscf_own_algorithms(monkeypatch):
 
 
 def test_oracle_starts_optimisations_at_the_ani1x_minimum():
-    from anif.al.oracles import ani1x_minimum
+    from anif.labeling.oracles import ani1x_minimum
 
     water = Structure([8, 1, 1], WATER + [[0, 0, 0.05], [0, 0.05, 0], [0, -0.02, 0.03]], name="water")
     relaxed = ani1x_minimum(water)

@@ -315,6 +315,26 @@ def test_cli_search_writes_candidates_with_rho_and_provenance(ani1x, ani1x_torch
             assert prov["sampler"] == "search" and prov["source"] in ("input", "gdb11")
 
 
+def test_cli_md_from_the_registry_writes_frames_with_rho(ani1x_torchani, tmp_path):
+    """`anif sample md` (made from the md sampler's registration): one Langevin trajectory's frames,
+    each with its rho recomputed by torchani, and the frame settings given as flags."""
+    import json
+
+    from anif.datasets.store import DatasetStore
+
+    out = tmp_path / "md.h5"
+    r = _anif("sample", "md", "--smiles", "CO", "--frames", "3", "--equilibration-ps", "0.01", "--interval-ps", "0.01",
+              "--temperature", "500", "--rho-hat", "0", "--seed", "4", "--out", str(out), "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    (group, data), = DatasetStore(out, "r")
+    assert len(data["energies"]) == 3 and set(data["sampler"]) == {"md"}
+    for k in range(3):
+        rho = torchani_rho(ani1x_torchani, data["species"], data["coordinates"][k])
+        assert data["rho_kcal_mol"][k] == pytest.approx(rho, abs=float32_qbc_atol(data["energies"][k], 6)) and rho > 0
+        assert json.loads(data["provenance"][k])["seed"] == int(data["seed"][k])
+    assert len({c.tobytes() for c in data["coordinates"]}) == 3
+
+
 def test_cli_bad_input_is_one_line_error(tmp_path):
     r = _anif("sample", "rts", "--smiles", "C1CC(", "--rho-hat", "0.2", "--out", str(tmp_path / "x.h5"))
     assert r.returncode == 1

@@ -52,15 +52,16 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import AnifError, InputError
+from ..labeling.oracles import Oracle
 from .config import Config, changes, record
 from .ledger import LEDGER, Cycle, Ledger
-from .oracles import Oracle, make_oracle
+from .oracles import make_oracle
 from .schedule import CycleRecord, next_cycle
 from .stages import CYCLES, STAGES
-from .stages.context import DATASET, DONE, Pool, StageContext, kill_point, model_dir, seed_of
+from .stages.context import DATASET, DONE, Pool, StageContext, kill_point, model_dir
 from .stages.search import source_molecules
 
-__all__ = ["AGREE_KCAL_MOL", "Campaign", "KINDS", "kill_point", "model_dir", "run_campaign", "seed_of"]
+__all__ = ["AGREE_KCAL_MOL", "Campaign", "KINDS", "kill_point", "model_dir", "run_campaign"]
 log = logging.getLogger("anif.al")
 
 KINDS = ("bootstrap", "configurational", "conformational")

@@ -8,8 +8,8 @@ Sections (``[campaign]`` and at least one ``[test_sets.NAME]`` are required)::
     [bootstrap]     dataset reduction from a labelled set, or random DNMS of small molecules
     [search]        configurational search sources, staged by size
     [conformational] samplers run in each cycle and when to switch to a configurational cycle
-    [dnms] [rts] [md] [dimers]   sampler settings (fields of DNMSSettings, RTSSettings, FrameSettings,
-                    DimerSettings)
+    [dnms] [rts] [md] [dimers]   sampler settings: one section per registered sampler that has one
+                    (anif.sampling.registry: DNMSSettings, RTSSettings, FrameSettings, DimerSettings)
     [qbc]           rho_hat, recalibration, strategy ("qbc" or the "random" baseline), trust bound, cap
     [training]      fields of anif.training.TrainSettings, plus warm_start and jobs
     [stop]          stop rules (the only section a resumed campaign may change)
@@ -28,14 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..labeling.settings import Level
 from ..sampling import registry
-from ..sampling.settings import DimerSettings, DNMSSettings, FrameSettings, RTSSettings
 from ..training.settings import TrainSettings
 
-#: Conformational samplers a campaign can run (:mod:`anif.sampling.registry`).
-SAMPLERS = registry.conformational()
-#: The registered samplers' config sections: section -> sampler.
-_SAMPLER_SECTIONS = {s.section: s for s in registry.samplers().values() if s.section}
 #: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
 STRATEGIES = ("qbc", "random")
 #: How generated test conformers are made.
@@ -54,12 +50,12 @@ class CampaignSettings:
 
 @dataclass(frozen=True)
 class OracleSettings:
-    """PySCF reference level (anif.labeling.Level) and optimisation; ignored by teacher oracles
-    except ``hessian``."""
+    """PySCF reference level (its fields under the config's names: :attr:`level`) and optimisation;
+    ignored by teacher oracles except ``hessian``."""
 
     method: str = "wb97x"
     basis: str = "6-31g*"
-    density_fit: bool = False  # recorded in every label's method ("wb97x/6-31g*/df"); a campaign never mixes
+    density_fit: bool = False  # recorded in every label's method (Level.tag: "wb97x/6-31g*/df"); never mixed
     device: str = "auto"  # "auto" | "cpu" | "cuda" (gpu4pyscf); the same numbers on either
     max_scf_cycles: int = 100
     threads: int = 0  # PySCF threads per task; 0: cores / workers
@@ -67,6 +63,12 @@ class OracleSettings:
     max_steps: int = 200
     hessian: bool = True  # DNMS modes from the oracle's Hessian (False: the current ensemble's)
     minima: str = "oracle"  # who optimises molecules (and gives their Hessians): "oracle" or "model:SPEC"
+
+    @property
+    def level(self) -> Level:
+        """The reference level these settings name (the one :class:`anif.labeling.settings.Level`)."""
+        return Level(method=self.method, basis=self.basis, density_fit=self.density_fit, max_cycle=self.max_scf_cycles,
+                     device=self.device)
 
 
 @dataclass(frozen=True)
@@ -163,35 +165,36 @@ class Config:
     bootstrap: BootstrapSettings
     search: SearchSettings
     conformational: ConformationalSettings
-    dnms: DNMSSettings
-    rts: RTSSettings
-    md: FrameSettings
-    dimers: DimerSettings
+    samplers: dict[str, Any]  # section -> the settings of the registered sampler it configures ([dnms], [rts], ...)
     qbc: QBCSettings
     training: TrainingSettings
     stop: StopSettings
     test_sets: tuple[TestSet, ...]
     path: str = ""  # the file it was read from
 
-    def as_dict(self) -> dict:
-        """Plain, JSON-able values of every setting (the campaign's record of its config)."""
+    def sections(self) -> dict[str, Any]:
+        """Every section's settings by its name (the samplers' sections among them), in file order."""
         out = {}
         for f in fields(self):
-            if f.name == "path":
-                continue
-            value = getattr(self, f.name)
-            out[f.name] = [asdict(t) for t in value] if f.name == "test_sets" else asdict(value)
-        return _jsonable(out)
+            if f.name == "samplers":
+                out.update(self.samplers)
+            elif f.name != "path":
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def as_dict(self) -> dict:
+        """Plain, JSON-able values of every setting (the campaign's record of its config)."""
+        return _jsonable({name: [asdict(t) for t in value] if name == "test_sets" else asdict(value)
+                          for name, value in self.sections().items()})
 
 
-#: section -> (settings class, keys a user may not set)
+#: The campaign's own single-table sections: section -> (settings class, keys a user may not set).
 _SECTIONS = {
     "campaign": (CampaignSettings, ()),
     "oracle": (OracleSettings, ()),
     "bootstrap": (BootstrapSettings, ()),
     "search": (SearchSettings, ()),
     "conformational": (ConformationalSettings, ()),
-    **{section: (s.settings, s.fixed) for section, s in _SAMPLER_SECTIONS.items()},  # [dnms] [rts] [md] [dimers]
     "qbc": (QBCSettings, ()),
     "stop": (StopSettings, ()),
 }
@@ -199,6 +202,16 @@ _REQUIRED = ("campaign", "test_sets")
 #: Sections a resumed campaign may change (they decide when to stop, not what was done).
 MUTABLE_SECTIONS = ("stop",)
 _TRAINING_FIXED = ("init", "seed")  # set by the campaign (warm start, campaign seed)
+
+
+def _sampler_sections() -> dict[str, registry.Sampler]:
+    """The registered samplers' sections ([dnms] [rts] [md] [dimers]): section -> sampler, read at each use."""
+    return {s.section: s for s in registry.samplers().values() if s.section}
+
+
+def _sections() -> dict[str, tuple[type, tuple[str, ...]]]:
+    """Every single-table section: the campaign's own and the registered samplers'."""
+    return {**_SECTIONS, **{section: (s.settings, s.fixed) for section, s in _sampler_sections().items()}}
 
 
 def _jsonable(value):
@@ -275,7 +288,8 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(raw: dict, base: Path, label: str = "config") -> Config:
     """A Config from parsed TOML (``base``: folder that relative paths start from)."""
-    known = set(_SECTIONS) | {"training", "test_sets"}
+    sections = _sections()
+    known = set(sections) | {"training", "test_sets"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InputError(f"{label}: unknown section(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -285,7 +299,8 @@ def parse_config(raw: dict, base: Path, label: str = "config") -> Config:
     for name, value in raw.items():
         if not isinstance(value, dict):
             raise InputError(f"{label}: {name} must be a [section], not a value")
-    parts = {name: _build(cls, name, raw.get(name, {}), forbidden) for name, (cls, forbidden) in _SECTIONS.items()}
+    parts = {name: _build(cls, name, raw.get(name, {}), forbidden) for name, (cls, forbidden) in sections.items()}
+    parts["samplers"] = {name: parts.pop(name) for name in _sampler_sections()}
     parts["training"] = _training(raw.get("training", {}))
     parts["test_sets"] = _test_sets(raw["test_sets"], base)
     config = Config(**parts, path=label)
@@ -336,7 +351,8 @@ def _test_sets(values: dict, base: Path) -> tuple[TestSet, ...]:
 SEED_MAX = 2**31 - 1
 #: Number fields that may be infinite (``inf``: no bound).
 _MAY_BE_INFINITE = {("qbc", "upper_bound")}
-#: (section, key) -> (lowest, highest, lowest excluded); fields not named: finite and >= 0.
+#: (section, key) -> (lowest, highest, lowest excluded); fields not named (nor in their sampler's
+#: ``ranges``): finite and >= 0.
 _RANGES = {
     ("campaign", "seed"): (0, SEED_MAX, False),
     ("oracle", "max_scf_cycles"): (1, None, False),
@@ -347,7 +363,6 @@ _RANGES = {
     ("bootstrap", "max_heavy_atoms"): (1, None, False),
     ("conformational", "dimer_boxes"): (1, None, False),
     ("conformational", "patience"): (1, None, False),
-    **{(section, key): bounds for section, s in _SAMPLER_SECTIONS.items() for key, bounds in s.ranges.items()},
     ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),
     ("qbc", "max_per_cycle"): (1, None, False),
     ("stop", "patience"): (1, None, False),
@@ -361,19 +376,23 @@ def _check_number(section: str, key: str, value, label: str) -> None:
     if isinstance(value, float) and not math.isfinite(value) and not (
             math.isinf(value) and value > 0 and (section, key) in _MAY_BE_INFINITE):
         raise InputError(f"{label} {key} must be a finite number, got {value}")
-    low, high, open_low = _RANGES.get((section, key), (0, None, False))
+    low, high, open_low = _bounds(section, key)
     if (value <= low if open_low else value < low) or (high is not None and value > high):
         bounds = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
         raise InputError(f"{label} {key} must be {bounds}, got {value}")
 
 
+def _bounds(section: str, key: str) -> tuple:
+    """(lowest, highest, lowest excluded) of a number: its sampler's ``ranges``, :data:`_RANGES`, or >= 0."""
+    sampler = _sampler_sections().get(section)
+    return sampler.bounds(key) if sampler is not None else _RANGES.get((section, key), (0, None, False))
+
+
 def _check_numbers(config: "Config") -> None:
     """Every number of every section finite and in range (:data:`_RANGES`; by default >= 0)."""
-    for f in fields(config):
-        section = f.name
-        if section in ("path", "test_sets", "training"):
+    for section, value in config.sections().items():
+        if section in ("test_sets", "training"):
             continue
-        value = getattr(config, section)
         for g in fields(value):
             item = getattr(value, g.name)
             for v in (item if isinstance(item, tuple) else (item,)):
@@ -433,9 +452,11 @@ def validate(config: Config) -> None:
             raise InputError(f"[search] smiles_files: no such file {p}")
     if not c.search.size_stages or min(c.search.size_stages) < 1 or c.search.molecules_per_cycle < 1 or c.search.chunk < 1:
         raise InputError("[search] size_stages, molecules_per_cycle and chunk must be >= 1")
-    bad = sorted(set(c.conformational.samplers) - set(SAMPLERS))
+    names = registry.conformational()
+    bad = sorted(set(c.conformational.samplers) - set(names))
     if bad or not c.conformational.samplers:
-        raise InputError(f"[conformational] samplers must be some of {', '.join(SAMPLERS)}, got {list(c.conformational.samplers)}")
+        raise InputError(f"[conformational] samplers must be some of {', '.join(names)}, "
+                         f"got {list(c.conformational.samplers)}")
     if c.qbc.strategy not in STRATEGIES:
         raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
@@ -510,7 +531,7 @@ def _flat(value, prefix: str) -> dict[str, Any]:
 def _default(key: str):
     """The JSON-able default of ``section.key`` (None when there is no plain default)."""
     section, _, name = key.partition(".")
-    cls = _SECTIONS.get(section, (None,))[0]
+    cls = _sections().get(section, (None,))[0]
     if cls is None or name not in {f.name for f in fields(cls)}:
         return None
     return _jsonable(asdict(cls()))[name]

@@ -13,7 +13,8 @@ forces float64 (N, 3) in Angstrom and Hartree/Angstrom, Hessians float64 (3N, 3N
 - ``items``: sampler work items done (cycle, sampler, item) so a resumed stage runs only the rest.
 - ``candidates``: every structure a sampler returned, its rho, and whether it was selected.
 - ``labels``: one row per unique structure (its key is the primary key, so no structure is ever
-  labelled twice): pending, ok (energy, forces) or failed (reason).
+  labelled twice): pending, ok (energy, forces) or failed (reason), with the label's provenance
+  (:class:`anif.labeling.record.Label`: method, program, basis, SCF rung and iterations, host, ...).
 - ``reduction``: the rounds of the bootstrap's dataset reduction.
 - ``models``, ``metrics``: each cycle's model and its errors on every test set (E, dE, F as COMP6
   defines them; how well rho ranks the errors: Spearman correlation of rho with |error| / sqrt(N),
@@ -35,6 +36,7 @@ and returns the records below (:class:`Cycle`, :class:`Molecule`, :class:`Search
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -44,11 +46,23 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..labeling.record import COLUMNS, Label
 
 if TYPE_CHECKING:  # RDKit loads with anif.structures: `anif al status` stays light
     from ..structures import Structure
 
 LEDGER = "ledger.sqlite"
+#: The provenance of a label (:class:`anif.labeling.record.Label`) in ``labels`` beside ``method``, ``wall_s``
+#: (its ``wall_time_s``), ``host`` and ``name``; added to a ledger from before them when it opens.
+LABEL_PROVENANCE = tuple(k for k in COLUMNS
+                         if k not in ("method", "wall_time_s", "host", "name", "charge", "multiplicity"))
+
+
+def _label_column(name: str) -> str:
+    """The SQL declaration of a label provenance column, its default the column's "unknown"."""
+    default = COLUMNS[name]
+    return f"{name} {'INTEGER' if isinstance(default, int) else 'TEXT'} NOT NULL DEFAULT {default!r}"
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,7 +90,8 @@ CREATE TABLE IF NOT EXISTS labels (
     key TEXT PRIMARY KEY, cycle INTEGER NOT NULL, candidate INTEGER, role TEXT NOT NULL, status TEXT NOT NULL,
     origin TEXT NOT NULL, sampler TEXT NOT NULL, source TEXT NOT NULL, name TEXT NOT NULL, rho REAL,
     numbers BLOB NOT NULL, coordinates BLOB NOT NULL, energy REAL, forces BLOB, method TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '', wall_s REAL, host TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL);
+    reason TEXT NOT NULL DEFAULT '', wall_s REAL, host TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL,
+    {label_provenance});
 CREATE TABLE IF NOT EXISTS reduction (
     round INTEGER PRIMARY KEY, n_included INTEGER NOT NULL, n_rest INTEGER NOT NULL, n_fail INTEGER,
     added BLOB NOT NULL, finished INTEGER NOT NULL);
@@ -93,7 +108,7 @@ CREATE TABLE IF NOT EXISTS baselines (
     de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER, PRIMARY KEY (model, test_set));
 CREATE TABLE IF NOT EXISTS stage_times (
     cycle INTEGER NOT NULL, stage TEXT NOT NULL, wall_s REAL NOT NULL DEFAULT 0, PRIMARY KEY (cycle, stage));
-"""
+""".format(label_provenance=", ".join(_label_column(name) for name in LABEL_PROVENANCE))
 
 
 def pack(array) -> bytes:
@@ -118,8 +133,9 @@ def square_of(blob: bytes) -> np.ndarray:
 
 
 def _record(cls, row):
-    """A dataclass of a row (the columns named by its fields), or None."""
-    return None if row is None else cls(**{f.name: row[f.name] for f in fields(cls)})
+    """A dataclass of a row (the columns named by its fields; a column an unmigrated ledger lacks keeps
+    the field's default), or None."""
+    return None if row is None else cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row.keys()})
 
 
 # ---- the records ------------------------------------------------------------------------
@@ -242,11 +258,28 @@ class LabelRecord:
     reason: str = ""
     wall_s: Optional[float] = None
     host: str = ""
+    basis: str = ""  # the rest: LABEL_PROVENANCE, as a Label has them
+    basis_convention: str = ""
+    density_fit: int = -1
+    grid: str = ""
+    program: str = ""
+    device: str = ""
+    scf_converged: int = -1
+    scf_strategy: str = ""
+    scf_iterations: int = -1
+    scf_guess: str = ""
 
     def structure(self) -> Structure:
         from ..structures import Structure
 
         return Structure(numbers_of(self.numbers), xyz_of(self.coordinates), name=self.name)
+
+    def label(self) -> Label:
+        """The label this row holds (pending and failed ones without energy), with its provenance."""
+        return Label(key=self.key, ok=self.status == "ok", energy=math.nan if self.energy is None else self.energy,
+                     forces=None if self.forces is None else xyz_of(self.forces), reason=self.reason,
+                     method=self.method, wall_time_s=math.nan if self.wall_s is None else self.wall_s, host=self.host,
+                     name=self.name, **{k: getattr(self, k) for k in LABEL_PROVENANCE})
 
 
 @dataclass(frozen=True)
@@ -313,12 +346,20 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=FULL")
             if create:
                 self.db.executescript(SCHEMA)
+                self._add_label_provenance()
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path}: not a readable ledger ({exc})") from None
         self._depth = 0
 
     def close(self) -> None:
         self.db.close()
+
+    def _add_label_provenance(self) -> None:
+        """Add the label provenance columns a ledger from before them lacks (its labels: unknown)."""
+        have = {r["name"] for r in self._rows("PRAGMA table_info(labels)")}
+        for name in LABEL_PROVENANCE:
+            if name not in have:
+                self._execute(f"ALTER TABLE labels ADD COLUMN {_label_column(name)}")
 
     @contextmanager
     def transaction(self) -> Iterator["Ledger"]:
@@ -526,12 +567,15 @@ class Ledger:
         """Labels of ``cycle`` computed or failed (not pending)."""
         return self._count("SELECT COUNT(*) FROM labels WHERE cycle = ? AND status != 'pending'", (cycle,))
 
-    def label_failed(self, key: str, reason: str, method: str) -> None:
-        self._execute("UPDATE labels SET status = 'failed', reason = ?, method = ? WHERE key = ?", (reason, method, key))
-
-    def label_ok(self, key: str, energy: float, forces, method: str, wall_s: Optional[float], host: str) -> None:
-        self._execute("UPDATE labels SET status = 'ok', energy = ?, forces = ?, method = ?, wall_s = ?, host = ? "
-                      "WHERE key = ?", (energy, pack(forces), method, wall_s, host, key))
+    def settle_label(self, key: str, label: Label) -> None:
+        """Record the oracle's label of ``key``: ok (energy, forces) or failed (reason), with its provenance."""
+        ok = label.ok
+        self._execute(
+            "UPDATE labels SET status = ?, energy = ?, forces = ?, reason = ?, method = ?, wall_s = ?, host = ?, "
+            + ", ".join(f"{k} = ?" for k in LABEL_PROVENANCE) + " WHERE key = ?",
+            ("ok" if ok else "failed", label.energy if ok else None, pack(label.forces) if ok else None, label.reason,
+             label.method, None if math.isnan(label.wall_time_s) else label.wall_time_s, label.host,
+             *(getattr(label, k) for k in LABEL_PROVENANCE), key))
 
     def oracle_label_counts(self, cycle: int) -> dict[str, int]:
         """Status -> count of the oracle's training labels of ``cycle``."""

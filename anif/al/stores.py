@@ -51,7 +51,8 @@ def append(path: Path, records: Sequence[dict]) -> None:
 
 
 def label_record(row: LabelRecord) -> dict:
-    """A store record of a label (status ok)."""
+    """A store record of a label (status ok): the columns ``anif label`` writes (the label's provenance,
+    :meth:`anif.labeling.record.Label.columns`) and the campaign's own."""
     return {
         "key": row.key,
         "numbers": numbers_of(row.numbers),
@@ -60,8 +61,7 @@ def label_record(row: LabelRecord) -> dict:
         "forces": None if row.forces is None else xyz_of(row.forces),
         "properties": {
             "source": row.source, "sampler": row.sampler, "al_cycle": int(row.cycle),
-            "rho_kcal_mol": np.nan if row.rho is None else float(row.rho), "method": row.method,
-            "name": row.name,
+            "rho_kcal_mol": np.nan if row.rho is None else float(row.rho), **row.label().columns(),
         },
     }
 

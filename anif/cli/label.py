@@ -43,7 +43,7 @@ def label_command(
     dashboard: Annotated[str, typer.Option(help="HOST:PORT of the local Dask dashboard (0.0.0.0:8787 shows it to the network).")] = DASHBOARD_ADDRESS,
 ) -> None:
     """Reference energies and forces (default wB97X/6-31G(d)) with PySCF on a Dask pool."""
-    from ..labeling.reference import failures_path, label_file
+    from ..labeling.batch import failures_path, label_file
     from .common import check_not_input
 
     check_not_input([out, failures_path(out)], [input])

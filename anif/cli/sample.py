@@ -1,4 +1,8 @@
-"""``anif sample rts|dimers|dnms|search``: run a sampler, write its candidates to an HDF5 store.
+"""``anif sample dnms|rts|md|dimers|search``: run a sampler, write its candidates to an HDF5 store.
+
+One command per sampler of :mod:`anif.sampling.registry`, made from its registration (its
+settings' flags, bounds and defaults, its help); the configurational search, whose work items are
+chunks of source molecules, has its own below.
 
 Candidates go to ``--out``, a candidate store (:class:`anif.datasets.DatasetStore`, kind
 "candidates"), as each molecule (box, chunk) finishes, with ``rho_kcal_mol``, ``sampler``,
@@ -10,19 +14,20 @@ a run that finds nothing still leaves a valid (empty) store.
 
 from __future__ import annotations
 
+import inspect
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import AnifError, InputError
 from ..accuracy.settings import RHO_HAT
-from ..sampling.settings import DimerSettings, DNMSSettings, RTSSettings
-from .common import check_not_input, load_model, non_negative, positive, seed_option
-from .common import temperature as _kelvin
+from ..errors import AnifError, InputError
+from ..sampling.registry import Flag, Sampler, samplers
+from .common import check_not_input, finite, load_model, non_negative, seed_option
 
-sample_app = typer.Typer(help="Samplers (RTS, dimers, DNMS, configurational search) writing QBC candidates.",
+sample_app = typer.Typer(help="Samplers (DNMS, RTS, MD, dimers, configurational search) writing QBC candidates.",
                          no_args_is_help=True)
 
 _MODEL = typer.Option("ani1x", "--model", help="'ani1x' or an anif model directory")
@@ -33,13 +38,6 @@ _WORKERS = typer.Option(None, "--workers", min=0, help="Dask worker processes (d
 _SCHEDULER = typer.Option(None, "--scheduler", help="address of a running Dask scheduler")
 _SMILES = typer.Option(None, "--smiles", help="molecule as SMILES (repeatable)")
 _INPUT = typer.Option(None, "--input", help="SMILES (.smi), XYZ, SDF, PDB or ANI-format HDF5 (.h5) file")
-_RTS, _DIMERS, _DNMS = RTSSettings(), DimerSettings(), DNMSSettings()
-
-
-def _density(value: float) -> float:
-    if not 0 < value <= 2:
-        raise typer.BadParameter(f"must be > 0 and at most 2 g/cm^3 (got {value}); denser boxes cannot be packed")
-    return value
 
 
 def _say(message: str) -> None:
@@ -51,7 +49,7 @@ def _molecule_list(inputs: list[str]) -> tuple[list[tuple[str, str]], list]:
 
     An ANI-format HDF5 file (e.g. a search's output or an AL campaign's ``sampling_set.h5``)
     gives every conformer it holds as a ready structure."""
-    from ..labeling.reference import read_input
+    from ..labeling.batch import read_input
     from ..structures import read_structures
     from ..sampling.search import read_smiles_file
 
@@ -150,76 +148,85 @@ def _run(sampler: str, model: str, payloads, rho_hat: float, seed: int, settings
     _say(f"{written} candidate(s) with rho > {rho_hat} kcal/mol written to {out}{repeated}")
 
 
-@sample_app.command("rts")
-def rts_command(
-    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
-    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    repeats: int = typer.Option(_RTS.repeats, "--repeats", min=1, help="trajectories per molecule (K)"),
-    t_start: float = typer.Option(_RTS.t_start, "--t-start", callback=_kelvin, help="initial temperature (K)"),
-    t_end: float = typer.Option(_RTS.t_end, "--t-end", callback=_kelvin, help="final thermostat temperature (K)"),
-    ramp_ps: float = typer.Option(_RTS.ramp_ps, "--time-ps", callback=positive,
-                                  help="trajectory length = heating time (ps)"),
-    timestep: float = typer.Option(_RTS.timestep_fs, "--timestep", callback=positive, help="fs"),
-    friction: float = typer.Option(_RTS.friction, "--friction", callback=non_negative, help="ps^-1"),
-    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
-):
-    """Random trajectory sampling: heated MD, stop at the first structure with rho > rho_hat."""
+def _bounded(bounds: tuple):
+    """The typer callback of a float setting within its sampler's (lowest, highest, lowest excluded)."""
+    low, high, open_low = bounds
 
-    _check_out(out, [input] if input is not None else [])
-    structures = _load(load_model(model), _single_inputs(smiles, input), seed)
-    settings = RTSSettings(t_start, t_end, ramp_ps, timestep, friction, repeats)
-    _run("rts", model, structures, rho_hat, seed, settings, out, workers, scheduler)
+    def check(value):
+        finite(value)
+        if (value <= low if open_low else value < low) or (high is not None and value > high):
+            limits = f"{'>' if open_low else '>='} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+            raise typer.BadParameter(f"must be {limits} (got {value})")
+        return value
+
+    return check
 
 
-@sample_app.command("dnms")
-def dnms_command(
-    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
-    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    temperature: float = typer.Option(_DNMS.temperature, "--temperature", callback=_kelvin, help="K"),
-    pool: int = typer.Option(_DNMS.pool, "--pool", min=1, help="normal-mode draws per molecule"),
-    keep: int = typer.Option(_DNMS.keep, "--keep", min=1, help="most diverse conformers QBC-tested per molecule"),
-    min_rmsd: float = typer.Option(_DNMS.min_rmsd, "--min-rmsd", callback=non_negative,
-                                   help="near-duplicate RMSD (A, after superposition)"),
-    bias: float = typer.Option(_DNMS.bias, "--bias", callback=positive, help="near-equilibrium bias exponent (1 = none)"),
-    hessian: str = typer.Option(_DNMS.hessian, "--hessian", help="'ensemble' (cheap) or 'reference' (PySCF)"),
-    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
-):
-    """Diverse normal-mode sampling around the optimised geometry."""
-
-    if hessian not in ("ensemble", "reference"):
-        raise InputError(f"--hessian must be 'ensemble' or 'reference', got {hessian!r}")
-    _check_out(out, [input] if input is not None else [])
-    structures = _load(load_model(model), _single_inputs(smiles, input), seed)
-    settings = DNMSSettings(temperature, pool, keep, min_rmsd, bias, hessian=hessian)
-    _run("dnms", model, structures, rho_hat, seed, settings, out, workers, scheduler)
+def _option(sampler: Sampler, flag: Flag) -> inspect.Parameter:
+    """The command parameter of one of the sampler's settings: its default, flag, help and bounds."""
+    default = getattr(sampler.settings(), flag.field)
+    low, high, open_low = sampler.bounds(flag.field)
+    if isinstance(default, int):
+        option = typer.Option(default, flag.flag, min=low + open_low, max=high, help=flag.help)
+    elif isinstance(default, float):
+        option = typer.Option(default, flag.flag, callback=_bounded((low, high, open_low)), help=flag.help)
+    else:
+        option = typer.Option(default, flag.flag, help=flag.help)
+    return inspect.Parameter(flag.field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=type(default))
 
 
-@sample_app.command("dimers")
-def dimers_command(
-    inputs: Optional[list[str]] = typer.Argument(
-        None, help="conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files (or --smiles/--input)"),
-    smiles: Optional[list[str]] = _SMILES, input: Optional[Path] = _INPUT,
-    model: str = _MODEL, rho_hat: float = _RHO, seed: int = _SEED, out: Path = _OUT,
-    boxes: int = typer.Option(1, "--boxes", min=1, help="independent boxes (run in parallel)"),
-    molecules: int = typer.Option(_DIMERS.molecules, "--molecules", min=2, help="molecules per box"),
-    density: float = typer.Option(_DIMERS.density, "--density", callback=_density, help="g/cm^3 (at most 2)"),
-    time_ps: float = typer.Option(_DIMERS.time_ps, "--time-ps", callback=positive, help="MD length (ps)"),
-    interval: int = typer.Option(_DIMERS.interval, "--interval", min=1, help="steps between box cuts"),
-    cutoff: float = typer.Option(_DIMERS.cutoff, "--cutoff", callback=positive, help="closest contact of a dimer pair (A)"),
-    temperature: float = typer.Option(_DIMERS.temperature, "--temperature", callback=_kelvin, help="K"),
-    timestep: float = typer.Option(_DIMERS.timestep_fs, "--timestep", callback=positive, help="fs"),
-    workers: Optional[int] = _WORKERS, scheduler: Optional[str] = _SCHEDULER,
-):
-    """Dimer sampling: periodic box MD cut into dimer pairs, QBC-tested in batches."""
+def _parameter(name: str, annotation, option) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
-    inputs = _all_inputs(inputs, smiles, input)
-    if not inputs:
-        raise InputError("no conformers: give SMILES strings or files, --smiles or --input")
-    _check_out(out, inputs)
-    conformers = _load(load_model(model), inputs, seed)
-    settings = DimerSettings(molecules, density, time_ps=time_ps, timestep_fs=timestep, temperature=temperature,
-                             interval=interval, cutoff=cutoff)
-    _run("dimers", model, [conformers] * boxes, rho_hat, seed, settings, out, workers, scheduler)
+
+def _sample(sampler: Sampler, inputs: Optional[list[str]] = None, smiles: Optional[list[str]] = None,
+            input: Optional[Path] = None, model: str = "ani1x", rho_hat: float = RHO_HAT, seed: int = 0,
+            out: Path = Path(), boxes: int = 1, workers: Optional[int] = None, scheduler: Optional[str] = None,
+            **options) -> None:
+    """The body of ``anif sample NAME``: read and check the inputs, run the sampler, write its candidates."""
+    for flag in sampler.flags:
+        if flag.choices and options[flag.field] not in flag.choices:
+            raise InputError(f"{flag.flag} must be {' or '.join(map(repr, flag.choices))}, got {options[flag.field]!r}")
+    if sampler.needs == "box":
+        inputs = _all_inputs(inputs, smiles, input)
+        if not inputs:
+            raise InputError("no conformers: give SMILES strings or files, --smiles or --input")
+        _check_out(out, inputs)
+    else:
+        _check_out(out, [input] if input is not None else [])
+        inputs = _single_inputs(smiles, input)
+    structures = _load(load_model(model), inputs, seed)
+    payloads = [structures] * boxes if sampler.needs == "box" else structures
+    _run(sampler.name, model, payloads, rho_hat, seed, replace(sampler.settings(), **options), out, workers, scheduler)
+
+
+def _add_command(sampler: Sampler) -> None:
+    """``anif sample NAME`` from the sampler's registration: the structures (positional too for a
+    box sampler), --model, --rho-hat, --seed, --out, one option per flag, --workers, --scheduler."""
+    box = sampler.needs == "box"
+    params = [_parameter("inputs", Optional[list[str]], typer.Argument(None, help=(
+        "conformer set: SMILES strings and/or .smi/.xyz/.sdf/.pdb/.h5 files (or --smiles/--input)")))] if box else []
+    params += [_parameter("smiles", Optional[list[str]], _SMILES), _parameter("input", Optional[Path], _INPUT),
+               _parameter("model", str, _MODEL), _parameter("rho_hat", float, _RHO), _parameter("seed", int, _SEED),
+               _parameter("out", Path, _OUT)]
+    if box:
+        params.append(_parameter("boxes", int, typer.Option(1, "--boxes", min=1,
+                                                             help="independent boxes (run in parallel)")))
+    params += [_option(sampler, flag) for flag in sampler.flags]
+    params += [_parameter("workers", Optional[int], _WORKERS), _parameter("scheduler", Optional[str], _SCHEDULER)]
+
+    def command(**values) -> None:
+        _sample(sampler, **values)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = sampler.description
+    sample_app.command(sampler.name)(command)
+
+
+for _sampler in samplers().values():
+    if _sampler.needs != "chunk":  # the configurational search reads sources: its command follows
+        _add_command(_sampler)
 
 
 @sample_app.command("search")

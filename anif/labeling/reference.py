@@ -11,16 +11,12 @@ The default :class:`Level` reproduces the ANI-1x / COMP6 reference data (Gaussia
 
 Units: energies in Hartree, coordinates in Angstrom, forces (= -gradient) in Hartree/Angstrom.
 
-A batch (:func:`label_file`, ``anif label``) runs on a Dask pool (:mod:`anif.distributed`),
-commits each label to the output label store (:class:`anif.datasets.DatasetStore`, kind
-"labels") as it arrives, records structures whose SCF fails in ``OUT.failed.jsonl`` (one JSON
-object a line) and, on a rerun, computes only the structures that are in neither. Identical
-structures (same elements, coordinates to 1e-6 A, charge and multiplicity) are computed once,
-and the store's re-check under its lock keeps concurrent runs on one output from storing a
-structure twice. Input coordinates that look like Bohr or nm are refused before computing.
+A label is a :class:`~anif.labeling.record.Label` with its provenance; the oracles
+(:mod:`anif.labeling.oracles`) run this module for ``anif label`` (:mod:`anif.labeling.batch`)
+and the campaign alike.
 
 Speed without other numbers: each SCF starts from the orbitals of the nearest labelled conformer
-of the same molecule (:class:`Guesses`, shared through ``OUT.dm/``), wB97X's long-range ERIs are
+of the same molecule (:class:`Guesses`, shared through a folder), wB97X's long-range ERIs are
 held in memory and the AO values on the grid cached per geometry (:data:`FAST_SCF`); ``device``
 ``cuda`` runs gpu4pyscf.
 """
@@ -28,7 +24,6 @@ held in memory and the AO values on the grid cached per geometry (:data:`FAST_SC
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -36,23 +31,21 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..datasets.store import PROVENANCE, DatasetStore, open_output, structure_keys
-from ..distributed import DASHBOARD_ADDRESS, as_completed_with_progress, available_cores, dask_client
+from ..datasets.store import structure_keys
+from ..distributed import as_completed_with_progress
 from ..errors import AnifError, InputError, UnsupportedElementError
-from .settings import DEVICES, Level
-from ..plausibility import coordinate_problem
 from ..structures import Structure, symbol
+from .record import Label
+from .settings import DEVICES, Level
 
 #: SCF retry ladder: plain DIIS, then level shift + damping, then the second-order solver.
 SCF_LADDER = ("diis", "level_shift", "newton")
-#: Per-conformer columns of an HDF5 input carried through to the labels.
-_CARRIED = tuple(k for k in PROVENANCE if k != "method")
 
 
 class SCFConvergenceError(AnifError):
@@ -60,6 +53,7 @@ class SCFConvergenceError(AnifError):
 
 
 def program_version(device: str = "cpu") -> str:
+    """PySCF's and libxc's versions (and gpu4pyscf's on ``cuda``), as labels record them."""
     import pyscf
     from pyscf.dft import libxc
 
@@ -443,28 +437,27 @@ def guesses_for(folder: Optional[str | Path]) -> Guesses:
     return _GUESSES[key]
 
 
-def guesses_path(out: str | Path) -> Path:
-    """Where ``anif label`` keeps converged orbitals beside its output: ``labels.h5`` -> ``labels.dm/``."""
-    return Path(out).with_suffix(".dm")
-
-
 # ---- single points ---------------------------------------------------------------------
 def structure_key(structure: Structure) -> str:
     """Identity of a structure: elements, coordinates to 1e-6 A, charge, multiplicity."""
     return structure_keys(structure.numbers, structure.coordinates, structure.charge, structure.multiplicity)[0]
 
 
-def label_structure(structure: Structure, level: Level = Level(), threads: Optional[int] = None,
-                    guesses: Optional[str | Path] | bool = None) -> dict:
-    """Energy (Ha) and forces (Ha/A) of one structure, or a failure record; never raises on SCF trouble.
+def provenance(level: Level) -> dict:
+    """What every label at ``level`` records of it (:class:`~anif.labeling.record.Label`): the level's
+    columns and the program (PySCF, libxc and, on a CUDA device, gpu4pyscf versions)."""
+    return {**level.columns(), "program": program_version(resolve_device(level.device))}
 
-    Returns a dict with ``ok``, ``key``, ``name``, ``host`` (hostname:pid), ``wall_time_s``; on
-    success also ``energy``, ``forces``, ``scf_strategy``, ``scf_iterations``, ``scf_guess``
-    (``minao`` or ``neighbour:RMSD``); on failure ``reason``. ``threads``: PySCF/OpenMP threads
-    for this call (None leaves PySCF's default, i.e. OMP_NUM_THREADS). ``guesses``: a folder
-    of converged orbitals shared by the workers (:class:`Guesses`), True for this process's
-    memory only, None/False for PySCF's own initial guess (a from-scratch run).
-    ``level.device`` ``auto`` is resolved here (``cuda`` when gpu4pyscf can run).
+
+def label_structure(structure: Structure, level: Level = Level(), threads: Optional[int] = None,
+                    guesses: Optional[str | Path] | bool = None) -> Label:
+    """Energy (Ha) and forces (Ha/A) of one structure, or a failed :class:`Label`; never raises on SCF trouble.
+
+    ``threads``: PySCF/OpenMP threads for this call (None leaves PySCF's default, i.e.
+    OMP_NUM_THREADS). ``guesses``: a folder of converged orbitals shared by the workers
+    (:class:`Guesses`), True for this process's memory only, None/False for PySCF's own initial
+    guess (a from-scratch run). ``level.device`` ``auto`` is resolved here (``cuda`` when
+    gpu4pyscf can run).
     """
     from pyscf import lib
 
@@ -472,13 +465,15 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
         lib.num_threads(int(threads))
     start = time.perf_counter()
     key = structure_key(structure)
-    record = {"key": key, "name": structure.name, "host": f"{socket.gethostname()}:{os.getpid()}"}
+    record = dict(key=key, name=structure.name or "", host=f"{socket.gethostname()}:{os.getpid()}",
+                  charge=int(structure.charge), multiplicity=int(structure.multiplicity), **level.columns())
     try:
         device = resolve_device(level.device)
     except InputError as exc:
-        return {**record, "ok": False, "reason": str(exc), "wall_time_s": time.perf_counter() - start}
+        return Label(ok=False, reason=str(exc), wall_time_s=time.perf_counter() - start, **record)
     if device != level.device:
         level = replace(level, device=device)
+    record.update(program=program_version(device), device=device)
     store = None if guesses is None or guesses is False else guesses_for(None if guesses is True else guesses)
     try:
         mol = build_molecule(structure, level)
@@ -488,8 +483,8 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
         if hasattr(gradient, "get"):  # a CuPy array (gpu4pyscf)
             gradient = gradient.get()
     except (SCFConvergenceError, np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
-        return {**record, "ok": False, "reason": str(exc) if isinstance(exc, SCFConvergenceError)
-                else f"{type(exc).__name__}: {exc}", "wall_time_s": time.perf_counter() - start}
+        reason = str(exc) if isinstance(exc, SCFConvergenceError) else f"{type(exc).__name__}: {exc}"
+        return Label(ok=False, reason=reason, scf_converged=0, wall_time_s=time.perf_counter() - start, **record)
     if store is not None:
         mo_coeff, mo_occ = mf.mo_coeff, mf.mo_occ
         if hasattr(mo_coeff, "get"):
@@ -498,246 +493,9 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
             store.put(structure, level, key, mo_coeff, mo_occ)
         except OSError:  # a full or read-only disk costs the next conformer its head start, not this label
             pass
-    return {
-        **record,
-        "ok": True,
-        "energy": float(mf.e_tot),
-        "forces": -np.asarray(gradient) / lib.param.BOHR,  # Ha/Bohr -> Ha/A
-        "scf_strategy": rung,
-        "scf_iterations": int(iterations),
-        "scf_guess": guess,
-        "device": device,
-        "wall_time_s": time.perf_counter() - start,
-    }
-
-
-# ---- batches ---------------------------------------------------------------------------
-@dataclass
-class LabelTask:
-    """One unique structure to label, with the per-conformer columns it carries from its input."""
-
-    structure: Structure
-    key: str
-    carried: dict = field(default_factory=dict)
-
-
-@dataclass
-class LabelSummary:
-    """Counts of one ``label_file`` run."""
-
-    total: int = 0  # structures in the input
-    unique: int = 0
-    already_labelled: int = 0  # before this run, or by a concurrent run on the same output
-    already_failed: int = 0
-    labelled: int = 0  # computed in this run
-    failed: int = 0
-
-    @property
-    def all_failed(self) -> bool:
-        """Nothing labelled: every structure computed in this run failed, or all are recorded as failed."""
-        return self.labelled == 0 and (self.failed > 0 or self.already_failed == self.unique > 0)
-
-    def line(self, out: Path) -> str:
-        return (
-            f"{self.labelled} labelled, {self.failed} failed in this run; {self.already_labelled} already labelled, "
-            f"{self.already_failed} recorded as failed before ({self.total} structures, {self.unique} unique) -> {out}"
-        )
-
-
-def failures_path(out: str | Path) -> Path:
-    """The failure log beside an output file: ``labels.h5`` -> ``labels.failed.jsonl``."""
-    return Path(out).with_suffix(".failed.jsonl")
-
-
-def read_failures(out: str | Path) -> list[dict]:
-    """Failure records of ``out`` (a last line cut short by a kill is ignored)."""
-    path = failures_path(out)
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def read_input(path: str | Path) -> list[tuple[Structure, dict]]:
-    """Structures (and carried per-conformer provenance) from XYZ, SDF, PDB or ANI-format HDF5."""
-    from ..datasets.store import read_any
-
-    return read_any(path, carried=_CARRIED)
-
-
-class _LabelWriter:
-    """Commits labels to the output store one by one, and failures to the sidecar log."""
-
-    def __init__(self, store: DatasetStore, level: Level):
-        self.out, self.level, self.store = store.path, level, store
-        self.done: set[str] = set()
-        checked = ("method", "basis_convention", "density_fit")
-        for _, data in store.iter_groups((*checked, "structure_key")):
-            for key in checked:
-                expected = self._columns()[key]
-                found = {v.item() if hasattr(v, "item") else v for v in data.get(key, [])}
-                if found - {expected}:
-                    raise InputError(
-                        f"{self.out}: holds labels with {key}={sorted(map(str, found - {expected}))[0]!r}, this run "
-                        f"computes {key}={expected!r}; choose another --out"
-                    )
-            self.done.update(str(k) for k in data.get("structure_key", []))
-        self.failed = {r.get("key") for r in read_failures(self.out)} - self.done
-
-    def _columns(self) -> dict:
-        level = self.level
-        return {
-            "method": level.name,
-            "basis": level.basis.lower(),
-            "basis_convention": level.basis_convention,
-            "density_fit": int(level.density_fit),
-            "grid": f"{level.grid[0]},{level.grid[1]}",
-            "program": program_version(level.device),
-        }
-
-    def commit(self, task: LabelTask, result: dict) -> bool:
-        """Store one label; False if the store already held it (a concurrent run on the same output)."""
-        s = task.structure
-        written = self.store.append(
-            None, s.numbers, s.coordinates[None], [result["energy"]], result["forces"][None],
-            **{k: [v] for k, v in task.carried.items()},
-            **self._columns(),
-            scf_converged=1,
-            scf_strategy=result["scf_strategy"],
-            scf_iterations=result["scf_iterations"],
-            wall_time_s=float(result["wall_time_s"]),
-            host=result["host"],
-            structure_key=task.key,
-            name=s.name,
-            charge=int(s.charge),
-            multiplicity=int(s.multiplicity),
-        )
-        self.done.add(task.key)
-        return written > 0
-
-    def record_failure(self, task: LabelTask, reason: str, wall_time_s: float = float("nan")) -> None:
-        s = task.structure
-        record = {
-            "key": task.key, "name": s.name, "reason": reason, **self._columns(), "max_cycle": self.level.max_cycle,
-            "wall_time_s": wall_time_s, "charge": int(s.charge), "multiplicity": int(s.multiplicity),
-            "numbers": [int(z) for z in s.numbers], "coordinates": np.round(s.coordinates, 8).tolist(),
-        }
-        path = failures_path(self.out)
-        line = json.dumps(record) + "\n"
-        if path.exists() and path.stat().st_size:
-            with open(path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":  # the last write was cut short by a kill
-                    line = "\n" + line
-        with open(path, "a") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.failed.add(task.key)
-
-
-def worker_policy(n_tasks: int, level: Level, workers: Optional[int] = None,
-                  threads: Optional[int] = None) -> tuple[int, int]:
-    """(worker processes, PySCF threads each) for ``n_tasks`` labels on this machine.
-
-    CPU: one single-threaded worker per core (up to the number of labels), as before issue 23;
-    fewer labels than cores give each worker the spare cores as threads. Labels are independent,
-    so W processes scale as W, while PySCF's OpenMP threads do not on the serial parts (Python,
-    diagonalisation, the small blocks of a 2-6 heavy-atom molecule). ``scripts/benchmark_labeling.py
-    --policy`` measures 1 worker x C threads against C workers x 1 thread; on the shared 2-core
-    development machine (load 10-13 from other jobs) no clean measurement could be made, so the
-    policy was not changed. CUDA: one process drives the GPU (several would only queue on it),
-    with all cores as threads for its CPU parts.
-    """
-    cores = available_cores()
-    if workers is None:
-        workers = 1 if level.device == "cuda" else max(1, min(cores, n_tasks))
-    return workers, threads or max(1, cores // workers)
-
-
-def plan(items: list[tuple[Structure, dict]], level: Level) -> tuple[list[LabelTask], int]:
-    """Check every structure, then drop duplicates. Returns (unique tasks, number of structures)."""
-    check_level(level)
-    tasks: dict[str, LabelTask] = {}
-    for structure, carried in items:
-        problem = coordinate_problem(structure.numbers, structure.coordinates)
-        if problem:
-            raise InputError(f"{structure.name or 'structure'}: {problem}")
-        check_structure(structure, level)
-        key = structure_key(structure)
-        tasks.setdefault(key, LabelTask(structure, key, carried))
-    return list(tasks.values()), len(items)
-
-
-def label_file(
-    input: str | Path,
-    out: str | Path,
-    level: Level = Level(),
-    charge: Optional[int] = None,
-    multiplicity: Optional[int] = None,
-    workers: Optional[int] = None,
-    scheduler: Optional[str] = None,
-    threads: Optional[int] = None,
-    retry_failed: bool = False,
-    dashboard: str = DASHBOARD_ADDRESS,
-    guess_reuse: bool = True,
-) -> LabelSummary:
-    """Label every structure of ``input`` into ``out`` (resumable; see the module docstring).
-
-    Locally, ``workers`` processes (default: one per structure up to the core count) each
-    run PySCF on ``threads`` threads (default: cores // workers). With ``scheduler`` the
-    remote workers' OMP_NUM_THREADS rules unless ``threads`` is given. ``dashboard``: where
-    the local Dask scheduler serves HTTP (default loopback). ``guess_reuse``: start each SCF
-    from the converged orbitals of the nearest labelled conformer of the same molecule, kept in
-    ``OUT.dm/`` (:func:`guesses_path`) and shared by all workers and reruns (False: PySCF's own
-    guess every time; the labels agree either way). ``level.device`` ``auto`` is resolved here.
-    """
-    for option, value in (("workers", workers), ("threads", threads)):
-        if value is not None and value < 1:
-            raise InputError(f"number of {option} must be >= 1, got {value}")
-    level = replace(check_level(level), device=resolve_device(level.device))  # one-line error for cuda without one
-    store = open_output(out, kind="labels")  # refuses an unwritable --out or a candidate store before any work
-    items = read_input(input)
-    for structure, _ in items:
-        structure.charge = structure.charge if charge is None else charge
-        structure.multiplicity = structure.multiplicity if multiplicity is None else multiplicity
-    tasks, total = plan(items, level)
-    writer = _LabelWriter(store, level)
-    summary = LabelSummary(total=total, unique=len(tasks))
-    todo = []
-    for task in tasks:
-        if task.key in writer.done:
-            summary.already_labelled += 1
-        elif task.key in writer.failed and not retry_failed:
-            summary.already_failed += 1
-        else:
-            todo.append(task)
-    if not todo:
-        return summary
-    if scheduler is None:
-        workers, threads = worker_policy(len(todo), level, workers, threads)
-    guesses = guesses_path(out) if guess_reuse else None
-    with dask_client(workers=workers, scheduler=scheduler, task_threads=threads, dashboard=dashboard) as client:
-        structures = [t.structure for t in todo]
-        for i, result in as_completed_with_progress(client, label_structure, structures, "labelling",
-                                                    level=level, threads=threads, guesses=None if guesses is None else str(guesses)):
-            if isinstance(result, BaseException):
-                writer.record_failure(todo[i], f"worker error: {type(result).__name__}: {result}")
-                summary.failed += 1
-            elif result["ok"]:
-                if writer.commit(todo[i], result):
-                    summary.labelled += 1
-                else:
-                    summary.already_labelled += 1
-            else:
-                writer.record_failure(todo[i], result["reason"], result["wall_time_s"])
-                summary.failed += 1
-    return summary
+    return Label(ok=True, energy=float(mf.e_tot), forces=-np.asarray(gradient) / lib.param.BOHR,  # Ha/Bohr -> Ha/A
+                 scf_converged=1, scf_strategy=rung, scf_iterations=int(iterations), scf_guess=guess,
+                 wall_time_s=time.perf_counter() - start, **record)
 
 
 # ---- optimisation and normal modes -----------------------------------------------------
@@ -854,9 +612,9 @@ def hessian(structure: Structure, level: Level = Level(), finite_difference: boo
         for i, r in as_completed_with_progress(client, label_structure, displaced, "hessian", level=level,
                                                threads=threads):
             results[i] = r
-    bad = [r for r in results if isinstance(r, BaseException) or not r["ok"]]
+    bad = [r for r in results if isinstance(r, BaseException) or not r.ok]
     if bad:
         raise SCFConvergenceError(f"finite-difference Hessian: {len(bad)} displaced gradients failed")
-    gradients = -np.array([r["forces"].reshape(-1) for r in results])
+    gradients = -np.array([r.forces.reshape(-1) for r in results])
     h = (gradients[: 3 * n] - gradients[3 * n:]) / (2 * step)
     return 0.5 * (h + h.T)

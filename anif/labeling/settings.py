@@ -44,6 +44,17 @@ class Level:
         return f"{self.method.lower()}/{self.basis.lower()}"
 
     @property
+    def tag(self) -> str:
+        """The level as labels record it (their ``method``): ``wb97x/6-31g*``, ``wb97x/6-31g*/df`` with
+        density fitting (a store or a campaign never mixes the two)."""
+        return self.name + ("/df" if self.density_fit else "")
+
+    def columns(self) -> dict:
+        """The level's provenance columns of a label (:class:`anif.labeling.record.Label`)."""
+        return {"method": self.tag, "basis": self.basis.lower(), "basis_convention": self.basis_convention,
+                "density_fit": int(self.density_fit), "grid": f"{self.grid[0]},{self.grid[1]}"}
+
+    @property
     def is_hf(self) -> bool:
         return self.method.lower() in ("hf", "rhf", "uhf")
 

@@ -13,7 +13,7 @@ load their submodule on first use, so importing the package (or its torch-free
 from ..lazy import lazy_exports
 
 __all__, __getattr__ = lazy_exports(__name__, {
-    "candidates": ("Candidate", "molecule_seed", "score", "write_candidates"),
+    "candidates": ("Candidate", "score", "write_candidates"),
     "dimers": ("run_dimer_box", "sample_dimers"),
     "dnms": ("diversity_select", "sample_dnms"),
     "frames": ("md_frames", "sample_md"),

@@ -34,11 +34,6 @@ class Candidate:
 score = score_structures
 
 
-def molecule_seed(master_seed: int, index: int) -> int:
-    """A per-molecule seed derived from the master seed (independent of the molecule count)."""
-    return int(np.random.SeedSequence([int(master_seed), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def write_candidates(path, candidates: Sequence[Candidate]) -> int:
     """Append candidates to a candidate store (one group per atom sequence, created empty when there
     are none); return how many were new (structures the store holds are skipped).

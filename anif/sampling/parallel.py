@@ -2,7 +2,7 @@
 or chunks) on the Dask pool, with progress.
 
 Each work item gets its own seed derived from the master seed and its index
-(:func:`anif.sampling.candidates.molecule_seed`), so results do not depend on the number of
+(:func:`anif.seeds.seed_of`), so results do not depend on the number of
 workers or the order in which items finish. Workers load the model once per process.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 from ..distributed import as_completed_with_progress, dask_client
 from ..models import load_model
-from .candidates import molecule_seed
+from ..seeds import seed_of
 from .registry import get
 
 
@@ -34,12 +34,12 @@ def sampler_items(client, sampler: str, model: str, payloads: Sequence, rho_hat:
                   indices: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, result or exception)`` as each payload's sampler run finishes.
 
-    Payload ``i`` runs with the seed ``molecule_seed(seed, indices[i])`` (default: its position)
+    Payload ``i`` runs with the seed ``seed_of(seed, indices[i])`` (default: its position)
     and is yielded under that index, so a subset of a batch (e.g. what a killed run left) gets
     the seeds it would have had in the whole batch. ``client=None`` runs in this process.
     """
     indices = list(range(len(payloads))) if indices is None else list(indices)
-    items = [(molecule_seed(seed, k), p) for k, p in zip(indices, payloads)]
+    items = [(seed_of(seed, k), p) for k, p in zip(indices, payloads)]
     kwargs = dict(sampler=sampler, model=model, rho_hat=rho_hat, settings=settings)
     for i, result in as_completed_with_progress(client, run_item, items, f"sample {sampler}", **kwargs):
         yield indices[i], result

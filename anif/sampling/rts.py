@@ -25,9 +25,10 @@ from ..openmm_plugin import QBCReporter, RhoThresholdExceeded, create_system
 from ..openmm_plugin.guard import DomainGuard, LeftModelDomain, bond_changes
 from ..openmm_plugin.sampling_reporters import TemperatureRampReporter
 from ..openmm_plugin.builder import langevin_simulation, to_topology
+from ..seeds import seed_of
 from ..structures import Structure
 from ..units import ANGSTROM_TO_NM, FS_PER_PS
-from .candidates import Candidate, molecule_seed, score
+from .candidates import Candidate, score
 from .settings import RTSSettings
 
 
@@ -82,7 +83,7 @@ def sample_rts(model, structure: Structure, rho_hat: float, seed: int,
     system = create_system(model, structure.numbers, backend=settings.backend)
     out = []
     for k in range(settings.repeats):
-        candidate, _, _ = rts_trajectory(model, structure, rho_hat, molecule_seed(seed, k), settings, system=system)
+        candidate, _, _ = rts_trajectory(model, structure, rho_hat, seed_of(seed, k), settings, system=system)
         if candidate is not None:
             candidate.provenance["repeat"] = k
             out.append(candidate)

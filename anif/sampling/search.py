@@ -24,8 +24,9 @@ from rdkit.Chem import AllChem
 
 from ..errors import AnifError, InputError
 from ..models import supported_numbers
+from ..seeds import seed_of
 from ..structures import Structure, charge_spin_problem, element_problem, from_smiles
-from .candidates import Candidate, molecule_seed, score
+from .candidates import Candidate, score
 
 log = logging.getLogger("anif.sampling")
 
@@ -162,7 +163,7 @@ def embed(molecules: Sequence[tuple[str, str]], supported: set[int], seed: int):
         reason = screen_smiles(smiles, supported)
         if reason is None:
             try:
-                s = from_smiles(smiles, seed=molecule_seed(seed, k), name=name)
+                s = from_smiles(smiles, seed=seed_of(seed, k), name=name)
                 embedded.append((s.validate(supported), smiles))
                 continue
             except AnifError as exc:

@@ -1,9 +1,9 @@
 """What every stage is handed: the campaign's folder, config, ledger, oracle and worker pool, and
-the cycle it runs in (:class:`StageContext`); the campaign's seeds, file names and test hook."""
+the cycle it runs in (:class:`StageContext`); the campaign's file names and test hook (seeds:
+:func:`anif.seeds.seed_of`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from contextlib import ExitStack
@@ -11,16 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from ...distributed import available_cores, dask_client
+from ...distributed import dask_client, worker_policy
+from ...labeling.oracles import Oracle
 from ..config import Config
 from ..ledger import Cycle, Ledger
-from ..oracles import Oracle
 from ..stores import DATASET, SAMPLING_SET, TEST_DIR, sync
 
-__all__ = ["DATASET", "DONE", "MODELS", "Pool", "SAMPLING_SET", "StageContext", "TEST_DIR", "kill_point", "model_dir",
-           "seed_of"]
+__all__ = ["DATASET", "DONE", "MODELS", "Pool", "SAMPLING_SET", "StageContext", "TEST_DIR", "kill_point", "model_dir"]
 
 #: The stage of a finished cycle.
 DONE = "done"
@@ -43,29 +40,19 @@ def kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def seed_of(*parts) -> int:
-    """A 31-bit seed from the campaign seed and what it is for (ints and strings)."""
-    ints = [p if isinstance(p, int) else int.from_bytes(hashlib.sha256(str(p).encode()).digest()[:8], "little")
-            for p in parts]
-    return int(np.random.SeedSequence(ints).generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def model_dir(folder: Path, cycle: int) -> Path:
     return folder / MODELS / f"cycle_{cycle:03d}"
 
 
 class Pool:
     """The campaign's Dask pool, started on first use: ``workers`` local processes (0: none, this
-    process runs every task) or the cluster at ``scheduler``; ``threads`` per task."""
+    process runs every task; sized by :func:`anif.distributed.worker_policy`) or the cluster at
+    ``scheduler``; ``threads`` per task."""
 
     def __init__(self, workers: Optional[int], scheduler: Optional[str]):
-        self.workers, self.scheduler = workers, scheduler
-        if scheduler is not None:
-            self.threads = None  # the remote workers' OMP_NUM_THREADS rules
-        elif workers == 0:
-            self.threads = available_cores()
-        else:
-            self.threads = max(1, available_cores() // (workers or available_cores()))
+        self.workers, self.threads, self.scheduler = workers, None, scheduler  # remote: their OMP_NUM_THREADS rules
+        if scheduler is None:
+            self.workers, self.threads = worker_policy(workers)
         self._stack: Optional[ExitStack] = None
         self._client = None
 

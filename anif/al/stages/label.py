@@ -1,5 +1,6 @@
 """Label (Fig. 2, "reference calculation"): the oracle's energy and forces for every pending
-label of the cycle, committed one by one (a resumed run computes only what is missing); then
+label of the cycle (:func:`anif.labeling.oracles.label_task`, as ``anif label``), committed one by
+one with their provenance (a resumed run computes only what is missing); then
 ``dataset.h5``, the generated test sets and ``sampling_set.h5`` catch up with the ledger."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import logging
 
 from ...distributed import as_completed_with_progress
 from ...errors import AnifError
-from ..oracles import label_task
+from ...labeling.oracles import label_task, stamped
 from .context import DATASET, StageContext, kill_point
 
 log = logging.getLogger("anif.al")
@@ -20,17 +21,14 @@ def run(ctx: StageContext) -> None:
     log.info("label: %d structures to label (%d of this cycle labelled or failed before)", len(pending),
              ledger.count_settled(cycle))
     if pending:
-        results = as_completed_with_progress(ctx.pool.client(), label_task, [r.structure() for r in pending],
-                                             f"label ({method})", oracle=ctx.oracle)
-        for i, result in results:
-            key = pending[i].key
+        structures = [r.structure() for r in pending]
+        for i, label in as_completed_with_progress(ctx.pool.client(), label_task, structures, f"label ({method})",
+                                                   oracle=ctx.oracle):
+            if isinstance(label, BaseException):
+                label = stamped(structures[i], ctx.oracle, ok=False,
+                                reason=f"worker error: {type(label).__name__}: {label}")
             with ledger.transaction():
-                if isinstance(result, BaseException) or not result["ok"]:
-                    reason = result["reason"] if isinstance(result, dict) else f"worker error: {type(result).__name__}: {result}"
-                    ledger.label_failed(key, reason, method)
-                else:
-                    ledger.label_ok(key, result["energy"], result["forces"], method, result.get("wall_time_s"),
-                                    result.get("host", ""))
+                ledger.settle_label(pending[i].key, label)
             kill_point("label")
     counts = ledger.oracle_label_counts(cycle)
     if counts.get("failed") and not counts.get("ok"):

@@ -4,10 +4,35 @@ conformer sampling set (``sampling_set.h5``). MD test sets start from their embe
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+
 from ...distributed import as_completed_with_progress
 from ...errors import AnifError
-from ..oracles import prepare_task
+from ...labeling.oracles import Oracle
+from ...structures import Structure
 from .context import StageContext, kill_point
+
+
+def prepare_task(structure: Structure, oracle: Oracle, with_hessian: bool) -> dict:
+    """Optimise a molecule (and its Hessian at the minimum) for the conformer sampling set. A minimum
+    whose bonds differ from the molecule's (e.g. H2O2 relaxed into two OH at 2.2 A) is a failure: it is
+    another molecule, and MD from it flies apart."""
+    from ...openmm_plugin.guard import bond_changes, bond_graph
+
+    start = time.perf_counter()
+    try:
+        minimum, energy, converged = oracle.optimize(structure)
+        change = bond_changes(structure.numbers, bond_graph(structure.numbers, structure.coordinates),
+                              minimum.coordinates)
+        if change:
+            raise AnifError(f"the optimisation changed the molecule ({change})")
+        h = oracle.hessian(minimum) if with_hessian else None
+    except (AnifError, np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
+        return {"ok": False, "reason": f"{type(exc).__name__}: {exc}", "wall_time_s": time.perf_counter() - start}
+    return {"ok": True, "coordinates": minimum.coordinates, "energy": energy, "converged": converged,
+            "hessian": h, "wall_time_s": time.perf_counter() - start}
 
 
 def run(ctx: StageContext) -> None:

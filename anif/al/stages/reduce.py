@@ -11,10 +11,11 @@ from typing import Optional
 import numpy as np
 
 from ...labeling import structure_key
+from ...seeds import seed_of
 from ...structures import Structure
 from .. import selection
 from ..ledger import LabelRecord, pack
-from .context import MODELS, StageContext, kill_point, seed_of
+from .context import MODELS, StageContext, kill_point
 from .train import train_model
 
 log = logging.getLogger("anif.al")

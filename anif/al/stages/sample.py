@@ -21,12 +21,13 @@ import numpy as np
 
 from ...distributed import as_completed_with_progress
 from ...labeling import structure_key
-from ...sampling.candidates import Candidate, molecule_seed
+from ...sampling.candidates import Candidate
 from ...sampling.dnms import dnms_conformers
 from ...sampling.registry import get
 from ...sampling.settings import FrameSettings
+from ...seeds import seed_of
 from ..ledger import CandidateRecord, WorkItem, pack
-from .context import StageContext, kill_point, seed_of
+from .context import StageContext, kill_point
 
 log = logging.getLogger("anif.al")
 
@@ -63,18 +64,19 @@ class Run:
 
 def _bootstrap_plan(ctx: StageContext) -> list[Run]:
     cycle, c, plan = ctx.cycle.cycle, ctx.config, []
+    dnms = c.samplers[get("dnms").section]  # bootstrap and test conformers: normal modes at the oracle's minima
     for t in c.test_sets:
         mols = ctx.ledger.molecules(cycle=cycle, role=f"test:{t.name}", status="ok")
         if t.sampler == "md":
             settings = FrameSettings(temperature=t.temperature, n=t.conformers)
             plan.append(Run(f"test:{t.name}", [(m.minimum(), t.model) for m in mols], settings, md_frames_task, -math.inf))
             continue
-        settings = replace(c.dnms, temperature=t.temperature, keep=t.conformers, pool=max(c.dnms.pool, 4 * t.conformers))
+        settings = replace(dnms, temperature=t.temperature, keep=t.conformers, pool=max(dnms.pool, 4 * t.conformers))
         plan.append(Run(f"test:{t.name}", [(m.minimum(), m.hessian_matrix()) for m in mols], settings, nms_task,
                         -math.inf))
     if not c.bootstrap.dataset:
         mols = ctx.ledger.molecules(cycle=cycle, role="train", status="ok")
-        settings = replace(c.dnms, keep=c.bootstrap.conformers, pool=max(c.dnms.pool, 4 * c.bootstrap.conformers))
+        settings = replace(dnms, keep=c.bootstrap.conformers, pool=max(dnms.pool, 4 * c.bootstrap.conformers))
         plan.append(Run(NMS, [(m.minimum(), m.hessian_matrix()) for m in mols], settings, nms_task, -math.inf))
     return plan
 
@@ -101,7 +103,7 @@ def plan(ctx: StageContext) -> list[Run]:
     runs = []
     for name in c.conformational.samplers:
         s = get(name)
-        settings = replace(getattr(c, s.section), **s.at_minimum)
+        settings = replace(c.samplers[s.section], **s.at_minimum)
         runs.append(Run(name, s.work_items(structures, hessians, c.conformational.dimer_boxes), settings,
                         ctx.previous_model(), s.threshold(rho_hat, keep_above)))
     return runs
@@ -119,7 +121,7 @@ def run(ctx: StageContext) -> None:
             continue
         seed = seed_of(ctx.seed, cycle, r.sampler)
         if callable(r.model):
-            items = [(molecule_seed(seed, i), r.payloads[i]) for i in todo]
+            items = [(seed_of(seed, i), r.payloads[i]) for i in todo]
             results = ((todo[j], x) for j, x in as_completed_with_progress(
                 ctx.pool.client(), r.model, items, f"sample {r.sampler}", settings=r.settings))
         else:

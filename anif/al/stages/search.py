@@ -9,11 +9,12 @@ import logging
 
 import numpy as np
 
+from ...seeds import seed_of
 from ...structures import Structure, from_smiles
 from ..config import Config
 from ..ledger import Ledger, SearchEntry, WorkItem
 from ..sources import canonical, covering, heavy_atoms, unsearched
-from .context import StageContext, kill_point, seed_of
+from .context import StageContext, kill_point
 
 log = logging.getLogger("anif.al")
 

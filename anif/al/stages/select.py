@@ -10,9 +10,10 @@ import math
 
 import numpy as np
 
+from ...seeds import seed_of
 from .. import selection
 from ..ledger import CandidateRecord, LabelRecord, numbers_of, xyz_of
-from .context import StageContext, seed_of
+from .context import StageContext
 from .sample import NMS
 
 log = logging.getLogger("anif.al")
