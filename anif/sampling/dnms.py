@@ -14,8 +14,8 @@ RMSD after optimal superposition (Kabsch, same atom order) to the optimised geom
 every conformer kept so far is >= ``min_rmsd``; near-duplicates are dropped. The draw order is
 random, so the kept conformers' energies follow the draws' (temperature and bias): visiting
 the pool coldest first, as before, kept only its coldest eighth (methylamine's bootstrap
-conformers at 300 K lay 0.1-0.6 kcal/mol above the minimum, its 500 K MD frames 5-11). The kept conformers are QBC-tested in one batch and those with
-rho > rho_hat are returned.
+conformers at 300 K lay 0.1-0.6 kcal/mol above the minimum, its 500 K MD frames 5-11). The
+kept conformers are QBC-tested in one batch and those with rho > rho_hat are returned.
 """
 
 from __future__ import annotations
