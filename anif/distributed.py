@@ -48,8 +48,8 @@ def worker_policy(workers: int | None = None, threads: int | None = None, tasks:
     W processes scale as W, while PySCF's OpenMP threads do not on the serial parts (Python,
     diagonalisation, the small blocks of a 2-6 heavy-atom molecule); ``scripts/benchmark_labeling.py
     --policy`` compares 1 worker x C threads with C workers x 1 thread (2 quiet cores: C workers 1.39x
-    faster on methanol, 1.09x on ethyl acetate). ``gpu``: one process drives
-    the device (several would only queue on it), with all cores as threads for its CPU parts.
+    faster on methanol, 1.09x on ethyl acetate). ``gpu``: one process drives the device (several
+    would only queue on it), with all cores as threads for its CPU parts.
     ``workers=0`` (no pool: this process runs every task) gets all cores as threads.
     """
     cores = available_cores()

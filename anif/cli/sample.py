@@ -172,7 +172,7 @@ def _option(sampler: Sampler, flag: Flag) -> inspect.Parameter:
         option = typer.Option(default, flag.flag, callback=_bounded((low, high, open_low)), help=flag.help)
     else:
         option = typer.Option(default, flag.flag, help=flag.help)
-    return inspect.Parameter(flag.field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=type(default))
+    return _parameter(flag.field, type(default), option)
 
 
 def _parameter(name: str, annotation, option) -> inspect.Parameter:

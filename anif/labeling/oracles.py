@@ -20,8 +20,6 @@ process) and never raises for a structure the oracle cannot handle; it returns a
 from __future__ import annotations
 
 import functools
-import os
-import socket
 import time
 from dataclasses import dataclass, replace
 from typing import Optional
@@ -31,7 +29,7 @@ import numpy as np
 from ..errors import AnifError
 from ..structures import Structure
 from .record import Label
-from .reference import hessian, label_structure, optimize, provenance, structure_key
+from .reference import hessian, identity, label_structure, optimize, provenance
 from .settings import Level
 
 
@@ -189,9 +187,7 @@ def ani1x_minimum(structure: Structure) -> Structure:
 def stamped(structure: Structure, oracle: Oracle, **fields) -> Label:
     """A label of ``structure`` (``fields``: ok, energy, forces or reason, ...) with ``oracle``'s provenance
     and this worker's name (a failure the oracle raised, a worker's error, a teacher's label)."""
-    return Label(key=structure_key(structure), host=f"{socket.gethostname()}:{os.getpid()}", name=structure.name or "",
-                 charge=int(structure.charge), multiplicity=int(structure.multiplicity), **oracle.provenance(),
-                 **fields)
+    return Label(**identity(structure), **oracle.provenance(), **fields)
 
 
 def label_task(structure: Structure, oracle: Oracle) -> Label:

@@ -443,6 +443,12 @@ def structure_key(structure: Structure) -> str:
     return structure_keys(structure.numbers, structure.coordinates, structure.charge, structure.multiplicity)[0]
 
 
+def identity(structure: Structure) -> dict:
+    """The columns of a label that name its structure and the worker that computed it."""
+    return dict(key=structure_key(structure), name=structure.name or "", charge=int(structure.charge),
+                multiplicity=int(structure.multiplicity), host=f"{socket.gethostname()}:{os.getpid()}")
+
+
 def provenance(level: Level) -> dict:
     """What every label at ``level`` records of it (:class:`~anif.labeling.record.Label`): the level's
     columns and the program (PySCF, libxc and, on a CUDA device, gpu4pyscf versions)."""
@@ -464,9 +470,8 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
     if threads:
         lib.num_threads(int(threads))
     start = time.perf_counter()
-    key = structure_key(structure)
-    record = dict(key=key, name=structure.name or "", host=f"{socket.gethostname()}:{os.getpid()}",
-                  charge=int(structure.charge), multiplicity=int(structure.multiplicity), **level.columns())
+    record = {**identity(structure), **level.columns()}
+    key = record["key"]
     try:
         device = resolve_device(level.device)
     except InputError as exc:
