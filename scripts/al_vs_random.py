@@ -56,10 +56,12 @@ ABLATIONS = {
 
 #: (full, quick) settings.
 SCALE = {
-    "full": dict(seeds=3, cycles=6, bootstrap_molecules=12, bootstrap_conformers=8, cap=60, stages=[3, 4, 5, 6, 6, 10],
-                 search=16, conformational=24, random_dimers=4, keep=12, rts_repeats=2, rts_ramp=0.5, boxes=1, epochs=120, members=4),
-    "quick": dict(seeds=1, cycles=3, bootstrap_molecules=10, bootstrap_conformers=8, cap=40, stages=[4, 6, 10],
-                  search=8, conformational=8, random_dimers=2, keep=8, rts_repeats=1, rts_ramp=0.25, boxes=1, epochs=60, members=4),
+    "full": dict(seeds=3, cycles=6, bootstrap_molecules=12, bootstrap_conformers=8, cap=60, stages=[4, 5, 6, 6, 10, 10],
+                 search=64, keep=8, conformational=16, random_dimers=4, dnms_keep=16, rts_repeats=2, rts_ramp=0.5,
+                 boxes=1, epochs=120, members=4),
+    "quick": dict(seeds=1, cycles=3, bootstrap_molecules=10, bootstrap_conformers=8, cap=40, stages=[5, 6, 10],
+                  search=48, keep=8, conformational=12, random_dimers=2, dnms_keep=16, rts_repeats=1, rts_ramp=0.25,
+                  boxes=1, epochs=60, members=4),
 }
 
 
@@ -68,10 +70,10 @@ def campaign_config(seed: int, strategy: str, s: dict, test_file: Path, change: 
         "campaign": {"seed": seed, "oracle": "model:ani1x"},
         "bootstrap": {"molecules": s["bootstrap_molecules"], "max_heavy_atoms": 3, "conformers": s["bootstrap_conformers"]},
         "search": {"gdb11": True, "dipeptides": True, "random_dimers": s["random_dimers"],
-                   "molecules_per_cycle": s["search"], "size_stages": s["stages"]},
+                   "molecules_per_cycle": s["search"], "keep": s["keep"], "size_stages": s["stages"]},
         "conformational": {"samplers": ["dnms", "rts", "dimers"], "dimer_boxes": s["boxes"], "patience": 1,
                            "molecules_per_cycle": s["conformational"]},
-        "dnms": {"pool": 4 * s["keep"], "keep": s["keep"], "temperature": 400.0},
+        "dnms": {"pool": 4 * s["dnms_keep"], "keep": s["dnms_keep"], "temperature": 400.0},
         "rts": {"ramp_ps": s["rts_ramp"], "repeats": s["rts_repeats"]},
         "dimers": {"molecules": 8, "density": 0.4, "time_ps": 0.1, "interval": 25},
         "qbc": {"strategy": strategy, "max_per_cycle": s["cap"]},

@@ -401,6 +401,36 @@ def test_random_strategy_picks_uniformly_among_all_candidates_under_the_same_cap
     assert sorted(by_rho) != chosen  # not QBC's pick
 
 
+def test_search_keep_is_a_seeded_uniform_draw_of_the_molecules_that_joined(tmp_path):
+    from types import SimpleNamespace
+
+    from anif.al import load_config
+    from anif.al.ledger import Ledger
+    from anif.al.stages.search import _keep
+    from anif.seeds import seed_of
+    from anif.structures import from_smiles
+
+    config = load_config(_write(tmp_path, AB.replace("molecules_per_cycle = 3", "molecules_per_cycle = 3\nkeep = 2")))
+    assert config.search.keep == 2
+    ledger = Ledger(tmp_path / "run")
+    smiles = {"propane": "CCC", "ethane": "CC", "methanol": "CO", "ethyne": "C#C", "ethene": "C=C"}
+    with ledger.transaction():
+        for name, smi in smiles.items():
+            ledger.insert_molecule(1, "train", from_smiles(smi, seed=0, name=name), smi, "gdb11")
+        ledger.insert_molecule(1, "train", from_smiles("CC", seed=0, name="ethane+ethane"), "", "random-dimers")
+    ctx = SimpleNamespace(config=config, ledger=ledger, cycle=SimpleNamespace(cycle=1), seed=3)
+    names = sorted(smiles)
+    expected = sorted(names[i] for i in np.random.default_rng(seed_of(3, 1, "search-keep")).permutation(5)[:2])
+    for _ in range(2):  # a resumed cycle keeps the same ones
+        _keep(ctx)
+        status = dict(_ledger(tmp_path / "run", "SELECT name, status FROM molecules"))
+        assert sorted(n for n in smiles if status[n] == "pending") == expected
+        assert sum(s == "passed over" for s in status.values()) == 3 and status["ethane+ethane"] == "pending"
+    # the optimisation (and so the sampling set) sees only the kept ones and the dimer
+    assert {m.name for m in ledger.molecules(cycle=1, status="pending")} == {*expected, "ethane+ethane"}
+    ledger.close()
+
+
 def test_report_of_two_campaigns_overlays_their_curves_with_the_ledgers_numbers(ab, tmp_path):
     import shutil
 

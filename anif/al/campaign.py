@@ -18,8 +18,9 @@ Cycles and their stages:
   select -> label -> train -> evaluate.
 - ``conformational``: sample (on the conformer sampling set) -> select -> label -> train -> evaluate.
 
-``[qbc] strategy = "random"`` runs the same stages without rho: the search keeps every molecule, the
-samplers keep every candidate, and the selection fills the same cap uniformly (the A/B baseline).
+``[qbc] strategy = "random"`` runs the same stages without rho: the search keeps every molecule (or a
+uniform draw of ``[search] keep``), the samplers keep every candidate, and the selection fills the same
+cap uniformly (the A/B baseline).
 
 Each stage is one module of :mod:`anif.al.stages` (one per box of Fig. 2), run from its table
 :data:`anif.al.stages.STAGES` with a typed context; every SQL statement is in :mod:`anif.al.ledger`.

@@ -98,7 +98,8 @@ class SearchSettings:
     smiles: tuple[str, ...] = ()
     dipeptides: bool = False
     random_dimers: int = 0  # random dimers of sampling-set molecules searched per cycle
-    molecules_per_cycle: int = 32
+    molecules_per_cycle: int = 32  # molecules drawn and scored per configurational cycle
+    keep: int = 0  # at most this many of those that qualify (QBC: rho > rho_hat) join, a seeded uniform draw; 0: all
     size_stages: tuple[int, ...] = (4, 6, 8)
     chunk: int = 16  # molecules per pool task
 
@@ -121,9 +122,9 @@ class QBCSettings:
     min_rmsd: float = 0.05  # near-duplicates (A, after superposition) are labelled once
     max_per_cycle: int = 200
     # "qbc": label rho > rho_hat, highest rho first. "random" (the baseline of an A/B): the same samplers and
-    # cap, but no rho anywhere: the samplers keep every candidate, the search keeps every molecule, and the
-    # selection picks uniformly (seeded) among all candidates. RTS still stops at its first rho > rho_hat
-    # structure in both: that is how the sampler works, not a selection.
+    # cap, but no rho anywhere: the samplers keep every candidate, the search keeps every molecule (or a uniform
+    # draw of [search] keep of them), and the selection picks uniformly (seeded) among all candidates. RTS
+    # still stops at its first rho > rho_hat structure in both: that is how the sampler works, not a selection.
     strategy: str = "qbc"
     prefilter: bool = True  # qbc: samplers keep only rho > rho_hat (False: all, the selection filters)
     spread: bool = False  # qbc: fill the cap round-robin over molecules (best of each first), not by rho alone
@@ -452,6 +453,8 @@ def validate(config: Config) -> None:
             raise InputError(f"[search] smiles_files: no such file {p}")
     if not c.search.size_stages or min(c.search.size_stages) < 1 or c.search.molecules_per_cycle < 1 or c.search.chunk < 1:
         raise InputError("[search] size_stages, molecules_per_cycle and chunk must be >= 1")
+    if c.search.keep < 0:
+        raise InputError(f"[search] keep must be >= 0 (0: every molecule that qualifies), got {c.search.keep}")
     names = registry.conformational()
     bad = sorted(set(c.conformational.samplers) - set(names))
     if bad or not c.conformational.samplers:

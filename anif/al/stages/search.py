@@ -132,3 +132,19 @@ def _configurational_search(ctx: StageContext) -> None:
                     ledger.insert_molecule(cycle, "train", c.structure, smiles, c.provenance["source"])
             ledger.record_item(WorkItem(cycle, "search", item, "done", len(result.candidates)))
         kill_point("search")
+    _keep(ctx)
+
+
+def _keep(ctx: StageContext) -> None:
+    """``[search] keep``: of the searched molecules that joined (QBC: rho > rho_hat; random: all), keep a seeded
+    uniform draw; the others are passed over. Random dimers are not counted. A function of the cycle's
+    molecules alone, so a resumed cycle keeps the same ones."""
+    cycle, ledger, keep = ctx.cycle.cycle, ctx.ledger, ctx.config.search.keep
+    mols = sorted((m for m in ledger.molecules(cycle=cycle, role="train") if m.source != "random-dimers"),
+                  key=lambda m: m.name)
+    if not keep or len(mols) <= keep:
+        return
+    order = np.random.default_rng(seed_of(ctx.seed, cycle, "search-keep")).permutation(len(mols))
+    with ledger.transaction():
+        for i in order[keep:]:
+            ledger.molecule_passed_over(mols[i].id, f"not among the {keep} molecules kept ([search] keep)")
