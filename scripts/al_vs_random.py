@@ -56,10 +56,10 @@ ABLATIONS = {
 
 #: (full, quick) settings.
 SCALE = {
-    "full": dict(seeds=3, cycles=6, bootstrap_molecules=12, bootstrap_conformers=8, cap=60, stages=[4, 5, 6, 6, 10, 10],
+    "full": dict(seeds=3, cycles=6, bootstrap_molecules=12, bootstrap_conformers=8, cap=60, stages=[4, 6, 10],
                  search=64, keep=8, conformational=16, random_dimers=4, dnms_keep=16, rts_repeats=2, rts_ramp=0.5,
                  boxes=1, epochs=120, members=4),
-    "quick": dict(seeds=1, cycles=3, bootstrap_molecules=10, bootstrap_conformers=8, cap=40, stages=[5, 6, 10],
+    "quick": dict(seeds=1, cycles=3, bootstrap_molecules=10, bootstrap_conformers=8, cap=40, stages=[5, 10],
                   search=48, keep=8, conformational=12, random_dimers=2, dnms_keep=16, rts_repeats=1, rts_ramp=0.25,
                   boxes=1, epochs=60, members=4),
 }
@@ -71,7 +71,7 @@ def campaign_config(seed: int, strategy: str, s: dict, test_file: Path, change: 
         "bootstrap": {"molecules": s["bootstrap_molecules"], "max_heavy_atoms": 3, "conformers": s["bootstrap_conformers"]},
         "search": {"gdb11": True, "dipeptides": True, "random_dimers": s["random_dimers"],
                    "molecules_per_cycle": s["search"], "keep": s["keep"], "size_stages": s["stages"]},
-        "conformational": {"samplers": ["dnms", "rts", "dimers"], "dimer_boxes": s["boxes"], "patience": 1,
+        "conformational": {"samplers": ["dnms", "rts", "dimers"], "dimer_boxes": s["boxes"], "patience": 0,
                            "molecules_per_cycle": s["conformational"]},
         "dnms": {"pool": 4 * s["dnms_keep"], "keep": s["dnms_keep"], "temperature": 400.0},
         "rts": {"ramp_ps": s["rts_ramp"], "repeats": s["rts_repeats"]},
@@ -194,7 +194,9 @@ def plot_fig4(curves: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullLocator
+
+    from anif.al.report import log_axes
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=150)
     colors = {"qbc": "tab:red", "random": "tab:blue"}
@@ -204,10 +206,8 @@ def plot_fig4(curves: dict, path: Path) -> Path:
             for k, (seed, points) in enumerate(sorted(curves[strategy].items())):
                 ax.plot([p["labels"] for p in points], [p[key] for p in points], "o-", ms=3, color=colors[strategy],
                         alpha=0.9 if k == 0 else 0.5, label=strategy if k == 0 else None)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        log_axes(ax)
+        ax.xaxis.set_minor_locator(NullLocator())  # the label counts are the ticks
         ax.set_xticks(sorted({p["labels"] for c in curves.values() for points in c.values() for p in points}))
         ax.set_xlabel("labels (teacher: ANI-1x)")
         ax.set_ylabel(label)

@@ -834,6 +834,10 @@ def test_schedule_stop_rules_and_the_kind_of_the_next_cycle():
     assert go(run, stop=StopSettings(max_cycles=4))[0] == "max_cycles (4) reached"
     assert go(run, stop=StopSettings(wall_time_h=500 / 3600))[0] == "wall time (0.1388888888888889 h) reached"
     assert next_cycle(run[:1], 10, True, False, stop, conf)[0].startswith("nothing to sample")
+    alternate = ConformationalSettings(patience=0)  # the A/B schedule: whatever the test error does
+    for n in (3, 4):
+        assert next_cycle(run[:n], 10, False, True, stop, alternate) == ("", "configurational")
+    assert next_cycle(run[:2], 10, False, True, stop, alternate) == ("", "conformational")
 
 
 # ---- the QBC-against-random experiment ----------------------------------------------------------

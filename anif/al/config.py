@@ -109,7 +109,9 @@ class ConformationalSettings:
     samplers: tuple[str, ...] = ("dnms", "rts")
     dimer_boxes: int = 1  # periodic boxes per cycle when "dimers" is among the samplers
     molecules_per_cycle: int = 0  # sampling-set molecules per conformational cycle (0: all)
-    patience: int = 1  # conformational cycles without test improvement before a configurational one
+    # conformational cycles without test improvement before a configurational one; 0: they alternate, whatever
+    # the test error (the schedule of an A/B: the test set then never steers what a campaign samples)
+    patience: int = 1
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,6 @@ _RANGES = {
     ("bootstrap", "conformers"): (1, None, False),
     ("bootstrap", "max_heavy_atoms"): (1, None, False),
     ("conformational", "dimer_boxes"): (1, None, False),
-    ("conformational", "patience"): (1, None, False),
     ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),
     ("qbc", "max_per_cycle"): (1, None, False),
     ("stop", "patience"): (1, None, False),

@@ -210,7 +210,7 @@ def write_report(folder: str | Path) -> list[Path]:
 _BASELINE_LABEL = {"start": "starting ensemble", "ani1x": "ANI-1x"}
 
 
-def _log_axes(ax) -> None:
+def log_axes(ax) -> None:
     """Log-log axes labelled 1, 2, 5 per decade in plain numbers (matplotlib's own minor labels overlap)."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -240,7 +240,7 @@ def _plot_error_vs_labels(data: dict, path: Path) -> Optional[Path]:
         for (model, sets), ls in zip(data["baselines"].items(), ("--", "-.")):
             if sets.get(name, {}).get("e_rmse") is not None:
                 ax.axhline(sets[name]["e_rmse"], color=color, ls=ls, lw=1, label=f"{name}: {_BASELINE_LABEL.get(model, model)}")
-    _log_axes(ax)
+    log_axes(ax)
     ax.set_xlabel("labelled structures in the training set")
     ax.set_ylabel("test energy RMSE (kcal/mol)")
     ax.set_title("Test error against labels (cycle numbers marked)")
@@ -262,7 +262,7 @@ def _plot_rho_vs_error(data: dict, path: Path) -> Optional[Path]:
         ax.scatter(np.clip(v["rho"], 1e-4, None), np.clip(v["error_per_sqrt_atom"], 1e-4, None), s=8, label=label)
     ax.axvline(d["rho_hat"], color="r", lw=1, label=f"ρ̂ = {d['rho_hat']:.3g}")
     ax.axhline(1.5, color="k", ls="--", lw=0.8, label="1.5 kcal/mol")
-    _log_axes(ax)
+    log_axes(ax)
     ax.set_xlabel("ρ (kcal/mol)")
     ax.set_ylabel("|E - E_ref| / √N (kcal/mol)")
     ax.set_title(f"QBC ρ against the real error, cycle {d['cycle']}")
@@ -461,7 +461,7 @@ def _plot_compared(data: dict, key: str, ylabel: str, path: Path) -> Optional[Pa
     if not drawn:
         plt.close(fig)
         return None
-    _log_axes(ax)
+    log_axes(ax)
     ax.set_xlabel("labelled structures in the training set")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel.split(' (')[0]} against labels")

@@ -6,7 +6,8 @@ improved (by the relative margin ``min_improvement`` over the best before) for `
 cycles. Otherwise: after the bootstrap, a configurational cycle (the paper's cycle starts with
 the configurational search); after a configurational cycle, a conformational one;
 conformational cycles repeat until ``[conformational] patience`` of them in a row did not help
-(no improvement, or nothing selected), then a configurational cycle follows. Without
+(no improvement, or nothing selected), then a configurational cycle follows (patience 0: after every
+conformational cycle, so the test error never steers the schedule). Without
 unsearched source molecules only conformational cycles remain; without molecules to sample
 either, the campaign stops.
 """
