@@ -5,9 +5,14 @@ Per seed, two campaigns (anif.al) from one config that differ only in ``[qbc] st
 
 - pool: the shipped GDB-11-like set staged by size (``[search] size_stages``, up to 6 heavy atoms),
   the neutral dipeptides (a last stage admits the smallest) and random dimers of the sampling set;
-- samplers: DNMS, RTS and dimer boxes on the conformer sampling set; the same per-cycle label cap;
+- schedule: configurational and conformational cycles alternate (``[conformational] patience = 0``), the
+  same in both arms: the test error never steers what a campaign samples;
+- search: each configurational cycle scores ``molecules_per_cycle`` molecules and ``[search] keep``s 8 of
+  them (QBC: of those with rho > rho_hat; random: of all), a uniform draw;
+- samplers: DNMS, RTS and dimer boxes on the conformer sampling set, several times more candidates than
+  the per-cycle label cap, which is the same in both arms;
 - ``qbc``: label rho > rho_hat, highest rho first; ``random``: the same samplers keep every candidate
-  (no rho prefilter), the search keeps every molecule, and the cap is filled uniformly at random;
+  (no rho prefilter) and the cap is filled uniformly at random;
 - labels: ANI-1x (free), so the comparison is about selection only;
 - test: the mini-COMP6 (data/mini_comp6.h5, scripts/build_mini_comp6.py): molecules larger than the
   GDB-like pool (drug-like, GDB-like 7-8 heavy atoms, tripeptides) sampled by MD at 300 and 600 K and by
@@ -52,6 +57,9 @@ ABLATIONS = {
     "spread": {"qbc": {"spread": True}},  # diversity within a batch: round-robin over molecules
     "prefilter-off": {"qbc": {"prefilter": False}},  # samplers keep every candidate, selection filters
     "recalibrate": {"qbc": {"recalibrate": True}},  # rho_hat from Fig. 1's rule on the test set each cycle
+    "uniform": {"qbc": {"order": "uniform"}},  # the paper's rule: any rho > rho_hat, a uniform draw under the cap
+    "trust": {"qbc": {"upper_bound": 5.0}},  # a trust window: rho above 5 kcal/mol is more likely broken than informative
+    "members-8": {"training": {"members": 8, "folds": 8}},  # a larger committee
 }
 
 #: (full, quick) settings.

@@ -302,6 +302,15 @@ def test_qbc_selection_threshold_trust_bound_duplicates_and_cap():
     assert capped.selected == [3] and capped.reasons[6] == "over the cap"
     uniform = select(rho, numbers, coords, rho_hat=0.2, cap=7, priority="random", rng=np.random.default_rng(1))
     assert sorted(uniform.selected) == list(range(7))  # random ignores rho altogether
+    # order = "uniform": the rho > rho_hat ones (and the trust bound) in a seeded uniform order under the cap
+    for seed in range(4):
+        u = select(rho, numbers, coords, rho_hat=0.2, cap=2, upper_bound=5.0, min_rmsd=0.05,
+                   labelled=[False, False, False, False, True, False, False], priority="uniform",
+                   rng=np.random.default_rng(seed))
+        order = [int(i) for i in np.random.default_rng(seed).permutation(7)]
+        first = [i for i in order if i in (0, 1)][0]  # whichever of the near-duplicate pair comes first
+        assert u.selected == [i for i in order if i in {first, 5, 6}][:2]
+        assert u.reasons[3] == "rho above the trust bound" and u.reasons[2] == "rho <= rho_hat"
     # spread: one molecule (three methane conformers, all above water's rho) cannot fill the cap
     four = [numbers[0]] * 3 + [numbers[6]]
     far = [base, base + 1.0, base - 1.0, coords[6]]
@@ -612,7 +621,7 @@ def test_bad_config_through_the_cli_is_one_line_and_creates_nothing(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
         "error: [qbc]: unknown key(s) rho_hatt (allowed: rho_hat, recalibrate, error_bound, capture, upper_bound, "
-        "min_rmsd, max_per_cycle, strategy, prefilter, spread)"]
+        "min_rmsd, max_per_cycle, strategy, prefilter, spread, order)"]
     assert not (tmp_path / "run").exists()
 
 

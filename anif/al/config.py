@@ -130,6 +130,7 @@ class QBCSettings:
     strategy: str = "qbc"
     prefilter: bool = True  # qbc: samplers keep only rho > rho_hat (False: all, the selection filters)
     spread: bool = False  # qbc: fill the cap round-robin over molecules (best of each first), not by rho alone
+    order: str = "rho"  # qbc: fill the cap highest rho first, or "uniform": a seeded draw among rho > rho_hat
 
 
 @dataclass(frozen=True)
@@ -463,6 +464,8 @@ def validate(config: Config) -> None:
                          f"got {list(c.conformational.samplers)}")
     if c.qbc.strategy not in STRATEGIES:
         raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
+    if c.qbc.order not in ("rho", "uniform"):
+        raise InputError(f"[qbc] order must be 'rho' or 'uniform', got {c.qbc.order!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
         raise InputError("[qbc] max_per_cycle must be >= 1 and upper_bound above rho_hat")
     t = c.training.train

@@ -5,8 +5,10 @@ above an optional upper trust bound it is more likely broken than informative an
 out; near-duplicates (Kabsch RMSD below ``min_rmsd`` to a structure of the same molecule
 already selected, or identical to one already labelled) are labelled once; at most ``cap``
 per cycle, highest rho first (``priority="rho"``; with ``spread``, round-robin over molecules:
-the best of each before the second of any) or uniformly at random (``"random"``, ``[qbc] strategy
-= "random"``, the baseline of scripts/al_vs_random.py, which ignores rho altogether).
+the best of each before the second of any), uniformly among those with rho > rho_hat (``"uniform"``,
+``[qbc] order = "uniform"``: the paper labels every failing structure; under a cap a uniform draw
+keeps their distribution) or uniformly at random (``"random"``, ``[qbc] strategy = "random"``, the
+baseline of scripts/al_vs_random.py, which ignores rho altogether).
 
 Dataset reduction (Smith et al. 2018, Fig. 2a; :func:`reduction_start`, :func:`reduction_step`):
 train on a random ``start_fraction`` of a labelled set; evaluate the rest; a "fail case" has
@@ -40,30 +42,31 @@ def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Seq
     """QBC selection over candidates given in a fixed order (ties keep that order).
 
     ``spread``: diversity within the batch: take the highest-rho candidate of every molecule (atom
-    sequence) before the second of any, and so on (rounds in rho order), so that one molecule whose
+    sequence) before the second of any, and so on (rounds in the priority's order), so that one molecule whose
     conformers all score high cannot fill the cap.
 
-    ``rho`` kcal/mol (NaN: not scored, never selected under ``priority="rho"``); ``numbers``
+    ``rho`` kcal/mol (NaN: not scored, never selected but under ``priority="random"``); ``numbers``
     (N,) and ``coordinates`` (N, 3) A per candidate; ``labelled[i]``: already labelled.
     """
     rho = np.asarray(rho, dtype=float)
     n = len(rho)
     labelled = np.asarray(labelled, dtype=bool) if len(labelled) else np.zeros(n, dtype=bool)
     reasons: dict[int, str] = {}
-    if priority == "random":
+    if priority in ("random", "uniform"):
         order = (rng or np.random.default_rng(0)).permutation(n)
     elif priority == "rho":
         order = np.lexsort((np.arange(n), -np.nan_to_num(rho, nan=-np.inf)))
-        if spread:
-            order = _round_robin(order, numbers)
     else:
-        raise ValueError(f"priority must be 'rho' or 'random', not {priority!r}")
+        raise ValueError(f"priority must be 'rho', 'uniform' or 'random', not {priority!r}")
+    if spread and priority != "random":
+        order = _round_robin(order, numbers)
+    qbc = priority != "random"
     kept: dict[bytes, list[np.ndarray]] = {}
     selected: list[int] = []
     for i in map(int, order):
-        if priority == "rho" and not rho[i] > rho_hat:
+        if qbc and not rho[i] > rho_hat:
             reasons[i] = "rho <= rho_hat"
-        elif priority == "rho" and rho[i] > upper_bound:
+        elif qbc and rho[i] > upper_bound:
             reasons[i] = "rho above the trust bound"
         elif labelled[i]:
             reasons[i] = "already labelled"

@@ -53,7 +53,7 @@ def run(ctx: StageContext) -> None:
                 [r.rho if r.rho is not None else math.nan for r in train],
                 [numbers_of(r.numbers) for r in train], [xyz_of(r.coordinates) for r in train],
                 ctx.cycle.rho_hat, max(0, min(q.max_per_cycle, left)), q.upper_bound, q.min_rmsd,
-                [r.id not in fresh for r in train], "random" if q.strategy == "random" else "rho",
+                [r.id not in fresh for r in train], "random" if q.strategy == "random" else q.order,
                 np.random.default_rng(seed_of(ctx.seed, cycle, "select")), q.spread)
             chosen = [train[i] for i in result.selected]
             reasons = {train[i].id: why for i, why in result.reasons.items()}
