@@ -481,11 +481,6 @@ class Ledger:
         self._execute("UPDATE molecules SET status = 'passed over', reason = ? WHERE id = ? AND status = 'pending'",
                       (reason, molecule))
 
-    def search_rho(self, cycle: int) -> dict[str, float]:
-        """Name -> rho (kcal/mol) of the molecules the search scored in ``cycle``."""
-        return {r["name"]: r["rho"] for r in self._rows("SELECT name, rho FROM search WHERE cycle = ? AND rho IS NOT NULL",
-                                                        (cycle,))}
-
     def molecule_optimised(self, molecule: int, coordinates, energy: float, hessian, reason: str,
                            wall_s: Optional[float]) -> None:
         self._execute(
