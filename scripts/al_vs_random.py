@@ -7,8 +7,8 @@ Per seed, two campaigns (anif.al) from one config that differ only in ``[qbc] st
   the neutral dipeptides (a last stage admits the smallest) and random dimers of the sampling set;
 - schedule: configurational and conformational cycles alternate (``[conformational] patience = 0``), the
   same in both arms: the test error never steers what a campaign samples;
-- search: each configurational cycle scores ``molecules_per_cycle`` molecules and ``[search] keep``s 8 of
-  them (QBC: of those with rho > rho_hat; random: of all), a uniform draw;
+- search: each configurational cycle scores ``molecules_per_cycle`` molecules and keeps 8 of them
+  (``[search] keep``; QBC: of those with rho > rho_hat, random: of all), a uniform draw;
 - samplers: DNMS, RTS and dimer boxes on the conformer sampling set, several times more candidates than
   the per-cycle label cap, which is the same in both arms;
 - ``qbc``: label rho > rho_hat, highest rho first; ``random``: the same samplers keep every candidate
