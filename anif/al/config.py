@@ -34,6 +34,8 @@ from ..training.settings import TrainSettings
 
 #: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
 STRATEGIES = ("qbc", "random")
+#: How QBC fills the cap ([qbc] order): highest rho first, or a seeded draw among rho > rho_hat.
+ORDERS = ("rho", "uniform")
 #: How generated test conformers are made.
 TEST_SAMPLERS = ("dnms", "md")
 #: Fewest conformers each member of a scratch bootstrap must train on: below it the networks have
@@ -464,7 +466,7 @@ def validate(config: Config) -> None:
                          f"got {list(c.conformational.samplers)}")
     if c.qbc.strategy not in STRATEGIES:
         raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
-    if c.qbc.order not in ("rho", "uniform"):
+    if c.qbc.order not in ORDERS:
         raise InputError(f"[qbc] order must be 'rho' or 'uniform', got {c.qbc.order!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
         raise InputError("[qbc] max_per_cycle must be >= 1 and upper_bound above rho_hat")

@@ -58,9 +58,9 @@ def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Seq
         order = np.lexsort((np.arange(n), -np.nan_to_num(rho, nan=-np.inf)))
     else:
         raise ValueError(f"priority must be 'rho', 'uniform' or 'random', not {priority!r}")
-    if spread and priority != "random":
+    qbc = priority != "random"  # rho filters (threshold, trust bound) apply
+    if spread and qbc:
         order = _round_robin(order, numbers)
-    qbc = priority != "random"
     kept: dict[bytes, list[np.ndarray]] = {}
     selected: list[int] = []
     for i in map(int, order):

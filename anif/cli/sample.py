@@ -263,7 +263,7 @@ def search_command(
         pool = [m for _, mols, _ in sources for m in mols][:64] or search.gdb11_like(64, seed)
         monomers = [s for s, _ in search.embed(pool, supported_numbers(load_model(model)), seed)[0]]
         dimers = search.random_dimers(monomers, random_dimers, seed)
-        sources.append(("random-dimers", [], dimers))
+        sources.append((search.RANDOM_DIMERS, [], dimers))
     if not sources:
         raise InputError("nothing to search: give SMILES/files or --gdb11/--dipeptides/--random-dimers")
     payloads = [

@@ -111,6 +111,10 @@ def random_orientation(structure: Structure, rng: np.random.Generator) -> np.nda
     return x @ _rotation(rng).T
 
 
+#: The source name of random dimers among the search's sources.
+RANDOM_DIMERS = "random-dimers"
+
+
 def random_dimers(
     monomers: Sequence[Structure], count: int, seed: int, contact: tuple[float, float] = (2.0, 3.5)
 ) -> list[Structure]:

@@ -78,7 +78,7 @@ def _dataset_minima(dataset: str) -> list[Structure]:
 
 def _payloads(ctx: StageContext, chosen: list) -> list[tuple]:
     """The search's work items: (source, (smiles, name) chunk, ready structures), random dimers last."""
-    from ...sampling.search import random_dimers
+    from ...sampling.search import RANDOM_DIMERS, random_dimers
 
     cycle, search = ctx.cycle.cycle, ctx.config.search
     payloads = []
@@ -89,7 +89,7 @@ def _payloads(ctx: StageContext, chosen: list) -> list[tuple]:
         monomers = [m.minimum() for m in ctx.ledger.molecules(before=cycle, role="train", status="ok")]
         if monomers:
             dimers = random_dimers(monomers, search.random_dimers, seed_of(ctx.seed, cycle, "dimers"))
-            payloads.append(("random-dimers", [], dimers))
+            payloads.append((RANDOM_DIMERS, [], dimers))
     return payloads
 
 
@@ -139,8 +139,10 @@ def _keep(ctx: StageContext) -> None:
     """``[search] keep``: of the searched molecules that joined (QBC: rho > rho_hat; random: all), keep a seeded
     uniform draw; the others are passed over. Random dimers are not counted. A function of the cycle's
     molecules alone, so a resumed cycle keeps the same ones."""
+    from ...sampling.search import RANDOM_DIMERS
+
     cycle, ledger, keep = ctx.cycle.cycle, ctx.ledger, ctx.config.search.keep
-    mols = sorted((m for m in ledger.molecules(cycle=cycle, role="train") if m.source != "random-dimers"),
+    mols = sorted((m for m in ledger.molecules(cycle=cycle, role="train") if m.source != RANDOM_DIMERS),
                   key=lambda m: m.name)
     if not keep or len(mols) <= keep:
         return
