@@ -457,8 +457,6 @@ def validate(config: Config) -> None:
             raise InputError(f"[search] smiles_files: no such file {p}")
     if not c.search.size_stages or min(c.search.size_stages) < 1 or c.search.molecules_per_cycle < 1 or c.search.chunk < 1:
         raise InputError("[search] size_stages, molecules_per_cycle and chunk must be >= 1")
-    if c.search.keep < 0:
-        raise InputError(f"[search] keep must be >= 0 (0: every molecule that qualifies), got {c.search.keep}")
     names = registry.conformational()
     bad = sorted(set(c.conformational.samplers) - set(names))
     if bad or not c.conformational.samplers:
