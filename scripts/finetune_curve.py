@@ -111,7 +111,7 @@ def main() -> None:
         for lr, epochs in recipes:
             for k in args.sizes:
                 picks = np.concatenate([np.arange(a, min(a + k, b)) for a, b in zip(offsets[:-1], offsets[1:])])
-                train_file, model_dir = Path(tmp) / f"train_{k}.h5", Path(tmp) / f"model_{lr:g}_{k}"
+                train_file, model_dir = Path(tmp) / f"train_{k}.h5", Path(tmp) / f"model_{lr:g}_{epochs}_{k}"
                 train_file.unlink(missing_ok=True)
                 write_subset(pool, picks, offsets, train_file)
                 settings = TrainSettings(members=8, folds=8, init="ani1x", lr=lr, max_epochs=epochs, seed=args.seed)
