@@ -167,6 +167,10 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
         assert len(model.atomic_numbers) == 4
     history = json.loads((folder / "history.json").read_text())
     assert history["stop_reason"].startswith("max_cycles")
+    report = json.loads((folder / "plots" / "report.json").read_text())
+    for row in report["test_error_vs_labels"]["held_out"]:  # each cycle's Spearman inside its bootstrap interval
+        lo, hi = row["rho_spearman_ci95"]
+        assert -1 <= lo <= row["rho_spearman"] <= hi <= 1
     assert sorted(p.name for p in (folder / "plots").iterdir()) == [
         "error_per_cycle.png", "error_vs_labels.png", "labels_per_sampler.png", "report.json", "rho_per_cycle.png",
         "rho_vs_error.png", "stage_times.json", "stage_times.png"]

@@ -180,6 +180,12 @@ def test_training_reaches_teacher_accuracy_and_runs_in_openmm(tmp_path, ani1x):
         reported = spec["member_valid_rmse_kcal_mol"][member]
         # float32 total energies (~ -100 Ha) resolve ~0.005 kcal/mol; training works on E - sum(SAE)
         assert rmse_kcal(r.member_energies[member], data.energies[idx]) == pytest.approx(reported, abs=0.02)
+        # the saved epoch is the trained epoch of lowest validation MAE (a scratch member's epoch 0 is no candidate)
+        history = json.loads((out / f"member_{member}_summary.json").read_text())["history"]
+        mae = [h["valid_mae_kcal_mol"] for h in history[1:]]
+        assert spec["member_best_epoch"][member] == 1 + int(np.argmin(mae))
+        saved_mae = np.mean(np.abs(r.member_energies[member] - data.energies[idx])) * HARTREE_TO_KCAL_MOL
+        assert saved_mae == pytest.approx(min(mae), abs=0.02)
 
     # held-out conformers: fresh displacements of the same molecules
     test = write_teacher_data(tmp_path / "test.h5", 10, seed=7)

@@ -23,10 +23,14 @@ Per member:
   halves when the epoch's training loss has not fallen 1% below its best for ``lr_patience``
   epochs, so it stays high while the training loss still falls; a member stops when its
   learning rate falls below ``min_lr`` (default: 1% of the initial one, about 7 halvings: the
-  training loss stopped falling), when its validation energy RMSE has not improved for
+  training loss stopped falling), when its validation energy MAE has not improved for
   ``patience`` epochs (it overfits), or at ``max_epochs``. The
-  saved member is the epoch with the lowest validation energy RMSE (epoch 0 included for warm
-  starts, whose epoch 0 is a trained network);
+  saved member is the epoch with the lowest validation energy MAE (epoch 0 included for warm
+  starts, whose epoch 0 is a trained network). MAE, not RMSE: on a small fold one structure far
+  from the member's training data (a hot MD frame 20+ kcal/mol up that only the other members
+  trained on) dominates the RMSE, and the epoch that best extrapolates to it is an underfit one
+  that drags the ensemble mean (measured on the quickstart: 0.71 kcal/mol against 0.46 on its test
+  set, see the README);
 - warm starts (``init``): ``"ani1x"`` starts member i from the released network i (ANI-1x shapes
   and self energies), an anif model directory from that ensemble's member i mod M (its shapes
   and self energies; the active-learning loop's previous cycle), each with its own initial
@@ -223,6 +227,7 @@ class EpochRecord:
     valid_force_rmse_kcal_mol_a: Optional[float]
     lr: float
     seconds: float
+    valid_mae_kcal_mol: float  # what picks the saved epoch
 
 
 @dataclass
@@ -230,7 +235,7 @@ class MemberResult:
     index: int
     fold: int
     best_epoch: int
-    best_valid_rmse_kcal_mol: float
+    best_valid_rmse_kcal_mol: float  # of the saved epoch (the one of lowest validation MAE)
     start_valid_rmse_kcal_mol: float
     epochs: int
     stop_reason: str
@@ -247,10 +252,10 @@ def _loss(pred: Tensor, target: Tensor, n_atoms: Tensor, forces: Optional[Tensor
     return loss
 
 
-def evaluate_rmse(networks, data: TrainingData, idx: Tensor, forces: bool = False, force_weight: float = 0.0,
-                  batch_size: int = 1024):
-    """(energy RMSE kcal/mol, force RMSE kcal/mol/A or None, loss) of the member on ``idx``."""
-    se = sf = loss = 0.0
+def evaluate_errors(networks, data: TrainingData, idx: Tensor, forces: bool = False, force_weight: float = 0.0,
+                    batch_size: int = 1024):
+    """(energy RMSE, energy MAE kcal/mol, force RMSE kcal/mol/A or None, loss) of the member on ``idx``."""
+    se = ae = sf = loss = 0.0
     nf = 0
     for part in idx.split(batch_size):
         with torch.set_grad_enabled(forces):
@@ -258,14 +263,16 @@ def evaluate_rmse(networks, data: TrainingData, idx: Tensor, forces: bool = Fals
         n_atoms = data.n_atoms[part]
         ref = None if data.forces is None else data.forces[part]
         loss += float(_loss(pred.detach(), data.targets[part], n_atoms, pred_forces, ref, force_weight)) * len(part)
-        se += float(((pred.detach().double() - data.targets[part].double()) ** 2).sum())
+        err = pred.detach().double() - data.targets[part].double()
+        se += float((err**2).sum())
+        ae += float(err.abs().sum())
         if forces:
             mask = (torch.arange(pred_forces.shape[1]) < n_atoms.unsqueeze(1)).unsqueeze(-1)
             sf += float((((pred_forces.detach() - ref[:, : pred_forces.shape[1]]) ** 2) * mask).sum())
             nf += int(n_atoms.sum()) * 3
-    rmse = math.sqrt(se / max(len(idx), 1)) * HARTREE_TO_KCAL_MOL
+    n = max(len(idx), 1)
     frmse = math.sqrt(sf / nf) * HARTREE_TO_KCAL_MOL if forces and nf else None
-    return rmse, frmse, loss / max(len(idx), 1)
+    return math.sqrt(se / n) * HARTREE_TO_KCAL_MOL, ae / n * HARTREE_TO_KCAL_MOL, frmse, loss / n
 
 
 def _stop_reason(history: list[dict], best: dict, schedule: dict, settings: TrainSettings) -> str:
@@ -275,7 +282,7 @@ def _stop_reason(history: list[dict], best: dict, schedule: dict, settings: Trai
     if schedule["lr"] < schedule["min_lr"]:
         return f"learning rate below {schedule['min_lr']:g} (the training loss stopped falling)"
     if epoch - best["epoch"] >= settings.patience:
-        return f"validation RMSE did not improve for {settings.patience} epochs"
+        return f"validation MAE did not improve for {settings.patience} epochs"
     return ""
 
 
@@ -308,6 +315,7 @@ def train_member(
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"])
         history, best, schedule = ckpt["history"], ckpt["best"], ckpt["schedule"]
+        best.setdefault("mae", best["rmse"])  # a checkpoint of anif before MAE selection: RMSE >= MAE bounds it
     else:
         if plan.init_state is not None:
             networks.load_state_dict(plan.init_state)
@@ -315,12 +323,13 @@ def train_member(
             _init_weights(networks, generator, plan.output_scale)
         optimizer = _optimizer(networks, plan.lr)
         t0 = time.perf_counter()
-        train_rmse, _, train_loss = evaluate_rmse(networks, data, plan.train, use_forces, force_weight)
-        valid_rmse, valid_f, _ = evaluate_rmse(networks, data, plan.valid, use_forces, force_weight)
-        rec = EpochRecord(0, train_loss, train_rmse, valid_rmse, valid_f, plan.lr, time.perf_counter() - t0)
+        train_rmse, _, _, train_loss = evaluate_errors(networks, data, plan.train, use_forces, force_weight)
+        valid_rmse, valid_mae, valid_f, _ = evaluate_errors(networks, data, plan.valid, use_forces, force_weight)
+        rec = EpochRecord(0, train_loss, train_rmse, valid_rmse, valid_f, plan.lr, time.perf_counter() - t0, valid_mae)
         history = [asdict(rec)]
         # a scratch member's epoch 0 is a random function, not a candidate for the best epoch
-        best = {"rmse": valid_rmse if plan.init_state is not None else math.inf, "epoch": 0,
+        warm = plan.init_state is not None
+        best = {"mae": valid_mae if warm else math.inf, "rmse": valid_rmse if warm else math.inf, "epoch": 0,
                 "state": copy.deepcopy(networks.state_dict())}
         schedule = {"lr": plan.lr, "best_train_loss": train_loss, "progress_epoch": 0, "lr_epoch": 0}
         on_epoch(plan.index, rec, best["rmse"])
@@ -356,13 +365,13 @@ def train_member(
             total += float(loss.detach()) * len(part)
             se += float(((pred.detach() - data.targets[part]) ** 2).sum())
         train_loss = total / len(order)
-        valid_rmse, valid_f, _ = evaluate_rmse(networks, data, plan.valid, use_forces, force_weight)
-        if valid_rmse < best["rmse"]:
-            best = {"rmse": valid_rmse, "epoch": epoch, "state": copy.deepcopy(networks.state_dict())}
+        valid_rmse, valid_mae, valid_f, _ = evaluate_errors(networks, data, plan.valid, use_forces, force_weight)
+        if valid_mae < best["mae"]:
+            best = {"mae": valid_mae, "rmse": valid_rmse, "epoch": epoch, "state": copy.deepcopy(networks.state_dict())}
         lr = schedule["lr"]
         _schedule_step(schedule, epoch, train_loss, settings)
         train_rmse = math.sqrt(se / len(order)) * HARTREE_TO_KCAL_MOL
-        rec = EpochRecord(epoch, train_loss, train_rmse, valid_rmse, valid_f, lr, time.perf_counter() - t0)
+        rec = EpochRecord(epoch, train_loss, train_rmse, valid_rmse, valid_f, lr, time.perf_counter() - t0, valid_mae)
         history.append(asdict(rec))
         if time.perf_counter() - saved >= settings.checkpoint_seconds:
             save()
@@ -388,11 +397,13 @@ def _plot_learning_curve(result: MemberResult, baseline: float, path: Path) -> N
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_rmse_kcal_mol"] for h in result.history], label="train")
     ax.plot(epochs, [h["valid_rmse_kcal_mol"] for h in result.history], label=f"validation (fold {result.fold})")
+    ax.plot(epochs, [h.get("valid_mae_kcal_mol", math.nan) for h in result.history], ls="--",
+            label="validation MAE (picks the saved epoch)")
     ax.axhline(baseline, color="k", ls="--", lw=0.8, label=f"self-energy fit {baseline:.2f}")
-    ax.axvline(result.best_epoch, color="grey", ls=":", label=f"best {result.best_valid_rmse_kcal_mol:.2f}")
+    ax.axvline(result.best_epoch, color="grey", ls=":", label=f"saved: RMSE {result.best_valid_rmse_kcal_mol:.2f}")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("energy RMSE (kcal/mol)")
+    ax.set_ylabel("energy RMSE / MAE (kcal/mol)")
     ax.set_title(f"member {result.index}")
     ax.legend()
     fig.tight_layout()
@@ -526,7 +537,7 @@ def _warnings(results: list[MemberResult], fold_baseline: list[float]) -> list[s
     out = []
     for r, base in zip(results, fold_baseline):
         if r.best_epoch == 0:  # warm starts only: a scratch member's best epoch is a trained one
-            out.append(f"member {r.index}: no epoch improved on its starting point (validation RMSE "
+            out.append(f"member {r.index}: no epoch improved on its starting point's validation MAE (RMSE "
                        f"{r.best_valid_rmse_kcal_mol:.3f} kcal/mol); it is saved as it started")
         if r.best_valid_rmse_kcal_mol > base * 1.001:  # beyond float32 round-off of the fit itself
             out.append(f"member {r.index}: validation RMSE {r.best_valid_rmse_kcal_mol:.3f} kcal/mol is worse than "

@@ -69,6 +69,8 @@ def _record_metrics(ctx: StageContext, table: str, key: tuple[str, object], test
         test_set, m["E_rmse"], m["E_mae"], m["dE_rmse"], m["dE_mae"], m["F_rmse"], m["F_mae"], m["n_conformers"],
         ranking.spearman, ranking.captured, ranking.n_bad))
     spearman = "n/a" if ranking.spearman is None else f"{ranking.spearman:.2f}"
+    if ranking.spearman_ci95 is not None:
+        spearman += " (95%% interval %.2f to %.2f)" % ranking.spearman_ci95
     log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s", key[0], key[1],
              test_set, m["E_rmse"], m["n_conformers"], spearman)
 
