@@ -58,6 +58,7 @@ ABLATIONS = {
     "prefilter-off": {"qbc": {"prefilter": False}},  # samplers keep every candidate, selection filters
     "recalibrate": {"qbc": {"recalibrate": True}},  # rho_hat from Fig. 1's rule on the test set each cycle
     "uniform": {"qbc": {"order": "uniform"}},  # the paper's rule: any rho > rho_hat, a uniform draw under the cap
+    "diverse": {"qbc": {"order": "diverse"}},  # the best rho of each k-means cluster in AEV space fills the cap
     "trust": {"qbc": {"upper_bound": 5.0}},  # a trust window: rho above 5 kcal/mol is more likely broken than informative
     "members-8": {"training": {"members": 8, "folds": 8}},  # a larger committee
 }

@@ -323,6 +323,45 @@ def test_qbc_selection_threshold_trust_bound_duplicates_and_cap():
     assert select([5.0, 4.0, 3.0, 1.0], four, far, rho_hat=0.2, cap=4, spread=True).selected == [0, 3, 1, 2]
 
 
+def test_diverse_selection_takes_the_best_of_each_cluster_in_aev_space():
+    from anif.al.selection import descriptors, select
+
+    # on given features (1-D positions): two far-apart groups and a far candidate under rho_hat; "rho" takes
+    # the cap from the group of highest rho, "diverse" the best of each group (then the rest by rho)
+    rho = [1.0, 3.0, 0.1, 2.0, 0.5, 0.9, 2.5]
+    x = np.array([[0.0], [1.0], [500.0], [100.0], [101.0], [102.0], [0.5]])
+    five = [np.array([6, 1, 1, 1, 1])] * 7
+    spots = [np.eye(5, 3) * k for k in range(7)]
+    assert select(rho, five, spots, rho_hat=0.2, cap=2, features=x).selected == [1, 6]
+    for seed in range(4):  # any k-means++ seeding finds two groups this clear
+        s = select(rho, five, spots, rho_hat=0.2, cap=2, priority="diverse", features=x,
+                   rng=np.random.default_rng(seed))
+        assert s.selected == [1, 3]
+        assert s.reasons == {2: "rho <= rho_hat", 6: "over the cap", 0: "over the cap", 5: "over the cap",
+                             4: "over the cap"}
+    assert select(rho, five, spots, rho_hat=0.2, cap=6, priority="diverse", features=x).selected == [1, 6, 3, 0, 5, 4]
+    # the default features: per element the mean ANI-1x AEV; invariant under rotation, translation and
+    # atom order, the same in a padded batch as alone, and farther apart for other molecules than for
+    # a slightly moved conformer
+    water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    methanol = np.array([[0.0, 0.0, 0.0], [1.43, 0.0, 0.0], [1.75, 0.9, 0.0], [-0.36, 1.03, 0.0],
+                         [-0.36, -0.51, 0.89], [-0.36, -0.51, -0.89]])
+    c, s_ = np.cos(0.7), np.sin(0.7)
+    turn = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
+    numbers = [np.array([8, 1, 1]), np.array([6, 8, 1, 1, 1, 1]), np.array([8, 1, 1]), np.array([1, 8, 1])]
+    coords = [water, methanol, water @ turn.T + 3.0, water[[1, 0, 2]]]
+    d = descriptors(numbers, coords)
+    assert d.shape == (4, 4 * 384)
+    np.testing.assert_allclose(d[2], d[0], atol=1e-9)
+    np.testing.assert_allclose(d[3], d[0], atol=1e-9)
+    np.testing.assert_allclose(descriptors(numbers[1:2], coords[1:2])[0], d[1], atol=1e-12)
+    assert not d[0, 384:2 * 384].any()  # water has no carbon
+    moved = descriptors([numbers[0]], [water + np.array([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0], [0.0, 0.0, 0.0]])])[0]
+    assert 0 < np.linalg.norm(moved - d[0]) < 0.1 * np.linalg.norm(d[1] - d[0])
+    with pytest.raises(ValueError, match="not atomic numbers \\[17\\]"):
+        descriptors([np.array([17, 1])], [np.array([[0.0, 0.0, 0.0], [1.3, 0.0, 0.0]])])
+
+
 # ---- strategy A/B and the multi-campaign report ----------------------------------------------
 AB = """
 [campaign]
@@ -599,6 +638,7 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     (lambda t: t.replace('samplers = ["dnms", "rts"]', 'samplers = ["mdx"]'), "[conformational] samplers"),
     (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
     (lambda t: t.replace("[qbc]\n", "[qbc]\nstrategy = \"greedy\"\n"), "[qbc] strategy must be 'qbc' or 'random', got 'greedy'"),
+    (lambda t: _set(t, "qbc", "order", '"greedy"'), "[qbc] order must be one of rho, uniform, diverse, got 'greedy'"),
     (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),
     # every number finite and in range, field by field
     (lambda t: _set(t, "qbc", "rho_hat", "-1.0"), "[qbc] rho_hat must be > 0, got -1.0"),

@@ -34,8 +34,9 @@ from ..training.settings import TrainSettings
 
 #: Selection strategies ([qbc] strategy): query by committee, or the uniform random baseline.
 STRATEGIES = ("qbc", "random")
-#: How QBC fills the cap ([qbc] order): highest rho first, or a seeded draw among rho > rho_hat.
-ORDERS = ("rho", "uniform")
+#: How QBC fills the cap ([qbc] order): highest rho first, a seeded draw among rho > rho_hat, or
+#: the highest rho of each k-means cluster of them in AEV space (anif.al.selection).
+ORDERS = ("rho", "uniform", "diverse")
 #: How generated test conformers are made.
 TEST_SAMPLERS = ("dnms", "md")
 #: Fewest conformers each member of a scratch bootstrap must train on: below it the networks have
@@ -132,7 +133,9 @@ class QBCSettings:
     strategy: str = "qbc"
     prefilter: bool = True  # qbc: samplers keep only rho > rho_hat (False: all, the selection filters)
     spread: bool = False  # qbc: fill the cap round-robin over molecules (best of each first), not by rho alone
-    order: str = "rho"  # qbc: fill the cap highest rho first, or "uniform": a seeded draw among rho > rho_hat
+    # qbc: how the cap is filled among rho > rho_hat: "rho" highest rho first, "uniform" a seeded draw,
+    # "diverse" the highest rho of each of `max_per_cycle` k-means clusters in AEV space
+    order: str = "rho"
 
 
 @dataclass(frozen=True)
@@ -465,7 +468,7 @@ def validate(config: Config) -> None:
     if c.qbc.strategy not in STRATEGIES:
         raise InputError(f"[qbc] strategy must be 'qbc' or 'random', got {c.qbc.strategy!r}")
     if c.qbc.order not in ORDERS:
-        raise InputError(f"[qbc] order must be 'rho' or 'uniform', got {c.qbc.order!r}")
+        raise InputError(f"[qbc] order must be one of {', '.join(ORDERS)}, got {c.qbc.order!r}")
     if c.qbc.max_per_cycle < 1 or c.qbc.upper_bound <= c.qbc.rho_hat:
         raise InputError("[qbc] max_per_cycle must be >= 1 and upper_bound above rho_hat")
     t = c.training.train
