@@ -199,6 +199,7 @@ def geometric(values) -> tuple[float, float]:
 
 
 def plot_fig4(curves: dict, path: Path) -> Path:
+    """E, dE and F against labels: one line per arm (qbc, random, then each ablation's QBC arm) and seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,13 +209,14 @@ def plot_fig4(curves: dict, path: Path) -> Path:
     from anif.al.report import log_axes
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=150)
-    colors = {"qbc": "tab:red", "random": "tab:blue"}
+    colors = dict(zip(curves, ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown",
+                               "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]))  # qbc, random, every ablation
     for ax, (key, label) in zip(axes, (("e_rmse", "E RMSE (kcal/mol)"), ("de_rmse", "dE RMSE (kcal/mol)"),
                                        ("f_rmse", "F RMSE (kcal/mol/Å)"))):
-        for strategy in STRATEGIES:
-            for k, (seed, points) in enumerate(sorted(curves[strategy].items())):
-                ax.plot([p["labels"] for p in points], [p[key] for p in points], "o-", ms=3, color=colors[strategy],
-                        alpha=0.9 if k == 0 else 0.5, label=strategy if k == 0 else None)
+        for arm, by_seed in curves.items():
+            for k, (seed, points) in enumerate(sorted(by_seed.items())):
+                ax.plot([p["labels"] for p in points], [p[key] for p in points], "o-" if arm in STRATEGIES else "s--",
+                        ms=3, color=colors[arm], alpha=0.9 if k == 0 else 0.5, label=arm if k == 0 else None)
         log_axes(ax)
         ax.set_xscale("linear")  # labels grow by the same cap per cycle
         ax.xaxis.set_minor_locator(NullLocator())  # the first seed's label counts are the ticks (seeds differ by a few)
@@ -222,7 +224,8 @@ def plot_fig4(curves: dict, path: Path) -> Path:
         ax.set_xlabel("labels (teacher: ANI-1x)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    fig.suptitle("mini-COMP6 error against labels, QBC and random selection (one line per seed)", fontsize=9)
+    fig.suptitle("mini-COMP6 error against labels, QBC and random selection (one line per seed; dashed: QBC with "
+                 "one change)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -337,10 +340,12 @@ def main() -> None:
                          "where_labels_went": {k: v for k, v in where_labels_went(folder).items() if k != "rho_values"}})
             print(f"seed {seed} qbc-{name}: " + ", ".join(f"{p['labels']}:{p['e_rmse']:.2f}" for p in points), flush=True)
         ablations[name] = {"change": ABLATIONS[name], "label_ratio": geometric([x["label_ratio"] for x in rows])[0],
+                           "final_rmse_kcal_mol": geometric([x["final_rmse_kcal_mol"] for x in rows])[0],
                            "per_seed": rows}
     ratio, spread = geometric([p["label_ratio"] for p in per_seed])
     merged = {k: merge_where(where[k]) for k in STRATEGIES}
-    figures = [plot_fig4(curves, args.out / "fig4_error_vs_labels.png"),
+    arms = curves | {f"qbc-{name}": {x["seed"]: x["curve"] for x in a["per_seed"]} for name, a in ablations.items()}
+    figures = [plot_fig4(arms, args.out / "fig4_error_vs_labels.png"),
                plot_fig5(merged, args.out / "fig5_where_labels_went.png")]
     summary = {
         "label_ratio": ratio,

@@ -133,7 +133,7 @@ def descriptors(numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray]
     import torch
     from torchani.aev import AEVComputer
 
-    aev = AEVComputer.like_1x()
+    aev = AEVComputer.like_1x().double()
     out = []
     for start in range(0, len(numbers), batch):
         chunk = range(start, min(start + batch, len(numbers)))
@@ -148,7 +148,7 @@ def descriptors(numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray]
             species[row, : len(z)] = torch.tensor([_SPECIES[int(e)] for e in z])
             xyz[row, : len(z)] = torch.as_tensor(np.asarray(coordinates[i], dtype=np.float64))
         with torch.no_grad():
-            atomic = aev.double()(species, xyz)  # (structures, atoms, AEV length)
+            atomic = aev(species, xyz)  # (structures, atoms, AEV length)
         onehot = torch.nn.functional.one_hot(species.clamp(min=0), len(_SPECIES)).double()
         onehot = onehot * (species >= 0).unsqueeze(-1)
         counts = onehot.sum(1).clamp(min=1)  # (structures, elements)
