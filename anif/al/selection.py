@@ -119,10 +119,6 @@ def _best_per_cluster(x: np.ndarray, k: int, rng: np.random.Generator) -> list[i
     return sorted(first.values())
 
 
-#: torchani's species indices of the ANI-1x elements (H, C, N, O).
-_SPECIES = {1: 0, 6: 1, 7: 2, 8: 3}
-
-
 def descriptors(numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray], batch: int = 256) -> np.ndarray:
     """Where each structure lies in the space the networks see: per element (H, C, N, O) the mean
     ANI-1x atomic environment vector (torchani's AEVComputer.like_1x) of its atoms of that element
@@ -133,7 +129,11 @@ def descriptors(numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray]
     import torch
     from torchani.aev import AEVComputer
 
-    aev = AEVComputer.like_1x().double()
+    from ..structures import atomic_number
+    from ..training.settings import SYMBOLS
+
+    index = {atomic_number(s): i for i, s in enumerate(SYMBOLS)}  # torchani's species index of each element
+    aev = AEVComputer.like_1x(num_species=len(SYMBOLS)).double()
     out = []
     for start in range(0, len(numbers), batch):
         chunk = range(start, min(start + batch, len(numbers)))
@@ -142,19 +142,19 @@ def descriptors(numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray]
         xyz = torch.zeros((len(chunk), width, 3), dtype=torch.float64)
         for row, i in enumerate(chunk):
             z = np.asarray(numbers[i], dtype=np.int64)
-            unknown = sorted(set(z.tolist()) - set(_SPECIES))
+            unknown = sorted(set(z.tolist()) - set(index))
             if unknown:
-                raise ValueError(f"descriptors cover H, C, N and O only, not atomic numbers {unknown}")
-            species[row, : len(z)] = torch.tensor([_SPECIES[int(e)] for e in z])
+                raise ValueError(f"descriptors cover {', '.join(SYMBOLS)} only, not atomic numbers {unknown}")
+            species[row, : len(z)] = torch.tensor([index[int(e)] for e in z])
             xyz[row, : len(z)] = torch.as_tensor(np.asarray(coordinates[i], dtype=np.float64))
         with torch.no_grad():
             atomic = aev(species, xyz)  # (structures, atoms, AEV length)
-        onehot = torch.nn.functional.one_hot(species.clamp(min=0), len(_SPECIES)).double()
+        onehot = torch.nn.functional.one_hot(species.clamp(min=0), len(SYMBOLS)).double()
         onehot = onehot * (species >= 0).unsqueeze(-1)
         counts = onehot.sum(1).clamp(min=1)  # (structures, elements)
         means = torch.einsum("sae,sad->sed", onehot, atomic) / counts.unsqueeze(-1)
         out.append(means.flatten(1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(_SPECIES) * aev.out_dim))
+    return np.concatenate(out) if out else np.zeros((0, len(SYMBOLS) * aev.out_dim))
 
 
 def _round_robin(order: np.ndarray, numbers: Sequence[np.ndarray]) -> np.ndarray:
