@@ -356,6 +356,16 @@ def test_diverse_selection_takes_the_best_of_each_cluster_in_aev_space():
     np.testing.assert_allclose(d[3], d[0], atol=1e-9)
     np.testing.assert_allclose(descriptors(numbers[1:2], coords[1:2])[0], d[1], atol=1e-12)
     assert not d[0, 384:2 * 384].any()  # water has no carbon
+    # methanol's blocks against torchani's per-atom AEVs of the lone molecule, averaged per element in numpy
+    import torch
+    from torchani.aev import AEVComputer
+
+    index = np.array([1, 3, 0, 0, 0, 0])  # C, O, H x4 as torchani's H, C, N, O indices
+    with torch.no_grad():
+        atomic = AEVComputer.like_1x().double()(torch.as_tensor(index[None]), torch.as_tensor(methanol[None]))[0].numpy()
+    for e in range(4):
+        expected = atomic[index == e].mean(0) if (index == e).any() else np.zeros(384)
+        np.testing.assert_allclose(d[1, 384 * e:384 * (e + 1)], expected, rtol=1e-12, atol=1e-12)
     moved = descriptors([numbers[0]], [water + np.array([[0.0, 0.0, 0.0], [0.02, 0.0, 0.0], [0.0, 0.0, 0.0]])])[0]
     assert 0 < np.linalg.norm(moved - d[0]) < 0.1 * np.linalg.norm(d[1] - d[0])
     with pytest.raises(ValueError, match="not atomic numbers \\[17\\]"):
