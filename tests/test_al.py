@@ -850,12 +850,12 @@ def test_oracle_failing_every_label_is_a_clear_error_and_keeps_earlier_labels(st
         run_campaign(cfg, folder, workers=0, oracle=Failing("ani1x"), progress=False)
 
 
-@pytest.mark.parametrize("name", ["al_quickstart.toml", "al_finetune.toml"])
-def test_shipped_campaigns_load_and_say_what_they_run(name):
+@pytest.mark.parametrize("name, level", [("al_quickstart.toml", "wb97x/6-31g*"), ("al_finetune.toml", "wb97x/6-31g*/df")])
+def test_shipped_campaigns_load_and_say_what_they_run(name, level):
     from anif.al.config import load_config
 
     config = load_config(ROOT / "data" / name)
-    assert config.campaign.oracle == "pyscf" and config.oracle.level.tag == "wb97x/6-31g*"
+    assert config.campaign.oracle == "pyscf" and config.oracle.level.tag == level
     assert config.test_sets and all(t.smiles and t.sampler == "md" for t in config.test_sets)
     assert "md" in config.conformational.samplers and config.stop.max_cycles >= 3
 
