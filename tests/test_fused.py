@@ -12,7 +12,8 @@ from anif.structures import Structure, from_smiles
 from anif.units import HARTREE_TO_KJ_MOL
 from conftest import float32_atol, float32_qbc_atol
 
-SMILES = ["C", "CC(=O)Nc1ccc(O)cc1", "CCCCCCCCCCCCCCCC(=O)O", "NCC(=O)NC(C)C(=O)NC(CO)C(=O)O"]
+SMILES = ["C", "CC(=O)Nc1ccc(O)cc1", "CCCCCCCCCCCCCCCC(=O)O", "NCC(=O)NC(C)C(=O)NC(CO)C(=O)O"]  # methane: the networks
+# kernel (FusedAniEnsemble.kernel_network_rows); the others (20+ atoms): BLAS products
 
 
 @pytest.fixture(scope="module", params=["kernels", "torchscript"])

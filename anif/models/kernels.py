@@ -20,8 +20,9 @@
 On the CPU the same module runs by default on the compiled kernels of :mod:`anif.models.extension`
 (``torch.ops.anif.aev`` for molecules and ``torch.ops.anif.networks``: descriptor and networks
 with hand-written gradients, each member's input gradient computed while its weights are in
-cache); the TorchScript operations above serve GPUs, periodic descriptors, other descriptor
-settings, and machines where the kernels do not build.
+cache; the networks only for a few molecules' atoms, :attr:`FusedAniEnsemble.kernel_network_rows`);
+the TorchScript operations above serve larger batches' networks, GPUs, periodic descriptors, other
+descriptor settings, and machines where the kernels do not build.
 
 The module is TorchScript-scriptable; it is what :func:`anif.models.load_model` returns for the
 implementations ``"kernels"`` (the default) and ``"torchscript"`` (the same without the compiled kernels).
@@ -111,7 +112,11 @@ class FusedAniEnsemble(torch.nn.Module):
     """
 
     __jit_ignored_attributes__ = ["ani"]
-    __constants__ = ["use_kernels", "minimum_image"]  # constant False keeps those paths out of the compiled code
+    __constants__ = ["use_kernels", "minimum_image", "kernel_network_rows"]  # False keeps paths out of the compiled code
+    #: Atoms (rows, padding included) up to which the networks run on the kernel's hand-written products
+    #: (least overhead: one small molecule in MD); more go through torch's BLAS products, up to 4x faster
+    #: on hundreds of atoms. Crossover on 2 AVX2 cores: about 19 atoms, with or without forces.
+    kernel_network_rows = 16
     kernel_weights: list[Tensor]
     kernel_biases: list[Tensor]
 
@@ -298,7 +303,7 @@ class FusedAniEnsemble(torch.nn.Module):
             aev = self.aev_computer.compute_from_neighbors(elem, coordinates, neighbours).view(b * n, -1)
         else:
             aev = self._molecule_aev(elem, coordinates)
-        if self.use_kernels and aev.device.type == "cpu":
+        if self.use_kernels and aev.device.type == "cpu" and aev.size(0) <= self.kernel_network_rows:
             energies = torch.ops.anif.networks(
                 aev, elem.reshape(-1), b, self.depth, self.kernel_weights, self.kernel_biases, self.celu_alpha,
             )
