@@ -19,8 +19,12 @@ The workers and threads are :func:`anif.distributed.worker_policy`'s (``--worker
 ``--policy`` also times 1 worker x C threads against C workers x 1 thread (new path) on a small
 and a large molecule; ``--optimizer`` counts the gradients of the oracle's optimisation of the
 quickstart's molecules before (RDKit/UFF start) and after (ANI-1x start, as the PySCF oracle does).
+``--campaign CONFIG`` also runs that campaign twice from scratch with ``anif al run``, today's labels
+(``ANIF_FAST_SCF=0``, inherited by every worker) and the new ones: wall time, labelling time, and the
+energies of the structures both runs labelled (e.g. ``--campaign data/al_quickstart.toml``, ~25 min).
 
     python scripts/benchmark_labeling.py [--conformers 8] [--sets campaign quickstart] [--df] [--policy] [--optimizer]
+                                         [--campaign CONFIG]
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ import argparse
 import csv
 import json
 import multiprocessing as mp
+import os
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -183,6 +191,35 @@ def optimizer_counts(workers: int) -> list[dict]:
         return list(pool.imap(_optimize_task, tasks))
 
 
+def campaign_runs(config: Path, out_dir: Path, tmp: Path) -> dict:
+    """``config``'s campaign from scratch, today's labels then the new ones (logs in ``out_dir``)."""
+    runs = {}
+    for path in ("today", "new"):
+        folder = tmp / f"campaign-{path}"
+        env = dict(os.environ, ANIF_FAST_SCF="0" if path == "today" else "1")
+        print(f"campaign {config} with the {path} labels (log: {out_dir / f'campaign-{path}.log'})", flush=True)
+        start = time.perf_counter()
+        with open(out_dir / f"campaign-{path}.log", "w") as log:
+            subprocess.run([sys.executable, "-m", "anif", "al", "run", str(config), "--out", str(folder)],
+                           env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        wall = time.perf_counter() - start
+        with sqlite3.connect(folder / "ledger.sqlite") as db:
+            labels = dict(db.execute("SELECT key, energy FROM labels WHERE status = 'ok'"))
+            labelling = db.execute("SELECT SUM(wall_s) FROM stage_times WHERE stage = 'label'").fetchone()[0]
+        cycles = json.loads((folder / "history.json").read_text())["cycles"]
+        runs[path] = {"wall_s": wall, "label_stage_s": labelling, "labels": len(labels), "energies": labels,
+                      "test_rmse_kcal_mol": [c["test_rmse_kcal_mol"] for c in cycles]}
+    common = sorted(set(runs["today"]["energies"]) & set(runs["new"]["energies"]))
+    summary = {"config": str(config), "wall_ratio": runs["today"]["wall_s"] / runs["new"]["wall_s"],
+               "label_stage_ratio": runs["today"]["label_stage_s"] / runs["new"]["label_stage_s"],
+               "common_labels": len(common),
+               "dE_max_ha": max((abs(runs["today"]["energies"][k] - runs["new"]["energies"][k]) for k in common),
+                                default=float("nan"))}
+    for r in runs.values():
+        r.pop("energies")
+    return {**runs, "summary": summary}
+
+
 def _round_robin(groups: list[list]) -> list:
     """One conformer of each molecule in turn, as a campaign's labels of several molecules arrive
     (and so that two workers do not start on the first two conformers of one molecule at once)."""
@@ -201,6 +238,7 @@ def main() -> None:
     parser.add_argument("--df", action="store_true", help="also the new path with density fitting")
     parser.add_argument("--policy", action="store_true", help="also 1 worker x C threads vs C workers x 1 thread")
     parser.add_argument("--optimizer", action="store_true", help="also the quickstart optimisations' gradient counts")
+    parser.add_argument("--campaign", type=Path, help="also this campaign config run twice: today's and the new labels")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     cores = available_cores()
@@ -222,6 +260,8 @@ def main() -> None:
             small = sets.get("campaign", [])[: 2 * cores] or conformers("CO", 2 * cores)
             large = conformers(args.molecules[-1], 2 * cores)
             report["policy"] = policy({small[0].name: small, large[0].name: large}, cores, Path(tmp))
+        if args.campaign:
+            report["campaign"] = campaign_runs(args.campaign, args.out_dir, Path(tmp))
     if args.optimizer:
         report["optimizer"] = optimizer_counts(args.workers or cores)
     report.update(rows=rows, summaries=summaries)
@@ -255,6 +295,15 @@ def main() -> None:
     for r in report.get("optimizer", []):
         print(f"optimize {r['molecule']:<4} {r['settings']:<18} {r['gradients']:>3} gradients, "
               f"converged {r['converged']}, E {r['energy']:.6f} Ha, {r['wall_s']:.0f} s")
+    if "campaign" in report:
+        c = report["campaign"]
+        for path in ("today", "new"):
+            r = c[path]
+            print(f"campaign {path:<5}: {r['wall_s'] / 60:.1f} min wall, labelling {r['label_stage_s'] / 60:.1f} min, "
+                  f"{r['labels']} labels, test RMSE per cycle {r['test_rmse_kcal_mol']}")
+        s = c["summary"]
+        print(f"campaign: today / new wall {s['wall_ratio']:.2f}x, labelling {s['label_stage_ratio']:.2f}x; "
+              f"{s['common_labels']} structures labelled by both, max |dE| {s['dE_max_ha']:.1e} Ha")
     print(f"wrote {args.out_dir / 'labeling_benchmark.json'}")
 
 

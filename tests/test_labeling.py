@@ -367,6 +367,26 @@ def test_guess_reuse_and_fast_scf_equal_a_from_scratch_pyscf_run(tmp_path):
     assert Guesses(folder).nearest(methane, FAST) is None  # another molecule
 
 
+def test_todays_path_from_the_environment_ignores_the_shared_orbitals(tmp_path, monkeypatch):
+    """ANIF_FAST_SCF=0 (what benchmark_labeling.py --campaign sets for every worker): PySCF's own
+    guess and algorithms even where a shared folder holds a neighbour's orbitals; the same label."""
+    import anif.labeling.reference as labeling
+
+    read = "import anif.labeling.reference as r; print(r.FAST_SCF)"
+    for value, expected in (("0", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", read], env={**os.environ, "ANIF_FAST_SCF": value},
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert out[-1] == expected
+    first, second = _waters(2, seed=5, scale=0.03)
+    fast = [label_structure(s, FAST, guesses=str(tmp_path)) for s in (first, second)]
+    assert fast[1].scf_guess.startswith("neighbour:")
+    monkeypatch.setattr(labeling, "FAST_SCF", False)
+    today = label_structure(second, FAST, guesses=str(tmp_path))
+    assert today.ok and today.scf_guess == "minao"
+    assert today.energy == pytest.approx(fast[1].energy, abs=1e-6)
+    np.testing.assert_allclose(today.forces, fast[1].forces, atol=1e-5)
+
+
 def test_device_selection(monkeypatch, capsys, tmp_path):
     """auto is cpu without CUDA (this machine, or no gpu4pyscf) and cuda with both; --device cuda
     without them is a one-line error, exit 1, before anything is written."""

@@ -183,8 +183,9 @@ def _mean_field(mol, level: Level):
 
 
 # ---- the same numbers, sooner ----------------------------------------------------------
-#: False: PySCF's own algorithms in every iteration, as before (scripts/benchmark_labeling.py's "today").
-FAST_SCF = True
+#: False: PySCF's own initial guess and algorithms in every label, as before (scripts/benchmark_labeling.py's
+#: "today"); the environment's ANIF_FAST_SCF=0 sets it in every process, Dask's local workers included.
+FAST_SCF = os.environ.get("ANIF_FAST_SCF", "1") != "0"
 #: Bytes one SCF may hold for the in-core long-range ERIs and for the AO values on the grid
 #: (each). Above it PySCF's own direct algorithms run, as before.
 INCORE_BYTES = 1.5e9
@@ -462,8 +463,8 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
     ``threads``: PySCF/OpenMP threads for this call (None leaves PySCF's default, i.e.
     OMP_NUM_THREADS). ``guesses``: a folder of converged orbitals shared by the workers
     (:class:`Guesses`), True for this process's memory only, None/False for PySCF's own initial
-    guess (a from-scratch run). ``level.device`` ``auto`` is resolved here (``cuda`` when
-    gpu4pyscf can run).
+    guess (a from-scratch run; also whenever :data:`FAST_SCF` is off). ``level.device`` ``auto`` is
+    resolved here (``cuda`` when gpu4pyscf can run).
     """
     from pyscf import lib
 
@@ -479,7 +480,8 @@ def label_structure(structure: Structure, level: Level = Level(), threads: Optio
     if device != level.device:
         level = replace(level, device=device)
     record.update(program=program_version(device), device=device)
-    store = None if guesses is None or guesses is False else guesses_for(None if guesses is True else guesses)
+    fresh = guesses is None or guesses is False or not FAST_SCF
+    store = None if fresh else guesses_for(None if guesses is True else guesses)
     try:
         mol = build_molecule(structure, level)
         dm0, guess = store.initial_density(structure, level, mol) if store is not None else (None, "minao")
