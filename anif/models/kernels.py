@@ -112,7 +112,8 @@ class FusedAniEnsemble(torch.nn.Module):
     """
 
     __jit_ignored_attributes__ = ["ani"]
-    __constants__ = ["use_kernels", "minimum_image", "kernel_network_rows"]  # False keeps paths out of the compiled code
+    # compile-time constants: a False flag keeps its path out of the compiled code
+    __constants__ = ["use_kernels", "minimum_image", "kernel_network_rows"]
     #: Atoms (rows, padding included) up to which the networks run on the kernel's hand-written products
     #: (least overhead: one small molecule in MD); more go through torch's BLAS products, up to 4x faster
     #: on hundreds of atoms. Crossover on 2 AVX2 cores: about 19 atoms, with or without forces.
