@@ -34,7 +34,6 @@ import csv
 import json
 import multiprocessing as mp
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -193,6 +192,10 @@ def optimizer_counts(workers: int) -> list[dict]:
 
 def campaign_runs(config: Path, out_dir: Path, tmp: Path) -> dict:
     """``config``'s campaign from scratch, today's labels then the new ones (logs in ``out_dir``)."""
+    from anif.al.config import load_config
+    from anif.al.ledger import Ledger
+
+    roles = ["train"] + [f"test:{t.name}" for t in load_config(config).test_sets]
     runs = {}
     for path in ("today", "new"):
         folder = tmp / f"campaign-{path}"
@@ -203,9 +206,10 @@ def campaign_runs(config: Path, out_dir: Path, tmp: Path) -> dict:
             subprocess.run([sys.executable, "-m", "anif", "al", "run", str(config), "--out", str(folder)],
                            env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
         wall = time.perf_counter() - start
-        with sqlite3.connect(folder / "ledger.sqlite") as db:
-            labels = dict(db.execute("SELECT key, energy FROM labels WHERE status = 'ok'"))
-            labelling = db.execute("SELECT SUM(wall_s) FROM stage_times WHERE stage = 'label'").fetchone()[0]
+        ledger = Ledger(folder)
+        labels = {k: e for role in roles for k, e in ledger.label_energies(role)}
+        labelling = sum(wall for _, stage, wall in ledger.stage_times() if stage == "label")
+        ledger.close()
         cycles = json.loads((folder / "history.json").read_text())["cycles"]
         runs[path] = {"wall_s": wall, "label_stage_s": labelling, "labels": len(labels), "energies": labels,
                       "test_rmse_kcal_mol": [c["test_rmse_kcal_mol"] for c in cycles]}
