@@ -208,7 +208,7 @@ def campaign_runs(config: Path, out_dir: Path, tmp: Path) -> dict:
         wall = time.perf_counter() - start
         ledger = Ledger(folder)
         labels = {k: e for role in roles for k, e in ledger.label_energies(role)}
-        labelling = sum(wall for _, stage, wall in ledger.stage_times() if stage == "label")
+        labelling = sum(seconds for _, stage, seconds in ledger.stage_times() if stage == "label")
         ledger.close()
         cycles = json.loads((folder / "history.json").read_text())["cycles"]
         runs[path] = {"wall_s": wall, "label_stage_s": labelling, "labels": len(labels), "energies": labels,
