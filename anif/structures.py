@@ -176,15 +176,20 @@ def from_rdkit(mol: Chem.Mol, name: str = "", conf_id: int = -1) -> Structure:
     )
 
 
-def from_smiles(smiles: str, seed: int = 0, name: str | None = None) -> Structure:
-    """Embed a SMILES string in 3D with RDKit (ETKDG) and optimise it with UFF."""
+def _with_hydrogens(smiles: str, seed: int) -> tuple[Chem.Mol, AllChem.EmbedParameters]:
+    """The molecule of a SMILES string with explicit hydrogens, and seeded ETKDG parameters."""
     RDLogger.DisableLog("rdApp.*")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise InputError(f"invalid SMILES {smiles!r}")
-    mol = Chem.AddHs(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
+    return Chem.AddHs(mol), params
+
+
+def from_smiles(smiles: str, seed: int = 0, name: str | None = None) -> Structure:
+    """Embed a SMILES string in 3D with RDKit (ETKDG) and optimise it with UFF."""
+    mol, params = _with_hydrogens(smiles, seed)
     if AllChem.EmbedMolecule(mol, params) != 0:
         params.useRandomCoords = True
         if AllChem.EmbedMolecule(mol, params) != 0:
@@ -192,6 +197,45 @@ def from_smiles(smiles: str, seed: int = 0, name: str | None = None) -> Structur
     if AllChem.UFFHasAllMoleculeParams(mol):
         AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
     return from_rdkit(mol, name=name or smiles)
+
+
+#: Two conformers closer than this (Angstrom, best all-atom RMSD over symmetry-equivalent atoms and
+#: mirror images) are one conformer to :func:`conformers_from_smiles`.
+CONFORMER_RMSD = 0.3
+
+
+def conformers_from_smiles(smiles: str, n: int, seed: int = 0, name: str | None = None,
+                           embeddings: int = 10) -> list[Structure]:
+    """Up to ``n`` distinct conformers of a SMILES string, lowest UFF energy first: ``embeddings`` x
+    ``n`` ETKDG embeddings, each UFF-optimised, pruned to those more than :data:`CONFORMER_RMSD` apart
+    (mirror images count as one: ANI and DFT energies do not tell them apart). ``n = 1`` is
+    :func:`from_smiles`. The k-th is named ``name`` with `` #k`` appended from k = 2 on."""
+    from rdkit.Chem import rdMolAlign
+
+    name = name or smiles
+    if n <= 1:
+        return [from_smiles(smiles, seed=seed, name=name)]
+    mol, params = _with_hydrogens(smiles, seed)
+    ids = list(AllChem.EmbedMultipleConfs(mol, embeddings * n, params))
+    if not ids:
+        return [from_smiles(smiles, seed=seed, name=name)]
+    energies = [e for _, e in AllChem.UFFOptimizeMoleculeConfs(mol, maxIters=2000)] \
+        if AllChem.UFFHasAllMoleculeParams(mol) else [0.0] * len(ids)
+    mirrors = {}
+    for i in ids:  # each conformer's mirror image, as another conformer of the same molecule
+        mirror = Chem.Conformer(mol.GetConformer(i))
+        for a in range(mol.GetNumAtoms()):
+            x, y, z = mirror.GetAtomPosition(a)
+            mirror.SetAtomPosition(a, (-x, y, z))
+        mirrors[i] = mol.AddConformer(mirror, assignId=True)
+    kept: list[int] = []
+    for i in sorted(ids, key=lambda i: (energies[ids.index(i)], i)):
+        if all(min(rdMolAlign.GetBestRMS(mol, mol, i, k), rdMolAlign.GetBestRMS(mol, mol, i, mirrors[k]))
+               > CONFORMER_RMSD for k in kept):
+            kept.append(i)
+        if len(kept) == n:
+            break
+    return [from_rdkit(mol, name=name if j == 0 else f"{name} #{j + 1}", conf_id=i) for j, i in enumerate(kept)]
 
 
 def _read_xyz(path: Path) -> list[Structure]:

@@ -170,7 +170,7 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
     report = json.loads((folder / "plots" / "report.json").read_text())
     for row in report["test_error_vs_labels"]["held_out"]:  # each cycle's Spearman inside its bootstrap interval
         lo, hi = row["rho_spearman_ci95"]
-        assert -1 <= lo <= row["rho_spearman"] <= hi <= 1
+        assert -1 <= lo <= row["rho_spearman"] <= hi <= 1 and -1 <= row["rho_spearman_calibrated"] <= 1
     assert sorted(p.name for p in (folder / "plots").iterdir()) == [
         "error_per_cycle.png", "error_vs_labels.png", "labels_per_sampler.png", "report.json", "rho_per_cycle.png",
         "rho_vs_error.png", "stage_times.json", "stage_times.png"]
@@ -658,6 +658,7 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     (lambda t: _set(t, "campaign", "seed", "4294967296"), "[campaign] seed must be >= 0 and <= 2147483647"),
     (lambda t: _set(t, "campaign", "seed", "-1"), "[campaign] seed must be >= 0"),
     (lambda t: _set(t, "test_sets.held_out", "conformers", "0"), "[test_sets.held_out] conformers must be >= 1"),
+    (lambda t: _set(t, "bootstrap", "starts", "0"), "[bootstrap] starts must be >= 1"),
     (lambda t: _set(t, "training", "lr", "inf"), "[training] lr must be a finite number"),
     (lambda t: _set(t, "rts", "timestep_fs", "0.0"), "[rts] timestep_fs must be > 0"),
     (lambda t: _set(t, "dnms", "temperature", "1e9"), "[dnms] temperature must be > 0 and <= 20000"),

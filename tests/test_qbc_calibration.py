@@ -135,3 +135,22 @@ def test_spearman_interval_is_the_bootstrap_of_scipys_spearman():
     assert spearman_interval(rho, error, draws=draws) == (lo, hi)  # seeded: a report shows one interval
     assert spearman_interval(rho, 3 * rho) == pytest.approx((1.0, 1.0))
     assert spearman_interval(rho, np.ones(24)) is None and spearman_interval(rho[:3], error[:3]) is None
+
+
+def test_calibrated_spearman_is_the_mean_over_draws_of_a_calibrated_committees():
+    """What a committee whose errors are exactly as spread as its rho would show: scipy's Spearman of rho
+    against rho |z| averaged over the same seeded draws; high where rho spans decades, near zero where
+    it hardly varies, so a measured correlation can be read against what its test set allows."""
+    from scipy.stats import spearmanr
+
+    from anif.accuracy.metrics import calibrated_spearman
+
+    rng = np.random.default_rng(3)
+    rho = rng.lognormal(-1.5, 0.5, 48)
+    z = np.abs(np.random.default_rng(0).standard_normal((50, 48)))
+    by_hand = np.mean([spearmanr(rho, rho * zz).statistic for zz in z])
+    assert calibrated_spearman(rho, draws=50) == pytest.approx(by_hand, abs=1e-12)
+    assert 0.3 < calibrated_spearman(rho) < 0.6
+    assert calibrated_spearman(rng.lognormal(0.0, 3.0, 48)) > 0.85
+    assert abs(calibrated_spearman(rng.lognormal(0.0, 0.01, 48))) < 0.1
+    assert calibrated_spearman(np.ones(48)) is None and calibrated_spearman(rho[:3]) is None

@@ -275,6 +275,33 @@ def test_shipped_sources_are_valid_chno_molecules():
     assert screen_smiles(peptides["Cys-Gly"], {1, 6, 7, 8}).startswith("element(s) S")
 
 
+def test_conformers_from_smiles_are_distinct_minima_and_not_mirror_images():
+    """[bootstrap] starts: glycine's UFF minima differ in their NH2/COOH orientation; no two kept are the
+    same conformer or each other's mirror image (by Kabsch RMSD over all atoms in the given order); one
+    start is exactly from_smiles; a rigid molecule has one conformer however many are asked for."""
+    from anif.errors import InputError
+    from anif.structures import CONFORMER_RMSD, conformers_from_smiles, from_smiles
+
+    def rmsd(a, b):
+        a, b = a - a.mean(0), b - b.mean(0)
+        u, _, vt = np.linalg.svd(a.T @ b)
+        d = np.sign(np.linalg.det(u @ vt))
+        r = u @ np.diag([1.0, 1.0, d]) @ vt
+        return float(np.sqrt(((a @ r - b) ** 2).sum(1).mean()))
+
+    gly = conformers_from_smiles("NCC(=O)O", 3, seed=7, name="gly")
+    assert [s.name for s in gly] == ["gly", "gly #2", "gly #3"]
+    for i, a in enumerate(gly):
+        assert a.numbers.tolist() == gly[0].numbers.tolist()
+        for b in gly[i + 1:]:  # in atom order, as ANI and the oracle see them, and mirrored
+            assert min(rmsd(a.coordinates, b.coordinates), rmsd(a.coordinates * [-1, 1, 1], b.coordinates)) > CONFORMER_RMSD
+    one = conformers_from_smiles("NCC(=O)O", 1, seed=7)
+    np.testing.assert_array_equal(one[0].coordinates, from_smiles("NCC(=O)O", seed=7).coordinates)
+    assert len(conformers_from_smiles("C=O", 4, seed=7)) == 1
+    with pytest.raises(InputError, match="invalid SMILES"):
+        conformers_from_smiles("C1CC(", 3)
+
+
 def test_random_dimers_touch_at_the_requested_contact():
     from anif.sampling import random_dimers
 

@@ -8,6 +8,6 @@ from ..lazy import lazy_exports
 __all__, __getattr__ = lazy_exports(__name__, {
     "settings": ("CAPTURE", "PAPER_ERROR_BOUND", "RHO_HAT"),
     "calibration": ("Calibration", "calibrate"),
-    "metrics": ("METRIC_KEYS", "MoleculePrediction", "compute_metrics", "predict", "qbc_ranking",
-                "spearman_interval"),
+    "metrics": ("METRIC_KEYS", "MoleculePrediction", "calibrated_spearman", "compute_metrics", "predict",
+                "qbc_ranking", "spearman_interval"),
 })

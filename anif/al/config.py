@@ -88,7 +88,8 @@ class BootstrapSettings:
     molecules: int = 8
     max_heavy_atoms: int = 5
     smiles: tuple[str, ...] = ()  # explicit bootstrap molecules (default: drawn from the GDB-11-like set)
-    conformers: int = 16  # DNMS conformers per molecule
+    conformers: int = 16  # DNMS conformers per molecule (per start)
+    starts: int = 1  # distinct RDKit + UFF conformers per molecule, each minimised and sampled on its own
 
 
 @dataclass(frozen=True)
@@ -368,7 +369,7 @@ _RANGES = {
     ("oracle", "max_steps"): (1, None, False),
     ("bootstrap", "fail_threshold"): (0, None, True),
     ("bootstrap", "max_rounds"): (1, None, False),
-    ("bootstrap", "conformers"): (1, None, False),
+    ("bootstrap", "conformers"): (1, None, False), ("bootstrap", "starts"): (1, 100, False),
     ("bootstrap", "max_heavy_atoms"): (1, None, False),
     ("conformational", "dimer_boxes"): (1, None, False),
     ("qbc", "rho_hat"): (0, None, True), ("qbc", "error_bound"): (0, None, True), ("qbc", "capture"): (0, 1, True),

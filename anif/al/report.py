@@ -7,7 +7,9 @@ test set, ``wall_s``). ``history.json`` adds, per cycle, rho_hat, labels by samp
 search's counts, the model folder and notes, and ``baselines`` (the starting ensemble's and ANI-1x's
 errors). Every cycle's metrics per test set hold E, dE and F errors and how rho ranks the errors
 (``rho_spearman``, ``captured`` of ``n_bad``; :func:`anif.accuracy.qbc_ranking`); the report adds the
-Spearman correlation's 95% bootstrap interval (``rho_spearman_ci95``). :func:`write_report`
+Spearman correlation's 95% bootstrap interval (``rho_spearman_ci95``) and the correlation a calibrated
+committee would reach on the same structures (``rho_spearman_calibrated``,
+:func:`anif.accuracy.metrics.calibrated_spearman`). :func:`write_report`
 draws (PNG, with the numbers in ``plots/report.json``): test error against labels with the first
 model's and the baselines' errors dashed (the paper's Fig. 5), E/dE/F per cycle on each test set,
 rho against the real error for the last cycle (Fig. 1), rho of the candidates per cycle, labels
@@ -163,11 +165,11 @@ def report_data(ledger: Ledger) -> dict:
     metrics = ledger.metrics()
     sets = sorted({m.test_set for _, m in metrics})
     sizes = {c.cycle: c.dataset_size for c in cycles}
-    intervals = _spearman_intervals(ledger, sizes)
+    spreads = _spearman_spreads(ledger, sizes)
     return {
         "cycles": [{"cycle": c.cycle, "kind": c.kind, "rho_hat": c.rho_hat, "labels": c.dataset_size} for c in cycles],
         "test_error_vs_labels": {
-            s: [{"cycle": cycle, "labels": sizes[cycle], **_metrics(m), "rho_spearman_ci95": intervals.get((cycle, s))}
+            s: [{"cycle": cycle, "labels": sizes[cycle], **_metrics(m), **spreads.get((cycle, s), {})}
                 for cycle, m in metrics if m.test_set == s]
             for s in sets
         },
@@ -178,9 +180,10 @@ def report_data(ledger: Ledger) -> dict:
     }
 
 
-def _spearman_intervals(ledger: Ledger, cycles) -> dict:
-    """{(cycle, test set): 95% bootstrap interval of the rho-vs-error Spearman} from the stored test errors."""
-    from ..accuracy.metrics import spearman_interval
+def _spearman_spreads(ledger: Ledger, cycles) -> dict:
+    """{(cycle, test set): {"rho_spearman_ci95": the rho-vs-error Spearman's 95% bootstrap interval,
+    "rho_spearman_calibrated": what a calibrated committee's would be}} from the stored test errors."""
+    from ..accuracy.metrics import calibrated_spearman, spearman_interval
 
     out = {}
     for cycle in cycles:
@@ -188,7 +191,9 @@ def _spearman_intervals(ledger: Ledger, cycles) -> dict:
         for r in ledger.test_errors(cycle):
             sets.setdefault(r.test_set, []).append((r.rho, abs(r.error) / math.sqrt(r.n_atoms)))
         for name, rows in sets.items():
-            out[(cycle, name)] = spearman_interval(*np.array(rows).T)
+            rho, error = np.array(rows).T
+            out[(cycle, name)] = {"rho_spearman_ci95": spearman_interval(rho, error),
+                                  "rho_spearman_calibrated": calibrated_spearman(rho)}
     return out
 
 
@@ -276,7 +281,7 @@ def _plot_rho_vs_error(data: dict, path: Path) -> Optional[Path]:
     for name, v in d["sets"].items():
         m = metrics.get(name, {})
         ci = m.get("rho_spearman_ci95")
-        spread = f" (95%: {ci[0]:.2f} to {ci[1]:.2f})" if ci else ""
+        spread = f" (95%: {ci[0]:.2f} to {ci[1]:.2f}; calibrated {_fmt(m.get('rho_spearman_calibrated'))})" if ci else ""
         label = (f"{name}: Spearman {_fmt(m.get('rho_spearman'))}{spread}, "
                  f"caught {_fmt(m.get('captured'))} of {m.get('n_bad', 0)}")
         ax.scatter(np.clip(v["rho"], 1e-4, None), np.clip(v["error_per_sqrt_atom"], 1e-4, None), s=8, label=label)

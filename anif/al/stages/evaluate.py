@@ -70,7 +70,8 @@ def _record_metrics(ctx: StageContext, table: str, key: tuple[str, object], test
         ranking.spearman, ranking.captured, ranking.n_bad))
     spearman = "n/a" if ranking.spearman is None else f"{ranking.spearman:.2f}"
     if ranking.spearman_ci95 is not None:
-        spearman += " (95%% interval %.2f to %.2f)" % ranking.spearman_ci95
+        spearman += " (95%% interval %.2f to %.2f; a calibrated committee's: %.2f)" % (
+            *ranking.spearman_ci95, ranking.spearman_calibrated)
     log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s", key[0], key[1],
              test_set, m["E_rmse"], m["n_conformers"], spearman)
 

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from ...seeds import seed_of
-from ...structures import Structure, from_smiles
+from ...structures import Structure, conformers_from_smiles, from_smiles
 from ..config import Config
 from ..ledger import Ledger, SearchEntry, WorkItem
 from ..sources import canonical, covering, heavy_atoms, unsearched
@@ -61,8 +61,8 @@ def _bootstrap_molecules(ctx: StageContext) -> None:
             order = np.random.default_rng(seed_of(seed, "bootstrap")).permutation(len(pool))
             chosen = covering([pool[i] for i in order], b.molecules)
         for k, (smiles, name) in enumerate(chosen):
-            s = from_smiles(smiles, seed=seed_of(seed, "bootstrap", k), name=name)
-            ledger.insert_molecule(cycle, "train", s, smiles, "bootstrap")
+            for s in conformers_from_smiles(smiles, b.starts, seed=seed_of(seed, "bootstrap", k), name=name):
+                ledger.insert_molecule(cycle, "train", s, smiles, "bootstrap")
 
 
 def _dataset_minima(dataset: str) -> list[Structure]:
