@@ -176,8 +176,8 @@ def from_rdkit(mol: Chem.Mol, name: str = "", conf_id: int = -1) -> Structure:
     )
 
 
-def _with_hydrogens(smiles: str, seed: int) -> tuple[Chem.Mol, AllChem.EmbedParameters]:
-    """The molecule of a SMILES string with explicit hydrogens, and seeded ETKDG parameters."""
+def _for_embedding(smiles: str, seed: int) -> tuple[Chem.Mol, AllChem.EmbedParameters]:
+    """The molecule of a SMILES string with explicit hydrogens, and seeded ETKDG parameters to embed it."""
     RDLogger.DisableLog("rdApp.*")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
@@ -189,7 +189,7 @@ def _with_hydrogens(smiles: str, seed: int) -> tuple[Chem.Mol, AllChem.EmbedPara
 
 def from_smiles(smiles: str, seed: int = 0, name: str | None = None) -> Structure:
     """Embed a SMILES string in 3D with RDKit (ETKDG) and optimise it with UFF."""
-    mol, params = _with_hydrogens(smiles, seed)
+    mol, params = _for_embedding(smiles, seed)
     if AllChem.EmbedMolecule(mol, params) != 0:
         params.useRandomCoords = True
         if AllChem.EmbedMolecule(mol, params) != 0:
@@ -215,7 +215,7 @@ def conformers_from_smiles(smiles: str, n: int, seed: int = 0, name: str | None 
     name = name or smiles
     if n <= 1:
         return [from_smiles(smiles, seed=seed, name=name)]
-    mol, params = _with_hydrogens(smiles, seed)
+    mol, params = _for_embedding(smiles, seed)
     ids = list(AllChem.EmbedMultipleConfs(mol, embeddings * n, params))
     if not ids:
         return [from_smiles(smiles, seed=seed, name=name)]
