@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import torch
 from anif.errors import InputError
 from anif.accuracy.calibration import calibrate
 from anif.units import HARTREE_TO_KCAL_MOL as KCAL
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_calibrate_known_threshold():
@@ -154,3 +157,36 @@ def test_calibrated_spearman_is_the_mean_over_draws_of_a_calibrated_committees()
     assert calibrated_spearman(rng.lognormal(0.0, 3.0, 48)) > 0.85
     assert abs(calibrated_spearman(rng.lognormal(0.0, 0.01, 48))) < 0.1
     assert calibrated_spearman(np.ones(48)) is None and calibrated_spearman(rho[:3]) is None
+
+
+def test_qbc_measures_spreads_match_anifs_rho_and_each_members_own_forces(s66x8_path, ani1x_torchani, one_torch_thread):
+    """scripts/qbc_measures.py: rho and the energy error are the campaign's (anif.accuracy.predict on the
+    fused ensemble); the force spread is the per-atom norm of the standard deviation of the forces that each
+    released member, run alone through torchani, gives."""
+    from anif.accuracy import predict
+    from anif.datasets.comp6 import read_comp6_file
+    from anif.models.ensemble import load_ani, load_model
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from qbc_measures import measures, spreads
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    molecules = read_comp6_file(s66x8_path)[:2]
+    got = spreads(load_ani("ani1x").double(), molecules[0])
+    p = predict(load_model("ani1x").double(), molecules[:1], progress=False)[0]
+    n = len(molecules[0].species)
+    np.testing.assert_allclose(got["rho"], p.rho_kcal_mol, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["energy_error"], np.abs(p.energy_error_kcal) / np.sqrt(n), atol=1e-5)
+    species = torch.as_tensor(np.asarray(molecules[0].species))[None].repeat(molecules[0].n_conformers, 1)
+    forces = []
+    for i in range(8):
+        coords = torch.tensor(molecules[0].coordinates, dtype=torch.float64, requires_grad=True)
+        energy = ani1x_torchani[i].double()((species, coords)).energies
+        forces.append(-torch.autograd.grad(energy.sum(), coords)[0].numpy() * KCAL)
+    expected = np.linalg.norm(np.std(forces, axis=0, ddof=1), axis=-1).mean(-1)
+    np.testing.assert_allclose(got["force_spread"], expected, rtol=1e-6)
+    assert (got["force_spread"] > 0).all() and (got["rho"] > 0).all()
+    m = measures(load_ani("ani1x").double(), molecules)
+    assert set(m["pooled"]) == {"rho~E", "forces~E", "forces~F"} and all(-1 <= v <= 1 for v in m["pooled"].values())
+    assert set(m["within"]) == {x.name for x in molecules}

@@ -1,0 +1,89 @@
+"""Which committee disagreement ranks the real errors: rho (energies) or the members' force spread?
+
+For a finished campaign (``anif al run``): every cycle's model, and ANI-1x, on each generated test
+set (``test_sets/*.h5``), or on ``--data`` files. Per structure, the members' energy spread rho
+(kcal/mol per sqrt(atom), as QBC uses it) and their force spread (the mean over atoms of the norm of
+the members' standard deviation of the force, kcal/mol/A), against the ensemble mean's energy error
+per sqrt(atom) and force error (mean over atoms of its norm). Prints the Spearman correlations pooled
+over the test set and within each molecule, and writes qbc_measures.json to --out (default: the
+campaign folder's plots/).
+
+Usage: python scripts/qbc_measures.py RUN [--data FILE.h5 ...] [--out DIR]
+Needs TORCHANI_DATA_DIR pointing at the ANI-1x networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from anif.datasets.comp6 import read_comp6_file  # noqa: E402
+from anif.models.ensemble import load_ani  # noqa: E402
+from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
+
+
+def spreads(ani, molecule) -> dict[str, np.ndarray]:
+    """Per conformer: rho, force spread, |energy error| / sqrt(N) and force error of ``ani`` (kcal/mol)."""
+    n = len(molecule.species)
+    species = torch.as_tensor(np.asarray(molecule.species)).unsqueeze(0).repeat(molecule.n_conformers, 1)
+    out = ani.members_forces((species, torch.tensor(molecule.coordinates, dtype=torch.float64)))
+    energies = out.energies.detach().numpy() * HARTREE_TO_KCAL_MOL  # (members, conformers)
+    forces = out.forces.detach().numpy() * HARTREE_TO_KCAL_MOL  # (members, conformers, atoms, 3)
+    return {
+        "rho": energies.std(0, ddof=1) / np.sqrt(n),
+        "force_spread": np.linalg.norm(forces.std(0, ddof=1), axis=-1).mean(-1),
+        "energy_error": np.abs(energies.mean(0) - molecule.energies * HARTREE_TO_KCAL_MOL) / np.sqrt(n),
+        "force_error": np.linalg.norm(forces.mean(0) - molecule.forces * HARTREE_TO_KCAL_MOL, axis=-1).mean(-1),
+    }
+
+
+def _spearman(x, y):
+    return None if len(x) < 4 else float(spearmanr(x, y).statistic)
+
+
+def measures(ani, molecules) -> dict:
+    """Spearman correlations of each spread with each error, pooled and within each molecule."""
+    per = {m.name: spreads(ani, m) for m in molecules}
+    pooled = {k: np.concatenate([p[k] for p in per.values()]) for k in next(iter(per.values()))}
+    pairs = {"rho~E": ("rho", "energy_error"), "forces~E": ("force_spread", "energy_error"),
+             "forces~F": ("force_spread", "force_error")}
+    return {"pooled": {name: _spearman(pooled[a], pooled[b]) for name, (a, b) in pairs.items()},
+            "within": {mol: {name: _spearman(p[a], p[b]) for name, (a, b) in pairs.items()} for mol, p in per.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a campaign folder (anif al run --out)")
+    parser.add_argument("--data", type=Path, nargs="+", help="labelled test files (default: the campaign's test_sets/*.h5)")
+    parser.add_argument("--out", type=Path, help="folder for qbc_measures.json (default: RUN/plots)")
+    args = parser.parse_args()
+    files = args.data or sorted((args.run / "test_sets").glob("*.h5"))
+    models = {"ani1x": "ani1x", **{d.name: str(d) for d in sorted((args.run / "models").glob("cycle_*"))
+                                   if (d / "model.json").is_file()}}
+    result: dict = {}
+    for path in files:
+        molecules = read_comp6_file(path, subset=path.stem)
+        for name, spec in models.items():
+            m = measures(load_ani(spec).double(), molecules)
+            result.setdefault(path.stem, {})[name] = m
+            within = "; ".join(f"{mol}: {v['rho~E']:+.2f} / {v['forces~E']:+.2f}" for mol, v in m["within"].items()
+                               if v["rho~E"] is not None)
+            print(f"{path.stem} {name:10s} Spearman with |E error|: rho {m['pooled']['rho~E']:+.2f}, force spread "
+                  f"{m['pooled']['forces~E']:+.2f} (with |F error| {m['pooled']['forces~F']:+.2f}); within molecules "
+                  f"rho / forces: {within}")
+    out = args.out or args.run / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qbc_measures.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out / 'qbc_measures.json'}")
+
+
+if __name__ == "__main__":
+    main()
