@@ -41,12 +41,18 @@ def spreads(ani, molecule) -> dict[str, np.ndarray]:
         "rho": energies.std(0, ddof=1) / np.sqrt(n),
         "force_spread": np.linalg.norm(forces.std(0, ddof=1), axis=-1).mean(-1),
         "energy_error": np.abs(energies.mean(0) - molecule.energies * HARTREE_TO_KCAL_MOL) / np.sqrt(n),
-        "force_error": np.linalg.norm(forces.mean(0) - molecule.forces * HARTREE_TO_KCAL_MOL, axis=-1).mean(-1),
+        "force_error": np.full(molecule.n_conformers, np.nan) if molecule.forces is None else
+        np.linalg.norm(forces.mean(0) - molecule.forces * HARTREE_TO_KCAL_MOL, axis=-1).mean(-1),
     }
 
 
 def _spearman(x, y):
-    return None if len(x) < 4 else float(spearmanr(x, y).statistic)
+    """None with fewer than 4 structures or without the reference (a test file without forces)."""
+    return None if len(x) < 4 or np.isnan(y).any() else float(spearmanr(x, y).statistic)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
 
 
 def measures(ani, molecules) -> dict:
@@ -74,10 +80,9 @@ def main() -> None:
         for name, spec in models.items():
             m = measures(load_ani(spec).double(), molecules)
             result.setdefault(path.stem, {})[name] = m
-            within = "; ".join(f"{mol}: {v['rho~E']:+.2f} / {v['forces~E']:+.2f}" for mol, v in m["within"].items()
-                               if v["rho~E"] is not None)
-            print(f"{path.stem} {name:10s} Spearman with |E error|: rho {m['pooled']['rho~E']:+.2f}, force spread "
-                  f"{m['pooled']['forces~E']:+.2f} (with |F error| {m['pooled']['forces~F']:+.2f}); within molecules "
+            within = "; ".join(f"{mol}: {_fmt(v['rho~E'])} / {_fmt(v['forces~E'])}" for mol, v in m["within"].items())
+            print(f"{path.stem} {name:10s} Spearman with |E error|: rho {_fmt(m['pooled']['rho~E'])}, force spread "
+                  f"{_fmt(m['pooled']['forces~E'])} (with |F error| {_fmt(m['pooled']['forces~F'])}); within molecules "
                   f"rho / forces: {within}")
     out = args.out or args.run / "plots"
     out.mkdir(parents=True, exist_ok=True)
