@@ -163,23 +163,29 @@ class QBCRanking:
     spearman_calibrated: Optional[float] = None
 
 
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row of ``x`` with the same row of ``y`` (rows broadcast); rows
+    where either side is constant have none and are dropped."""
+    from scipy.stats import rankdata
+
+    a, b = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    a -= a.mean(axis=-1, keepdims=True)
+    b -= b.mean(axis=-1, keepdims=True)
+    norm = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+    return (a * b).sum(axis=-1)[norm > 0] / norm[norm > 0]
+
+
 def spearman_interval(rho, error, level: float = 0.95, draws: int = 2000,
                       seed: int = 0) -> Optional[tuple[float, float]]:
     """Percentile bootstrap interval of the Spearman correlation of ``rho`` with ``error``: how far
     it could move by the draw of the test structures alone (on 24 structures about 0.8 wide).
     Seeded, so a report shows the same interval every time; None with fewer than 4 structures
     or when either is constant."""
-    from scipy.stats import rankdata
-
     rho, error = np.asarray(rho, dtype=float), np.asarray(error, dtype=float)
     if rho.size < 4 or np.ptp(rho) == 0 or np.ptp(error) == 0:
         return None
     idx = np.random.default_rng(seed).integers(0, rho.size, size=(draws, rho.size))
-    a, b = rankdata(rho[idx], axis=1), rankdata(error[idx], axis=1)
-    a -= a.mean(axis=1, keepdims=True)
-    b -= b.mean(axis=1, keepdims=True)
-    norm = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-    r = (a * b).sum(axis=1)[norm > 0] / norm[norm > 0]  # resamples with a constant side have no correlation
+    r = _spearman_rows(rho[idx], error[idx])  # resamples with a constant side have no correlation
     tail = 50.0 * (1.0 - level)
     return float(np.percentile(r, tail)), float(np.percentile(r, 100.0 - tail))
 
@@ -190,16 +196,10 @@ def calibrated_spearman(rho, draws: int = 2000, seed: int = 0) -> Optional[float
     error as large as its rho says, no more, no less). A test set whose rho spans a narrow range
     caps what a committee can show (0.4-0.5 when log rho has a standard deviation of 0.5, 0.6 at
     1.0); compare the measured correlation with it. None with fewer than 4 structures or a constant rho."""
-    from scipy.stats import rankdata
-
     rho = np.asarray(rho, dtype=float)
     if rho.size < 4 or np.ptp(rho) == 0:
         return None
-    a = rankdata(rho)
-    a -= a.mean()
-    b = rankdata(rho * np.abs(np.random.default_rng(seed).standard_normal((draws, rho.size))), axis=1)
-    b -= b.mean(axis=1, keepdims=True)
-    return float(np.mean((b @ a) / np.sqrt((a @ a) * (b * b).sum(axis=1))))
+    return float(np.mean(_spearman_rows(rho, rho * np.abs(np.random.default_rng(seed).standard_normal((draws, rho.size))))))
 
 
 def qbc_ranking(predictions: Sequence[MoleculePrediction], rho_hat: float,
