@@ -219,8 +219,8 @@ def conformers_from_smiles(smiles: str, n: int, seed: int = 0, name: str | None 
     ids = list(AllChem.EmbedMultipleConfs(mol, embeddings * n, params))
     if not ids:
         return [from_smiles(smiles, seed=seed, name=name)]
-    energies = [e for _, e in AllChem.UFFOptimizeMoleculeConfs(mol, maxIters=2000)] \
-        if AllChem.UFFHasAllMoleculeParams(mol) else [0.0] * len(ids)
+    energies = dict(zip(ids, (e for _, e in AllChem.UFFOptimizeMoleculeConfs(mol, maxIters=2000)))) \
+        if AllChem.UFFHasAllMoleculeParams(mol) else dict.fromkeys(ids, 0.0)
     mirrors = {}
     for i in ids:  # each conformer's mirror image, as another conformer of the same molecule
         mirror = Chem.Conformer(mol.GetConformer(i))
@@ -229,7 +229,7 @@ def conformers_from_smiles(smiles: str, n: int, seed: int = 0, name: str | None 
             mirror.SetAtomPosition(a, (-x, y, z))
         mirrors[i] = mol.AddConformer(mirror, assignId=True)
     kept: list[int] = []
-    for i in sorted(ids, key=lambda i: (energies[ids.index(i)], i)):
+    for i in sorted(ids, key=lambda i: (energies[i], i)):
         if all(min(rdMolAlign.GetBestRMS(mol, mol, i, k), rdMolAlign.GetBestRMS(mol, mol, i, mirrors[k]))
                > CONFORMER_RMSD for k in kept):
             kept.append(i)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from anif.datasets.comp6 import read_comp6_file  # noqa: E402
-from anif.models.ensemble import load_ani  # noqa: E402
+from anif.models.ensemble import load_ani, member_spread  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 
 
@@ -35,14 +35,14 @@ def spreads(ani, molecule) -> dict[str, np.ndarray]:
     n = len(molecule.species)
     species = torch.as_tensor(np.asarray(molecule.species)).unsqueeze(0).repeat(molecule.n_conformers, 1)
     out = ani.members_forces((species, torch.tensor(molecule.coordinates, dtype=torch.float64)))
-    energies = out.energies.detach().numpy() * HARTREE_TO_KCAL_MOL  # (members, conformers)
-    forces = out.forces.detach().numpy() * HARTREE_TO_KCAL_MOL  # (members, conformers, atoms, 3)
+    energies = out.energies.detach() * HARTREE_TO_KCAL_MOL  # (members, conformers)
+    forces = out.forces.detach() * HARTREE_TO_KCAL_MOL  # (members, conformers, atoms, 3)
     return {
-        "rho": energies.std(0, ddof=1) / np.sqrt(n),
-        "force_spread": np.linalg.norm(forces.std(0, ddof=1), axis=-1).mean(-1),
-        "energy_error": np.abs(energies.mean(0) - molecule.energies * HARTREE_TO_KCAL_MOL) / np.sqrt(n),
+        "rho": member_spread(energies).numpy() / np.sqrt(n),
+        "force_spread": np.linalg.norm(member_spread(forces).numpy(), axis=-1).mean(-1),
+        "energy_error": np.abs(energies.mean(0).numpy() - molecule.energies * HARTREE_TO_KCAL_MOL) / np.sqrt(n),
         "force_error": np.full(molecule.n_conformers, np.nan) if molecule.forces is None else
-        np.linalg.norm(forces.mean(0) - molecule.forces * HARTREE_TO_KCAL_MOL, axis=-1).mean(-1),
+        np.linalg.norm(forces.mean(0).numpy() - molecule.forces * HARTREE_TO_KCAL_MOL, axis=-1).mean(-1),
     }
 
 
@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for qbc_measures.json (default: RUN/plots)")
     args = parser.parse_args()
     files = args.data or sorted((args.run / "test_sets").glob("*.h5"))
+    missing = [str(f) for f in files if not f.is_file()]
+    if not files or missing or not (args.run / "models").is_dir():
+        parser.error(f"{', '.join(missing) or args.run}: no such test file or campaign folder (anif al run --out)")
     models = {"ani1x": "ani1x", **{d.name: str(d) for d in sorted((args.run / "models").glob("cycle_*"))
                                    if (d / "model.json").is_file()}}
     result: dict = {}

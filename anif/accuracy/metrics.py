@@ -199,7 +199,8 @@ def calibrated_spearman(rho, draws: int = 2000, seed: int = 0) -> Optional[float
     rho = np.asarray(rho, dtype=float)
     if rho.size < 4 or np.ptp(rho) == 0:
         return None
-    return float(np.mean(_spearman_rows(rho, rho * np.abs(np.random.default_rng(seed).standard_normal((draws, rho.size))))))
+    errors = rho * np.abs(np.random.default_rng(seed).standard_normal((draws, rho.size)))
+    return float(np.mean(_spearman_rows(rho, errors)))
 
 
 def qbc_ranking(predictions: Sequence[MoleculePrediction], rho_hat: float,
