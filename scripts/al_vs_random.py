@@ -61,6 +61,7 @@ ABLATIONS = {
     "diverse": {"qbc": {"order": "diverse"}},  # the best rho of each k-means cluster in AEV space fills the cap
     "trust": {"qbc": {"upper_bound": 5.0}},  # a trust window: rho above 5 kcal/mol is more likely broken than informative
     "members-8": {"training": {"members": 8, "folds": 8}},  # a larger committee
+    "forces": {"qbc": {"measure": "forces"}},  # score candidates by the members' force disagreement, not rho
 }
 
 #: (full, quick) settings.
@@ -141,7 +142,7 @@ def curve(folder: Path) -> list[dict]:
     finally:
         ledger.close()
     return [{"cycle": cycle, "labels": sizes[cycle], "e_rmse": m.e_rmse, "de_rmse": m.de_rmse, "f_rmse": m.f_rmse,
-             "rho_spearman": m.rho_spearman} for cycle, m in metrics]
+             "rho_spearman": m.rho_spearman, "force_spearman": m.force_spearman} for cycle, m in metrics]
 
 
 def best_so_far(errors) -> list[float]:

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from anif.datasets.comp6 import read_comp6_file  # noqa: E402
-from anif.models.ensemble import load_ani, member_spread  # noqa: E402
+from anif.models.ensemble import force_spread, load_ani, member_spread  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def spreads(ani, molecule) -> dict[str, np.ndarray]:
     forces = out.forces.detach() * HARTREE_TO_KCAL_MOL  # (members, conformers, atoms, 3)
     return {
         "rho": member_spread(energies).numpy() / np.sqrt(n),
-        "force_spread": np.linalg.norm(member_spread(forces).numpy(), axis=-1).mean(-1),
+        "force_spread": force_spread(forces, torch.tensor(float(n))).numpy(),
         "energy_error": np.abs(energies.mean(0).numpy() - molecule.energies * HARTREE_TO_KCAL_MOL) / np.sqrt(n),
         "force_error": np.full(molecule.n_conformers, np.nan) if molecule.forces is None else
         np.linalg.norm(forces.mean(0).numpy() - molecule.forces * HARTREE_TO_KCAL_MOL, axis=-1).mean(-1),

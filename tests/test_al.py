@@ -463,6 +463,48 @@ def test_random_strategy_picks_uniformly_among_all_candidates_under_the_same_cap
     assert sorted(by_rho) != chosen  # not QBC's pick
 
 
+def test_qbc_on_the_force_disagreement_labels_the_candidates_the_members_disagree_on_most(tmp_path, ani1x):
+    """[qbc] measure = "forces": the samplers keep every candidate (no rho prefilter); the selection takes,
+    up to the cap, the highest force disagreement of the last ensemble (recomputed here) above force_hat;
+    every candidate at or under it says so; the report and status carry the force disagreement's Spearman."""
+    from anif.models import load_model, score_force_spread
+    from anif.structures import Structure
+
+    config = _write(tmp_path, _set(_set(AB, "qbc", "measure", '"forces"'), "qbc", "force_hat", "7.5"))
+    run = _run(config, tmp_path / "run", "--workers", "0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = _ledger(tmp_path / "run", "SELECT numbers, coordinates, rho, selected, reason FROM candidates "
+                                     "WHERE cycle = 1 AND role = 'train' ORDER BY id")
+    joined = _ledger(tmp_path / "run", "SELECT 1 FROM molecules WHERE cycle = 1 AND role = 'train' AND status = 'ok'")
+    assert len(rows) >= 8 * len(joined) - 2 and len(joined) >= 2  # DNMS keeps all its conformers
+    from anif.al.ledger import numbers_of, xyz_of
+
+    spread = score_force_spread(load_model(str(tmp_path / "run" / "models" / "cycle_000")).double(),
+                                [Structure(numbers_of(z), xyz_of(x)) for z, x, *_ in rows])
+    below = {i for i, r in enumerate(rows) if r[4] == "forces <= force_hat"}
+    assert below == {i for i in range(len(rows)) if spread[i] <= 7.5} and 0 < len(below) < len(rows) - 10
+    chosen = [i for i, r in enumerate(rows) if r[3]]
+    skipped = {i for i, r in enumerate(rows) if r[4] in ("near-duplicate", "already labelled")}
+    eligible = sorted(set(range(len(rows))) - below - skipped, key=lambda i: -spread[i])
+    assert len(chosen) == 10 and sorted(eligible[:10]) == chosen
+    assert all(r[4] == "over the cap" for i, r in enumerate(rows) if i in eligible[10:])
+    assert sorted(sorted(range(len(rows)), key=lambda i: -rows[i][2])[:10]) != chosen  # not rho's pick
+    report = subprocess.run([sys.executable, "-m", "anif", "al", "report", str(tmp_path / "run")], cwd=ROOT,
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    data = json.loads((tmp_path / "run" / "plots" / "report.json").read_text())
+    [last] = data["test_error_vs_labels"]["held_out"][-1:]
+    spreads = data["rho_vs_error_last_cycle"]["sets"]["held_out"]
+    from scipy.stats import spearmanr
+
+    expected = spearmanr(spreads["force_spread"], spreads["error_per_sqrt_atom"]).statistic
+    assert last["cycle"] == 1 and last["force_spearman"] == pytest.approx(expected, abs=1e-9)
+    assert all(v > 0 for v in spreads["force_spread"])
+    status = json.loads(subprocess.run([sys.executable, "-m", "anif", "al", "status", str(tmp_path / "run"), "--json"],
+                                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120).stdout)
+    assert status["cycles"][-1]["force_spearman"] == {"held_out": last["force_spearman"]}
+
+
 def test_search_keep_is_a_seeded_uniform_draw_of_the_molecules_that_joined(tmp_path):
     from types import SimpleNamespace
 
@@ -649,6 +691,10 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     (lambda t: t.replace("seed = 5", "seed = 5\nseed = 6"), "not valid TOML"),
     (lambda t: t.replace("[qbc]\n", "[qbc]\nstrategy = \"greedy\"\n"), "[qbc] strategy must be 'qbc' or 'random', got 'greedy'"),
     (lambda t: _set(t, "qbc", "order", '"greedy"'), "[qbc] order must be one of rho, uniform, diverse, got 'greedy'"),
+    (lambda t: _set(t, "qbc", "measure", '"sigma"'), "[qbc] measure must be one of rho, forces, got 'sigma'"),
+    (lambda t: _set(_set(t, "qbc", "measure", '"forces"'), "qbc", "upper_bound", "2.0"),
+     "[qbc] upper_bound bounds rho: it does not go with measure = \"forces\""),
+    (lambda t: _set(t, "qbc", "force_hat", "-0.5"), "[qbc] force_hat must be >= 0, got -0.5"),
     (lambda t: t.replace('smiles = ["CCO", "CC=O"]', 'smiles = ["CCO", "C1CC("]'), "[test_sets.held_out] smiles: 'C1CC(': invalid"),
     # every number finite and in range, field by field
     (lambda t: _set(t, "qbc", "rho_hat", "-1.0"), "[qbc] rho_hat must be > 0, got -1.0"),
@@ -676,7 +722,7 @@ def test_bad_config_through_the_cli_is_one_line_and_creates_nothing(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [
         "error: [qbc]: unknown key(s) rho_hatt (allowed: rho_hat, recalibrate, error_bound, capture, upper_bound, "
-        "min_rmsd, max_per_cycle, strategy, prefilter, spread, order)"]
+        "min_rmsd, max_per_cycle, strategy, prefilter, spread, order, measure, force_hat)"]
     assert not (tmp_path / "run").exists()
 
 

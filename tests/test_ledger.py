@@ -86,3 +86,57 @@ def test_a_ledger_from_before_the_label_provenance_gains_it_and_keeps_its_labels
     assert (new.energy, new.scf_strategy, old_row.energy, old_row.scf_strategy) == (-76.3, "diis", -76.2, "")
     np.testing.assert_array_equal(new.label().forces, np.ones((3, 3)))
     ledger.close()
+
+
+def test_a_ledger_from_before_the_force_disagreement_reads_and_gains_its_columns(tmp_path):
+    """Metrics and test errors stored before the force disagreement read back without it (None) from a
+    ledger opened to read; opened to run, it gains the columns and stores the force disagreement."""
+    from anif.al.ledger import Metrics, TestError
+
+    ledger = Ledger(tmp_path)
+    with ledger.transaction():
+        ledger.put_metrics("metrics", "cycle", 0, Metrics("t", 1.0, 0.8, 1.2, 1.0, 3.0, 2.0, 4, 0.3, None, 0))
+        ledger.put_test_errors(0, [TestError("t", 0, 5, 0.2, -1.5)])
+    ledger.close()
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        for table, column in (("metrics", "force_spearman"), ("baselines", "force_spearman"),
+                              ("test_errors", "force_spread")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    old = Ledger(tmp_path, create=False)
+    [m] = old.metrics_by_test_set(0)
+    assert (m.e_rmse, m.rho_spearman, m.force_spearman) == (1.0, 0.3, None)
+    assert old.test_errors(0) == [TestError("t", 0, 5, 0.2, -1.5, None)]
+    old.close()
+    ledger = Ledger(tmp_path)
+    with ledger.transaction():
+        ledger.put_metrics("baselines", "model", "ani1x", Metrics("t", 0.5, 0.4, 0.6, 0.5, 2.0, 1.5, 4, 0.2, None, 0, 0.45))
+        ledger.put_test_errors(1, [TestError("t", 0, 5, 0.1, 0.5, 2.5)])
+    assert ledger.baselines()[0][1].force_spearman == 0.45 and ledger.test_errors(1)[0].force_spread == 2.5
+    assert ledger.metrics_by_test_set(0)[0].force_spearman is None
+    ledger.close()
+
+
+def test_the_report_pools_the_test_sets_for_figure_1(tmp_path):
+    """With several test sets, report.json's cycles carry rho's and the force disagreement's Spearman
+    correlation over all their structures at once (scipy's, on |error| / sqrt(N))."""
+    from scipy.stats import spearmanr
+
+    from anif.al.ledger import TestError
+    from anif.al.report import report_data
+
+    rng = np.random.default_rng(1)
+    rho, error, forces, atoms = rng.lognormal(size=12), rng.normal(size=12) * 3, rng.lognormal(size=12), [3] * 6 + [9] * 6
+    ledger = Ledger(tmp_path)
+    with ledger.transaction():
+        for c in (0, 1):
+            ledger.insert_cycle(Cycle(c, "bootstrap" if c == 0 else "conformational", "done", 0.23))
+        ledger.put_test_errors(0, [TestError("near" if k < 6 else "far", k % 6, atoms[k], rho[k], error[k], forces[k])
+                                   for k in range(12)])
+        ledger.put_test_errors(1, [TestError("near", k, 3, rho[k], error[k], None) for k in range(6)])
+    data = report_data(ledger)
+    ledger.close()
+    first, second = data["cycles"]
+    per_sqrt_atom = np.abs(error) / np.sqrt(atoms)
+    assert first["rho_spearman_pooled"] == spearmanr(rho, per_sqrt_atom).statistic
+    assert first["force_spearman_pooled"] == spearmanr(forces, per_sqrt_atom).statistic
+    assert "rho_spearman_pooled" not in second  # one test set: nothing to pool

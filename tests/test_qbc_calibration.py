@@ -159,6 +159,49 @@ def test_calibrated_spearman_is_the_mean_over_draws_of_a_calibrated_committees()
     assert calibrated_spearman(np.ones(48)) is None and calibrated_spearman(rho[:3]) is None
 
 
+def _each_members_force_spread(ani1x_torchani, molecule) -> np.ndarray:
+    """Per conformer, kcal/mol/A: the per-atom norm of the standard deviation of the forces that each
+    released member gives, run alone through torchani, averaged over atoms."""
+    species = torch.as_tensor(np.asarray(molecule.species))[None].repeat(molecule.n_conformers, 1)
+    forces = []
+    for i in range(8):
+        coords = torch.tensor(molecule.coordinates, dtype=torch.float64, requires_grad=True)
+        energy = ani1x_torchani[i].double()((species, coords)).energies
+        forces.append(-torch.autograd.grad(energy.sum(), coords)[0].numpy() * KCAL)
+    return np.linalg.norm(np.std(forces, axis=0, ddof=1), axis=-1).mean(-1)
+
+
+def test_force_spread_is_the_spread_of_each_members_own_forces(s66x8_path, ani1x_torchani, one_torch_thread):
+    """[qbc] measure = "forces" and the force_spearman of every evaluation: anif's fused ensemble gives each
+    member's forces in one pass; their disagreement equals the released members' run one at a time, in one
+    molecule's batch and in a padded batch of different sizes, and the ensemble's forces do not change."""
+    from scipy.stats import spearmanr
+
+    from anif.accuracy import predict, qbc_ranking
+    from anif.datasets.comp6 import read_comp6_file
+    from anif.models import load_model, score_force_spread
+    from anif.structures import Structure
+
+    molecules = [m for m in read_comp6_file(s66x8_path)[:6] if m.n_conformers][:3]
+    assert len({len(m.species) for m in molecules}) > 1  # the padded batch mixes sizes
+    expected = [_each_members_force_spread(ani1x_torchani, m) for m in molecules]
+    model = load_model("ani1x").double()
+    got = predict(model, molecules, progress=False, member_forces=True)
+    plain = predict(model, molecules, progress=False)
+    for p, q, e in zip(got, plain, expected):
+        np.testing.assert_allclose(p.force_spread_kcal_mol_a, e, rtol=1e-6)
+        np.testing.assert_allclose(p.forces, q.forces, rtol=0, atol=1e-12)
+        assert q.force_spread_kcal_mol_a is None and (e > 0.1).all()
+    structures = [Structure(np.asarray(m.species), x) for m in molecules for x in m.coordinates]
+    order = np.random.default_rng(0).permutation(len(structures))
+    batched = score_force_spread(model, [structures[i] for i in order], batch_size=5)
+    np.testing.assert_allclose(batched, np.concatenate(expected)[order], rtol=1e-6)
+    err = np.concatenate([np.abs(p.energy_error_kcal) / np.sqrt(len(p.molecule.species)) for p in got])
+    ranking = qbc_ranking(got, 0.23)
+    assert ranking.force_spearman == pytest.approx(spearmanr(np.concatenate(expected), err).statistic, abs=1e-9)
+    assert qbc_ranking(plain, 0.23).force_spearman is None and ranking.spearman == qbc_ranking(plain, 0.23).spearman
+
+
 def test_qbc_measures_spreads_match_anifs_rho_and_each_members_own_forces(s66x8_path, ani1x_torchani, one_torch_thread):
     """scripts/qbc_measures.py: rho and the energy error are the campaign's (anif.accuracy.predict on the
     fused ensemble); the force spread is the per-atom norm of the standard deviation of the forces that each
@@ -178,14 +221,7 @@ def test_qbc_measures_spreads_match_anifs_rho_and_each_members_own_forces(s66x8_
     n = len(molecules[0].species)
     np.testing.assert_allclose(got["rho"], p.rho_kcal_mol, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["energy_error"], np.abs(p.energy_error_kcal) / np.sqrt(n), atol=1e-5)
-    species = torch.as_tensor(np.asarray(molecules[0].species))[None].repeat(molecules[0].n_conformers, 1)
-    forces = []
-    for i in range(8):
-        coords = torch.tensor(molecules[0].coordinates, dtype=torch.float64, requires_grad=True)
-        energy = ani1x_torchani[i].double()((species, coords)).energies
-        forces.append(-torch.autograd.grad(energy.sum(), coords)[0].numpy() * KCAL)
-    expected = np.linalg.norm(np.std(forces, axis=0, ddof=1), axis=-1).mean(-1)
-    np.testing.assert_allclose(got["force_spread"], expected, rtol=1e-6)
+    np.testing.assert_allclose(got["force_spread"], _each_members_force_spread(ani1x_torchani, molecules[0]), rtol=1e-6)
     assert (got["force_spread"] > 0).all() and (got["rho"] > 0).all()
     m = measures(load_ani("ani1x").double(), molecules)
     assert set(m["pooled"]) == {"rho~E", "forces~E", "forces~F"} and all(-1 <= v <= 1 for v in m["pooled"].values())

@@ -42,6 +42,7 @@ class MoleculePrediction:
     forces: Optional[np.ndarray]  # (C, N, 3)
     member_energies: np.ndarray  # (M, C)
     rho_kcal_mol: np.ndarray  # (C,)
+    force_spread_kcal_mol_a: Optional[np.ndarray] = None  # (C,) the members' force disagreement, with member_forces
 
     @property
     def energy_error_kcal(self) -> np.ndarray:
@@ -60,8 +61,10 @@ def predict(
     forces: bool = True,
     atoms_per_batch: int = 8192,
     progress: bool = True,
+    member_forces: bool = False,
 ) -> list[MoleculePrediction]:
-    """Evaluate the ensemble on every conformer, batching conformers of one molecule."""
+    """Evaluate the ensemble on every conformer, batching conformers of one molecule; with
+    ``member_forces`` also the members' force disagreement (:func:`anif.models.ensemble.force_spread`)."""
     for m in molecules:  # refuse before computing anything
         try:
             check_supported(model, m.species)
@@ -76,7 +79,8 @@ def predict(
             parts = []
             for start in range(0, m.n_conformers, step):
                 coords = m.coordinates[start : start + step]
-                parts.append(evaluate(model, np.tile(m.species, (coords.shape[0], 1)), coords, forces=forces))
+                parts.append(evaluate(model, np.tile(m.species, (coords.shape[0], 1)), coords, forces=forces,
+                                      member_forces=member_forces))
                 done += coords.shape[0]
                 advance(done)
             out.append(
@@ -86,6 +90,8 @@ def predict(
                     forces=np.concatenate([p.forces for p in parts]) if forces else None,
                     member_energies=np.concatenate([p.member_energies for p in parts], axis=1),
                     rho_kcal_mol=np.concatenate([p.rho_kcal_mol for p in parts]),
+                    force_spread_kcal_mol_a=np.concatenate([p.force_sigma_kcal_mol_a for p in parts])
+                    if member_forces else None,
                 )
             )
     return out
@@ -153,7 +159,9 @@ class QBCRanking:
     ``captured``: fraction of the structures with |E - E_ref| / sqrt(N) > ``error_bound`` whose
     rho > rho_hat (None when there are none); ``n_bad`` their number; ``spearman_ci95``: the
     Spearman correlation's 95% bootstrap interval (:func:`spearman_interval`);
-    ``spearman_calibrated``: a calibrated committee's on the same structures (:func:`calibrated_spearman`).
+    ``spearman_calibrated``: a calibrated committee's on the same structures (:func:`calibrated_spearman`);
+    ``force_spearman``: the same rank correlation for the members' force disagreement instead of rho
+    (None without it).
     """
 
     spearman: Optional[float]
@@ -161,6 +169,7 @@ class QBCRanking:
     n_bad: int
     spearman_ci95: Optional[tuple[float, float]] = None
     spearman_calibrated: Optional[float] = None
+    force_spearman: Optional[float] = None
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -206,16 +215,22 @@ def calibrated_spearman(rho, draws: int = 2000, seed: int = 0) -> Optional[float
 def qbc_ranking(predictions: Sequence[MoleculePrediction], rho_hat: float,
                 error_bound: float = PAPER_ERROR_BOUND) -> QBCRanking:
     """:class:`QBCRanking` over all conformers of ``predictions``."""
-    from scipy.stats import spearmanr
-
     rho = np.concatenate([p.rho_kcal_mol for p in predictions])
     err = np.concatenate([np.abs(p.energy_error_kcal) / math.sqrt(p.molecule.species.shape[0]) for p in predictions])
-    constant = rho.size < 2 or np.ptp(rho) == 0 or np.ptp(err) == 0
-    spearman = None if constant else float(spearmanr(rho, err).statistic)
+    spearman = spearman_or_none(rho, err)
     bad = err > error_bound
     captured = float(np.mean(rho[bad] > rho_hat)) if bad.any() else None
+    spread = [p.force_spread_kcal_mol_a for p in predictions]
     return QBCRanking(spearman, captured, int(bad.sum()), None if spearman is None else spearman_interval(rho, err),
-                      calibrated_spearman(rho))
+                      calibrated_spearman(rho), None if any(s is None for s in spread) else
+                      spearman_or_none(np.concatenate(spread), err))
+
+
+def spearman_or_none(x: np.ndarray, y: np.ndarray) -> Optional[float]:
+    """Spearman correlation, None when either side is constant (or has fewer than 2 values)."""
+    from scipy.stats import spearmanr
+
+    return None if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0 else float(spearmanr(x, y).statistic)
 
 
 # ---- figures --------------------------------------------------------------------------

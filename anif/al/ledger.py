@@ -58,10 +58,10 @@ LABEL_PROVENANCE = tuple(k for k in COLUMNS
                          if k not in ("method", "wall_time_s", "host", "name", "charge", "multiplicity"))
 
 
-def _label_column(name: str) -> str:
-    """The SQL declaration of a label provenance column, its default the column's "unknown"."""
+def _label_type(name: str) -> str:
+    """The SQL type of a label provenance column, its default the column's "unknown"."""
     default = COLUMNS[name]
-    return f"{name} {'INTEGER' if isinstance(default, int) else 'TEXT'} NOT NULL DEFAULT {default!r}"
+    return f"{'INTEGER' if isinstance(default, int) else 'TEXT'} NOT NULL DEFAULT {default!r}"
 
 
 SCHEMA = """
@@ -99,16 +99,17 @@ CREATE TABLE IF NOT EXISTS models (cycle INTEGER PRIMARY KEY, path TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS metrics (
     cycle INTEGER NOT NULL, test_set TEXT NOT NULL, e_rmse REAL, e_mae REAL, f_rmse REAL, f_mae REAL,
     n INTEGER NOT NULL, de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER,
-    PRIMARY KEY (cycle, test_set));
+    force_spearman REAL, PRIMARY KEY (cycle, test_set));
 CREATE TABLE IF NOT EXISTS test_errors (
     cycle INTEGER NOT NULL, test_set TEXT NOT NULL, k INTEGER NOT NULL, n_atoms INTEGER NOT NULL, rho REAL NOT NULL,
-    error REAL NOT NULL, PRIMARY KEY (cycle, test_set, k));
+    error REAL NOT NULL, force_spread REAL, PRIMARY KEY (cycle, test_set, k));
 CREATE TABLE IF NOT EXISTS baselines (
     model TEXT NOT NULL, test_set TEXT NOT NULL, e_rmse REAL, e_mae REAL, f_rmse REAL, f_mae REAL, n INTEGER NOT NULL,
-    de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER, PRIMARY KEY (model, test_set));
+    de_rmse REAL, de_mae REAL, rho_spearman REAL, captured REAL, n_bad INTEGER, force_spearman REAL,
+    PRIMARY KEY (model, test_set));
 CREATE TABLE IF NOT EXISTS stage_times (
     cycle INTEGER NOT NULL, stage TEXT NOT NULL, wall_s REAL NOT NULL DEFAULT 0, PRIMARY KEY (cycle, stage));
-""".format(label_provenance=", ".join(_label_column(name) for name in LABEL_PROVENANCE))
+""".format(label_provenance=", ".join(f"{name} {_label_type(name)}" for name in LABEL_PROVENANCE))
 
 
 def pack(array) -> bytes:
@@ -313,20 +314,26 @@ class Metrics:
     rho_spearman: Optional[float]
     captured: Optional[float]
     n_bad: Optional[int]
+    force_spearman: Optional[float] = None  # the members' force disagreement's rank correlation with the error
 
 
 @dataclass(frozen=True)
 class TestError:
-    """A ``test_errors`` row: one test structure's rho and energy error (kcal/mol)."""
+    """A ``test_errors`` row: one test structure's rho and energy error (kcal/mol) and the members'
+    force disagreement (kcal/mol/A)."""
 
     test_set: str
     k: int
     n_atoms: int
     rho: float
     error: float
+    force_spread: Optional[float] = None
 
 
-_METRICS = "test_set, e_rmse, e_mae, de_rmse, de_mae, f_rmse, f_mae, n, rho_spearman, captured, n_bad"
+_METRICS = "test_set, e_rmse, e_mae, de_rmse, de_mae, f_rmse, f_mae, n, rho_spearman, captured, n_bad, force_spearman"
+#: Columns added after the first ledgers: table -> (column, declaration); older ledgers gain them empty.
+_ADDED_COLUMNS = {"metrics": [("force_spearman", "REAL")], "baselines": [("force_spearman", "REAL")],
+                  "test_errors": [("force_spread", "REAL")]}
 #: The WHERE fragments :meth:`Ledger.molecules` combines.
 _MOLECULE_FILTERS = {"cycle": "cycle = ?", "before": "cycle < ?", "role": "role = ?", "status": "status = ?"}
 
@@ -346,7 +353,7 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=FULL")
             if create:
                 self.db.executescript(SCHEMA)
-                self._add_label_provenance()
+                self._add_columns()
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path}: not a readable ledger ({exc})") from None
         self._depth = 0
@@ -354,12 +361,15 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
-    def _add_label_provenance(self) -> None:
-        """Add the label provenance columns a ledger from before them lacks (its labels: unknown)."""
-        have = {r["name"] for r in self._rows("PRAGMA table_info(labels)")}
-        for name in LABEL_PROVENANCE:
-            if name not in have:
-                self._execute(f"ALTER TABLE labels ADD COLUMN {_label_column(name)}")
+    def _add_columns(self) -> None:
+        """Add the columns a ledger from before them lacks: label provenance (its labels: unknown), the
+        force disagreement's (empty)."""
+        added = dict(_ADDED_COLUMNS, labels=[(name, _label_type(name)) for name in LABEL_PROVENANCE])
+        for table, columns in added.items():
+            have = {r["name"] for r in self._rows(f"PRAGMA table_info({table})")}
+            for name, declaration in columns:
+                if name not in have:
+                    self._execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def transaction(self) -> Iterator["Ledger"]:
@@ -671,10 +681,9 @@ class Ledger:
         if (table, key) not in (("metrics", "cycle"), ("baselines", "model")):
             raise ValueError(f"no metrics table {table!r} keyed by {key!r}")
         self._execute(
-            f"INSERT OR REPLACE INTO {table} ({key}, test_set, e_rmse, e_mae, de_rmse, de_mae, f_rmse, f_mae, n, "
-            "rho_spearman, captured, n_bad) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {table} ({key}, {_METRICS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (owner, m.test_set, m.e_rmse, m.e_mae, m.de_rmse, m.de_mae, m.f_rmse, m.f_mae, m.n, m.rho_spearman,
-             m.captured, m.n_bad))
+             m.captured, m.n_bad, m.force_spearman))
 
     def metrics(self, cycle: Optional[int] = None) -> list[tuple[int, Metrics]]:
         """(cycle, metrics) of one cycle, or of all cycles in cycle order."""
@@ -687,7 +696,7 @@ class Ledger:
     def metrics_by_test_set(self, cycle: int) -> list[Metrics]:
         """The metrics of ``cycle`` sorted by test set."""
         return [_record(Metrics, r) for r in
-                self._rows(f"SELECT {_METRICS} FROM metrics WHERE cycle = ? ORDER BY test_set", (cycle,))]
+                self._rows("SELECT * FROM metrics WHERE cycle = ? ORDER BY test_set", (cycle,))]
 
     def mean_test_rmse(self) -> dict[int, float]:
         """Cycle -> mean energy RMSE over its test sets."""
@@ -697,8 +706,9 @@ class Ledger:
         return [(r["model"], _record(Metrics, r)) for r in self._rows("SELECT * FROM baselines ORDER BY model, test_set")]
 
     def put_test_errors(self, cycle: int, errors: Sequence[TestError]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO test_errors VALUES (?, ?, ?, ?, ?, ?)",
-                            [(cycle, e.test_set, e.k, e.n_atoms, e.rho, e.error) for e in errors])
+        self.db.executemany("INSERT OR REPLACE INTO test_errors (cycle, test_set, k, n_atoms, rho, error, force_spread) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(cycle, e.test_set, e.k, e.n_atoms, e.rho, e.error, e.force_spread) for e in errors])
 
     def max_test_rho(self, cycle: int) -> Optional[float]:
         return self._value("SELECT MAX(rho) FROM test_errors WHERE cycle = ?", (cycle,))
@@ -708,5 +718,5 @@ class Ledger:
 
     def test_errors(self, cycle: int) -> list[TestError]:
         return [_record(TestError, r) for r in
-                self._rows("SELECT test_set, k, n_atoms, rho, error FROM test_errors WHERE cycle = ? ORDER BY test_set, k",
+                self._rows("SELECT * FROM test_errors WHERE cycle = ? ORDER BY test_set, k",
                            (cycle,))]

@@ -6,13 +6,16 @@
 test set, ``wall_s``). ``history.json`` adds, per cycle, rho_hat, labels by sampler, the
 search's counts, the model folder and notes, and ``baselines`` (the starting ensemble's and ANI-1x's
 errors). Every cycle's metrics per test set hold E, dE and F errors and how rho ranks the errors
-(``rho_spearman``, ``captured`` of ``n_bad``; :func:`anif.accuracy.qbc_ranking`); the report adds the
+(``rho_spearman``, ``captured`` of ``n_bad``; :func:`anif.accuracy.qbc_ranking`) and how the members'
+force disagreement ranks them (``force_spearman``, the measure of ``[qbc] measure = "forces"``); the report adds the
 Spearman correlation's 95% bootstrap interval (``rho_spearman_ci95``) and the correlation a calibrated
 committee would reach on the same structures (``rho_spearman_calibrated``,
-:func:`anif.accuracy.metrics.calibrated_spearman`). :func:`write_report`
+:func:`anif.accuracy.metrics.calibrated_spearman`), and with several test sets both correlations over all
+their structures at once (``cycles[].rho_spearman_pooled``, ``force_spearman_pooled``: Fig. 1 pools
+structures near and far from the training data). :func:`write_report`
 draws (PNG, with the numbers in ``plots/report.json``): test error against labels with the first
 model's and the baselines' errors dashed (the paper's Fig. 5), E/dE/F per cycle on each test set,
-rho against the real error for the last cycle (Fig. 1), rho of the candidates per cycle, labels
+rho (and the force disagreement) against the real error for the last cycle (Fig. 1), rho of the candidates per cycle, labels
 by sampler per cycle, and where the wall time goes per cycle (:func:`plot_stage_times`:
 ``stage_times.png`` and ``.json``). :func:`compare` overlays several campaigns with the same test
 sets (an A/B of ``[qbc] strategy``, say): one figure per quantity (E, dE, F RMSE against labels), a
@@ -51,6 +54,7 @@ def _cycle_row(ledger: Ledger, c: Cycle) -> dict:
         "dataset_size": int(c.dataset_size),
         "test_rmse_kcal_mol": {m.test_set: m.e_rmse for m in metrics},
         "rho_spearman": {m.test_set: m.rho_spearman for m in metrics},
+        "force_spearman": {m.test_set: m.force_spearman for m in metrics},
         "wall_s": float(c.wall_s),
     }
 
@@ -99,7 +103,8 @@ def strategy(ledger: Ledger) -> str:
 
 
 #: Per test set and model: errors (kcal/mol, kcal/mol/A) and how rho ranks them (see anif.al.ledger).
-METRIC_COLUMNS = ("e_rmse", "e_mae", "de_rmse", "de_mae", "f_rmse", "f_mae", "n", "rho_spearman", "captured", "n_bad")
+METRIC_COLUMNS = ("e_rmse", "e_mae", "de_rmse", "de_mae", "f_rmse", "f_mae", "n", "rho_spearman", "captured", "n_bad",
+                  "force_spearman")
 
 
 def _metrics(m: Metrics) -> dict:
@@ -167,7 +172,8 @@ def report_data(ledger: Ledger) -> dict:
     sizes = {c.cycle: c.dataset_size for c in cycles}
     spreads = _spearman_spreads(ledger, sizes)
     return {
-        "cycles": [{"cycle": c.cycle, "kind": c.kind, "rho_hat": c.rho_hat, "labels": c.dataset_size} for c in cycles],
+        "cycles": [{"cycle": c.cycle, "kind": c.kind, "rho_hat": c.rho_hat, "labels": c.dataset_size,
+                    **_pooled_spearman(ledger, c.cycle)} for c in cycles],
         "test_error_vs_labels": {
             s: [{"cycle": cycle, "labels": sizes[cycle], **_metrics(m), **spreads.get((cycle, s), {})}
                 for cycle, m in metrics if m.test_set == s]
@@ -197,16 +203,33 @@ def _spearman_spreads(ledger: Ledger, cycles) -> dict:
     return out
 
 
+def _pooled_spearman(ledger: Ledger, cycle: int) -> dict:
+    """With several test sets, the rank correlations over all their structures at once, as the paper's
+    Fig. 1 pools near and far structures: {"rho_spearman_pooled", "force_spearman_pooled"} (None where
+    undefined or, for the force disagreement, not stored)."""
+    from ..accuracy.metrics import spearman_or_none
+
+    rows = ledger.test_errors(cycle)
+    if len({r.test_set for r in rows}) < 2:
+        return {}
+    error = np.array([abs(r.error) / math.sqrt(r.n_atoms) for r in rows])
+    forces = None if any(r.force_spread is None for r in rows) else np.array([r.force_spread for r in rows])
+    return {"rho_spearman_pooled": spearman_or_none(np.array([r.rho for r in rows]), error),
+            "force_spearman_pooled": None if forces is None else spearman_or_none(forces, error)}
+
+
 def _rho_vs_error(ledger: Ledger) -> dict:
-    """The last evaluated cycle's test structures: rho and |error| / sqrt(N) (kcal/mol), per test set."""
+    """The last evaluated cycle's test structures: rho and |error| / sqrt(N) (kcal/mol) and the force
+    disagreement (kcal/mol/A; None in a ledger from before it), per test set."""
     last = ledger.last_tested_cycle()
     if last is None:
         return {}
     out: dict = {"cycle": int(last), "rho_hat": ledger.cycle(last).rho_hat, "sets": {}}
     for r in ledger.test_errors(last):
-        d = out["sets"].setdefault(r.test_set, {"rho": [], "error_per_sqrt_atom": []})
+        d = out["sets"].setdefault(r.test_set, {"rho": [], "error_per_sqrt_atom": [], "force_spread": []})
         d["rho"].append(r.rho)
         d["error_per_sqrt_atom"].append(abs(r.error) / math.sqrt(r.n_atoms))
+        d["force_spread"].append(r.force_spread)
     return out
 
 
@@ -271,12 +294,14 @@ def _plot_error_vs_labels(data: dict, path: Path) -> Optional[Path]:
 
 
 def _plot_rho_vs_error(data: dict, path: Path) -> Optional[Path]:
-    """The paper's Fig. 1 for the last cycle: rho against |error| / sqrt(N) on each test set."""
+    """The paper's Fig. 1 for the last cycle: rho against |error| / sqrt(N) on each test set; beside it
+    the members' force disagreement against the same error, where the ledger has it."""
     d = data["rho_vs_error_last_cycle"]
     if not d or not d["sets"]:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 4.4), dpi=150)
+    forces = all(None not in v["force_spread"] for v in d["sets"].values())
+    fig, axes = plt.subplots(1, 2 if forces else 1, figsize=(11.2 if forces else 5.6, 4.4), dpi=150, squeeze=False)
     metrics = {s: pts[-1] for s, pts in data["test_error_vs_labels"].items() if pts}
     for name, v in d["sets"].items():
         m = metrics.get(name, {})
@@ -284,14 +309,26 @@ def _plot_rho_vs_error(data: dict, path: Path) -> Optional[Path]:
         spread = f" (95%: {ci[0]:.2f} to {ci[1]:.2f}; calibrated {_fmt(m.get('rho_spearman_calibrated'))})" if ci else ""
         label = (f"{name}: Spearman {_fmt(m.get('rho_spearman'))}{spread}, "
                  f"caught {_fmt(m.get('captured'))} of {m.get('n_bad', 0)}")
-        ax.scatter(np.clip(v["rho"], 1e-4, None), np.clip(v["error_per_sqrt_atom"], 1e-4, None), s=8, label=label)
+        error = np.clip(v["error_per_sqrt_atom"], 1e-4, None)
+        axes[0, 0].scatter(np.clip(v["rho"], 1e-4, None), error, s=8, label=label)
+        if forces:
+            axes[0, 1].scatter(np.clip(v["force_spread"], 1e-4, None), error, s=8,
+                               label=f"{name}: Spearman {_fmt(m.get('force_spearman'))}")
+    pooled = next((c for c in data["cycles"] if c["cycle"] == d["cycle"] and "rho_spearman_pooled" in c), None)
+    ax = axes[0, 0]
     ax.axvline(d["rho_hat"], color="r", lw=1, label=f"ρ̂ = {d['rho_hat']:.3g}")
-    ax.axhline(1.5, color="k", ls="--", lw=0.8, label="1.5 kcal/mol")
-    log_axes(ax)
     ax.set_xlabel("ρ (kcal/mol)")
-    ax.set_ylabel("|E - E_ref| / √N (kcal/mol)")
-    ax.set_title(f"QBC ρ against the real error, cycle {d['cycle']}")
-    ax.legend(fontsize=7)
+    ax.set_title(f"QBC ρ against the real error, cycle {d['cycle']}"
+                 + (f"\n(all test sets: Spearman {_fmt(pooled['rho_spearman_pooled'])})" if pooled else ""))
+    if forces:
+        axes[0, 1].set_xlabel("members' force disagreement (kcal/mol/Å)")
+        axes[0, 1].set_title(f"Force disagreement against the real error, cycle {d['cycle']}"
+                             + (f"\n(all test sets: Spearman {_fmt(pooled['force_spearman_pooled'])})" if pooled else ""))
+    for ax in axes[0]:
+        ax.axhline(1.5, color="k", ls="--", lw=0.8, label="1.5 kcal/mol")
+        log_axes(ax)
+        ax.set_ylabel("|E - E_ref| / √N (kcal/mol)")
+        ax.legend(fontsize=7, framealpha=0.6)
     return _save(fig, path)
 
 

@@ -43,7 +43,7 @@ class Selection:
 def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray], rho_hat: float,
            cap: int, upper_bound: float = math.inf, min_rmsd: float = 0.0, labelled: Sequence[bool] = (),
            priority: str = "rho", rng: Optional[np.random.Generator] = None, spread: bool = False,
-           features: Optional[np.ndarray] = None) -> Selection:
+           features: Optional[np.ndarray] = None, below: str = "rho <= rho_hat") -> Selection:
     """QBC selection over candidates given in a fixed order (ties keep that order).
 
     ``spread``: diversity within the batch: take the highest-rho candidate of every molecule (atom
@@ -53,7 +53,9 @@ def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Seq
     ``rho`` kcal/mol (NaN: not scored, never selected but under ``priority="random"``); ``numbers``
     (N,) and ``coordinates`` (N, 3) A per candidate; ``labelled[i]``: already labelled; ``features``
     (candidates, D): where each lies, for ``priority="diverse"`` (default: :func:`descriptors`);
-    ``rng`` draws the order of ``"uniform"`` and ``"random"`` and seeds the clusters of ``"diverse"``.
+    ``rng`` draws the order of ``"uniform"`` and ``"random"`` and seeds the clusters of ``"diverse"``;
+    ``below``: the reason given for a candidate at or under the threshold (another measure than rho
+    passed as ``rho`` names itself).
     """
     rho = np.asarray(rho, dtype=float)
     n = len(rho)
@@ -71,7 +73,7 @@ def select(rho: Sequence[float], numbers: Sequence[np.ndarray], coordinates: Seq
     eligible: list[int] = []
     for i in map(int, order):
         if qbc and not rho[i] > rho_hat:
-            reasons[i] = "rho <= rho_hat"
+            reasons[i] = below
         elif qbc and rho[i] > upper_bound:
             reasons[i] = "rho above the trust bound"
         elif labelled[i]:

@@ -101,17 +101,18 @@ def _print_table(result: dict, folder: Path) -> None:
     sets = sorted({k for c in result["cycles"] for k in c["test_rmse_kcal_mol"]})
     table = Table(title=f"{folder}: {'finished' if result['finished'] else 'not finished'}, "
                         f"{result['labels_total']} labels (cand.: candidates, sel.: selected, lab.: labelled, "
-                        "data: training-set size; RMSE in kcal/mol; ρ~err: Spearman correlation of rho with "
-                        "the error per sqrt(atom))")
+                        "data: training-set size; RMSE in kcal/mol; ρ~err, F~err: Spearman correlation of rho, "
+                        "of the members' force disagreement, with the error per sqrt(atom))")
     for head in ("cycle", "kind", "stage", "cand.", "sel.", "lab.", "fail", "data"):
         table.add_column(head, justify="left" if head in ("kind", "stage") else "right")
     for s in sets:
         table.add_column(f"{s} E RMSE", justify="right")
         table.add_column(f"{s} ρ~err", justify="right")
+        table.add_column(f"{s} F~err", justify="right")
     table.add_column("wall s", justify="right")
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     for c in result["cycles"]:
-        cells = [fmt(c[key].get(s)) for s in sets for key in ("test_rmse_kcal_mol", "rho_spearman")]
+        cells = [fmt(c[key].get(s)) for s in sets for key in ("test_rmse_kcal_mol", "rho_spearman", "force_spearman")]
         table.add_row(str(c["cycle"]), c["kind"], c["stage"], str(c["n_candidates"]), str(c["n_selected"]),
                       str(c["n_labelled"]), str(c["n_failed"]), str(c["dataset_size"]), *cells, f"{c['wall_s']:.0f}")
     Console().print(table)

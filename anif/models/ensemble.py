@@ -347,6 +347,7 @@ class EnsembleResult:
     member_energies: np.ndarray  # (M, B)
     sigma: np.ndarray  # (B,) Hartree
     n_atoms: np.ndarray  # (B,)
+    force_sigma: Optional[np.ndarray] = None  # (B,) Hartree/A (:func:`force_spread`), with member_forces
 
     @property
     def rho(self) -> np.ndarray:
@@ -360,12 +361,23 @@ class EnsembleResult:
     def rho_kcal_mol(self) -> np.ndarray:
         return self.rho * HARTREE_TO_KCAL_MOL
 
+    @property
+    def force_sigma_kcal_mol_a(self) -> Optional[np.ndarray]:
+        return None if self.force_sigma is None else self.force_sigma * HARTREE_TO_KCAL_MOL
+
 
 def member_spread(members: Tensor) -> Tensor:
     """sigma: Bessel-corrected standard deviation over members (0 for a single member)."""
     if members.shape[0] < 2:
         return torch.zeros_like(members[0])
     return members.std(0, unbiased=True)
+
+
+def force_spread(member_forces: Tensor, n_atoms: Tensor) -> Tensor:
+    """The members' force disagreement per structure: the norm of the members' force standard deviation
+    (:func:`member_spread`) on each atom, averaged over the structure's atoms. ``member_forces`` (M, B, N, 3)
+    with zeros on pads, ``n_atoms`` (B,) real atoms; units of the forces."""
+    return torch.linalg.vector_norm(member_spread(member_forces), dim=-1).sum(-1) / n_atoms
 
 
 def evaluate(
@@ -375,8 +387,10 @@ def evaluate(
     cell=None,
     pbc=None,
     forces: bool = True,
+    member_forces: bool = False,
 ) -> EnsembleResult:
-    """Ensemble energy, forces, member energies, sigma and rho for a (padded) batch.
+    """Ensemble energy, forces, member energies, sigma and rho for a (padded) batch; with
+    ``member_forces`` also each member's forces, and their disagreement (:func:`force_spread`).
 
     ``species`` (B, N) atomic numbers with -1 padding (or (N,) for one structure);
     ``coordinates`` (B, N, 3) Angstrom.
@@ -391,6 +405,7 @@ def evaluate(
         raise InputError("coordinates contain NaN or infinite values")
     cell_t = None if cell is None else torch.as_tensor(np.asarray(cell), dtype=param.dtype, device=param.device)
     pbc_t = None if pbc is None else torch.as_tensor(np.asarray(pbc), dtype=torch.bool, device=param.device)
+    forces = forces or member_forces
     coords_t.requires_grad_(forces)
     with torch.set_grad_enabled(forces):
         if hasattr(model, "interaction_energies"):  # self energies added in float64 below
@@ -399,15 +414,21 @@ def evaluate(
         else:
             members = model(species_t, coords_t, cell_t, pbc_t)
             offset = torch.zeros(species_t.shape[0], dtype=torch.float64)
-        energy = members.mean(0)
-        grad = torch.autograd.grad(energy.sum(), coords_t)[0] if forces else None
+        if member_forces:  # each member's gradient; their mean is the ensemble's
+            grads = torch.stack([torch.autograd.grad(members[m].sum(), coords_t, retain_graph=m + 1 < len(members))[0]
+                                 for m in range(len(members))])
+            grad = grads.mean(0)
+        else:
+            grad = torch.autograd.grad(members.mean(0).sum(), coords_t)[0] if forces else None
     members = members.detach().cpu().double()
+    n_atoms = (species_t >= 0).sum(1).cpu()
     return EnsembleResult(
         energy=(members.mean(0) + offset).numpy(),
         forces=None if grad is None else (-grad).cpu().double().numpy(),
         member_energies=(members + offset).numpy(),
         sigma=member_spread(members).numpy(),
-        n_atoms=(species_t >= 0).sum(1).cpu().numpy(),
+        n_atoms=n_atoms.numpy(),
+        force_sigma=force_spread(grads.cpu().double(), n_atoms).numpy() if member_forces else None,
     )
 
 
@@ -427,13 +448,28 @@ def score_structures(model: torch.nn.Module, structures: Sequence[Structure], ba
     """Ensemble energy (Ha) and rho (kcal/mol) of many structures, without forces: the batched QBC
     test. Structures are sorted by size so each padded batch holds similar sizes; results come back
     in the input order."""
-    structures = list(structures)
     energy, rho = np.zeros(len(structures)), np.zeros(len(structures))
+    for chunk, result in _size_batches(model, structures, batch_size, progress, forces=False):
+        energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+    return energy, rho
+
+
+def score_force_spread(model: torch.nn.Module, structures: Sequence[Structure], batch_size: int = 64,
+                       progress: bool = False) -> np.ndarray:
+    """The members' force disagreement (:func:`force_spread`, kcal/mol/A) of many structures, in
+    size-sorted padded batches like :func:`score_structures`."""
+    spread = np.zeros(len(structures))
+    for chunk, result in _size_batches(model, structures, batch_size, progress, member_forces=True):
+        spread[chunk] = result.force_sigma_kcal_mol_a
+    return spread
+
+
+def _size_batches(model, structures: Sequence[Structure], batch_size: int, progress: bool, **options):
+    """(indices, :func:`evaluate` result) per padded batch of structures of similar sizes."""
+    structures = list(structures)
     order = np.argsort([s.n_atoms for s in structures], kind="stable")
     with step_progress("QBC", len(structures), enabled=progress, unit="structures") as advance:
         for start in range(0, len(structures), batch_size):
             chunk = order[start : start + batch_size]
-            result = evaluate(model, *pad_structures([structures[i] for i in chunk]), forces=False)
-            energy[chunk], rho[chunk] = result.energy, result.rho_kcal_mol
+            yield chunk, evaluate(model, *pad_structures([structures[i] for i in chunk]), **options)
             advance(start + len(chunk))
-    return energy, rho

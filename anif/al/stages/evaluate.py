@@ -1,5 +1,5 @@
 """Evaluate (Fig. 2, "test"): the cycle's ensemble on every test set: E, dE and F errors, how rho
-ranks the errors, each test structure's rho and error; optionally rho_hat recalibrated on the
+and the members' force disagreement rank the errors, each test structure's rho, force disagreement and error; optionally rho_hat recalibrated on the
 first test set ([qbc] recalibrate). After the bootstrap: the starting ensemble and ANI-1x too,
 the report's reference lines."""
 
@@ -28,11 +28,11 @@ def run(ctx: StageContext) -> None:
     first = None
     with ledger.transaction():
         for name, molecules in tests.items():
-            predictions = predict(model, molecules, forces=True, progress=ctx.progress)
+            predictions = predict(model, molecules, progress=ctx.progress, member_forces=True)
             _record_metrics(ctx, "metrics", ("cycle", cycle), name, predictions, rho_hat)
             first = first or predictions
-            rows = [(p.molecule.species.shape[0], float(r), float(e))
-                    for p in predictions for r, e in zip(p.rho_kcal_mol, p.energy_error_kcal)]
+            rows = [(p.molecule.species.shape[0], float(r), float(e), float(f)) for p in predictions
+                    for r, e, f in zip(p.rho_kcal_mol, p.energy_error_kcal, p.force_spread_kcal_mol_a)]
             ledger.put_test_errors(cycle, [TestError(name, k, *r) for k, r in enumerate(rows)])
         q = ctx.config.qbc
         if q.recalibrate:
@@ -67,13 +67,14 @@ def _record_metrics(ctx: StageContext, table: str, key: tuple[str, object], test
     ranking = qbc_ranking(predictions, rho_hat)
     ctx.ledger.put_metrics(table, key[0], key[1], Metrics(
         test_set, m["E_rmse"], m["E_mae"], m["dE_rmse"], m["dE_mae"], m["F_rmse"], m["F_mae"], m["n_conformers"],
-        ranking.spearman, ranking.captured, ranking.n_bad))
+        ranking.spearman, ranking.captured, ranking.n_bad, ranking.force_spearman))
     spearman = "n/a" if ranking.spearman is None else f"{ranking.spearman:.2f}"
     if ranking.spearman_ci95 is not None:
         spearman += " (95%% interval %.2f to %.2f; a calibrated committee's: %.2f)" % (
             *ranking.spearman_ci95, ranking.spearman_calibrated)
-    log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s", key[0], key[1],
-             test_set, m["E_rmse"], m["n_conformers"], spearman)
+    forces = "n/a" if ranking.force_spearman is None else f"{ranking.force_spearman:.2f}"
+    log.info("%s %s on %s: E RMSE %.3f kcal/mol (%d conformers), rho-vs-error Spearman %s, force disagreement's %s",
+             key[0], key[1], test_set, m["E_rmse"], m["n_conformers"], spearman, forces)
 
 
 def _evaluate_baselines(ctx: StageContext, tests: dict, rho_hat: float) -> None:
@@ -95,6 +96,6 @@ def _evaluate_baselines(ctx: StageContext, tests: dict, rho_hat: float) -> None:
             continue
         with ctx.ledger.transaction():
             for test_set, molecules in tests.items():
-                predictions = predict(model, molecules, forces=True, progress=ctx.progress)
+                predictions = predict(model, molecules, progress=ctx.progress, member_forces=True)
                 for label in labels:
                     _record_metrics(ctx, "baselines", ("model", label), test_set, predictions, rho_hat)

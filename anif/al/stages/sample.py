@@ -97,7 +97,8 @@ def plan(ctx: StageContext) -> list[Run]:
     if not mols:
         return []
     rho_hat = ctx.cycle.rho_hat
-    keep_above = rho_hat if c.qbc.prefilter and c.qbc.strategy == "qbc" else -math.inf  # random: keep all
+    # random, or QBC on the force disagreement: the samplers keep all (the selection scores them)
+    keep_above = rho_hat if c.qbc.prefilter and c.qbc.strategy == "qbc" and c.qbc.measure == "rho" else -math.inf
     structures = [m.minimum() for m in mols]
     hessians = [m.hessian_matrix() if c.oracle.hessian else None for m in mols]
     runs = []

@@ -1,6 +1,7 @@
 """Select (Fig. 2, "QBC: rho > rho_hat"): which candidates of the cycle get a label: all of the
 bootstrap's, else the QBC selection (:func:`anif.al.selection.select`: above rho_hat, under the
-trust bound, no near-duplicates, at most [qbc] max_per_cycle, within the label budget) or the
+trust bound, no near-duplicates, at most [qbc] max_per_cycle, within the label budget; with [qbc]
+measure = "forces" the last ensemble's force disagreement above force_hat instead of rho) or the
 random baseline; the selected ones become pending labels, every other candidate records why not."""
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ def run(ctx: StageContext) -> None:
             reasons = {}
         else:
             fresh = {r.id for r in unique(train, earlier)}
+            numbers, xyz = [numbers_of(r.numbers) for r in train], [xyz_of(r.coordinates) for r in train]
+            if q.strategy == "qbc" and q.measure == "forces":
+                score, threshold, below = _force_spread(ctx, numbers, xyz), q.force_hat, "forces <= force_hat"
+            else:
+                score, threshold, below = ([r.rho if r.rho is not None else math.nan for r in train], ctx.cycle.rho_hat,
+                                           "rho <= rho_hat")
             result = selection.select(
-                [r.rho if r.rho is not None else math.nan for r in train],
-                [numbers_of(r.numbers) for r in train], [xyz_of(r.coordinates) for r in train],
-                ctx.cycle.rho_hat, max(0, min(q.max_per_cycle, left)), q.upper_bound, q.min_rmsd,
+                score, numbers, xyz, threshold, max(0, min(q.max_per_cycle, left)), q.upper_bound, q.min_rmsd,
                 [r.id not in fresh for r in train], "random" if q.strategy == "random" else q.order,
-                np.random.default_rng(seed_of(ctx.seed, cycle, "select")), q.spread)
+                np.random.default_rng(seed_of(ctx.seed, cycle, "select")), q.spread, below=below)
             chosen = [train[i] for i in result.selected]
             reasons = {train[i].id: why for i, why in result.reasons.items()}
         seq = ledger.next_seq()
@@ -67,3 +72,14 @@ def run(ctx: StageContext) -> None:
         for cid, why in reasons.items():
             ledger.set_candidate_reason(cid, why)
     log.info("selected %d of %d candidates for labelling", len(chosen), len(train))
+
+
+def _force_spread(ctx: StageContext, numbers: list, coordinates: list) -> np.ndarray:
+    """The last ensemble's force disagreement (kcal/mol/A) on each candidate, in float64."""
+    from ...models import load_model, score_force_spread
+    from ...structures import Structure
+
+    if not numbers:
+        return np.zeros(0)
+    model = load_model(ctx.previous_model()).double()
+    return score_force_spread(model, [Structure(z, x) for z, x in zip(numbers, coordinates)], progress=ctx.progress)
