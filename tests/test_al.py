@@ -131,10 +131,11 @@ def test_two_cycles_end_to_end_test_error_falls(straight, ani1x_torchani):
     assert set(status) == {"finished", "labels_total", "cycles"} and status["finished"]
     assert [c["kind"] for c in status["cycles"]][0] == "bootstrap" and len(status["cycles"]) == 3
     keys = {"cycle", "kind", "stage", "n_candidates", "n_selected", "n_labelled", "n_failed", "dataset_size",
-            "test_rmse_kcal_mol", "rho_spearman", "wall_s"}
+            "test_rmse_kcal_mol", "rho_spearman", "force_spearman", "wall_s"}
     for c in status["cycles"]:
         assert set(c) == keys and c["stage"] == "done" and c["n_labelled"] + c["n_failed"] == c["n_selected"]
         assert c["n_selected"] <= c["n_candidates"] and set(c["test_rmse_kcal_mol"]) == {"held_out"}
+        assert set(c["force_spearman"]) == {"held_out"} and -1 <= c["force_spearman"]["held_out"] <= 1
     assert [c["kind"] for c in status["cycles"]] == ["bootstrap", "configurational", "conformational"]
     assert all(c["n_selected"] > 0 for c in status["cycles"])
     assert status["labels_total"] == status["cycles"][-1]["dataset_size"]
