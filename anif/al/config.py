@@ -142,9 +142,9 @@ class QBCSettings:
     # "diverse" the highest rho of each of `max_per_cycle` k-means clusters in AEV space
     order: str = "rho"
     # qbc: what a candidate is scored by: "rho", or "forces": the members' force disagreement (kcal/mol/A: the
-    # norm of their force standard deviation, averaged over atoms), which ranks the real errors better on the
-    # shipped campaigns (README); the samplers then keep every candidate and the selection takes those above
-    # force_hat, in `order`. RTS and the configurational search still stop and keep on rho > rho_hat.
+    # norm of their force standard deviation, averaged over atoms; measured against rho in the README, not
+    # better on the shipped campaigns); the samplers then keep every candidate and the selection takes those
+    # above force_hat, in `order`. RTS and the configurational search still stop and keep on rho > rho_hat.
     measure: str = "rho"
     force_hat: float = 1.0  # kcal/mol/A, with measure = "forces"
 

@@ -1,7 +1,7 @@
 """Evaluate (Fig. 2, "test"): the cycle's ensemble on every test set: E, dE and F errors, how rho
-and the members' force disagreement rank the errors, each test structure's rho, force disagreement and error; optionally rho_hat recalibrated on the
-first test set ([qbc] recalibrate). After the bootstrap: the starting ensemble and ANI-1x too,
-the report's reference lines."""
+and the members' force disagreement rank the errors, each test structure's rho, force disagreement
+and error; optionally rho_hat recalibrated on the first test set ([qbc] recalibrate). After the
+bootstrap: the starting ensemble and ANI-1x too, the report's reference lines."""
 
 from __future__ import annotations
 
