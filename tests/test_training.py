@@ -395,7 +395,8 @@ def test_bad_input_is_a_clear_error(tmp_path, molecule_data, monkeypatch, capsys
     assert "no conformers" in _cli_error(monkeypatch, capsys, "train", "--data", empty, "--out", out)
 
     sulfur = tmp_path / "sulfur.h5"
-    DatasetStore(sulfur).append("methanethiol", [6, 16, 1, 1, 1, 1], np.random.rand(2, 6, 3) * 3, [-438.0, -438.1],
+    thiol = from_smiles("CS", seed=0)  # a real geometry: only the element is wrong (random atoms may overlap)
+    DatasetStore(sulfur).append("methanethiol", thiol.numbers, np.stack([thiol.coordinates] * 2), [-438.0, -438.1],
                                 method="wb97x/6-31g*")
     assert "element(s) S not supported" in _cli_error(monkeypatch, capsys, "train", "--data", sulfur, "--out", out)
 
