@@ -23,8 +23,8 @@ os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 
+from anif.accuracy.metrics import spearman_or_none  # noqa: E402
 from anif.datasets.comp6 import read_comp6_file  # noqa: E402
 from anif.models.ensemble import force_spread, load_ani, member_spread  # noqa: E402
 from anif.units import HARTREE_TO_KCAL_MOL  # noqa: E402
@@ -47,8 +47,9 @@ def spreads(ani, molecule) -> dict[str, np.ndarray]:
 
 
 def _spearman(x, y):
-    """None with fewer than 4 structures or without the reference (a test file without forces)."""
-    return None if len(x) < 4 or np.isnan(y).any() else float(spearmanr(x, y).statistic)
+    """None with fewer than 4 structures, without the reference (a test file without forces) or where
+    either side is constant."""
+    return None if len(x) < 4 or np.isnan(y).any() else spearman_or_none(x, y)
 
 
 def _fmt(x) -> str:

@@ -170,10 +170,11 @@ def report_data(ledger: Ledger) -> dict:
     metrics = ledger.metrics()
     sets = sorted({m.test_set for _, m in metrics})
     sizes = {c.cycle: c.dataset_size for c in cycles}
-    spreads = _spearman_spreads(ledger, sizes)
+    errors = {cycle: ledger.test_errors(cycle) for cycle in sizes}
+    spreads = _spearman_spreads(errors)
     return {
         "cycles": [{"cycle": c.cycle, "kind": c.kind, "rho_hat": c.rho_hat, "labels": c.dataset_size,
-                    **_pooled_spearman(ledger, c.cycle)} for c in cycles],
+                    **_pooled_spearman(errors[c.cycle])} for c in cycles],
         "test_error_vs_labels": {
             s: [{"cycle": cycle, "labels": sizes[cycle], **_metrics(m), **spreads.get((cycle, s), {})}
                 for cycle, m in metrics if m.test_set == s]
@@ -186,15 +187,15 @@ def report_data(ledger: Ledger) -> dict:
     }
 
 
-def _spearman_spreads(ledger: Ledger, cycles) -> dict:
+def _spearman_spreads(errors: dict) -> dict:
     """{(cycle, test set): {"rho_spearman_ci95": the rho-vs-error Spearman's 95% bootstrap interval,
-    "rho_spearman_calibrated": what a calibrated committee's would be}} from the stored test errors."""
+    "rho_spearman_calibrated": what a calibrated committee's would be}} from each cycle's stored test errors."""
     from ..accuracy.metrics import calibrated_spearman, spearman_interval
 
     out = {}
-    for cycle in cycles:
+    for cycle, rows in errors.items():
         sets: dict = {}
-        for r in ledger.test_errors(cycle):
+        for r in rows:
             sets.setdefault(r.test_set, []).append((r.rho, abs(r.error) / math.sqrt(r.n_atoms)))
         for name, rows in sets.items():
             rho, error = np.array(rows).T
@@ -203,13 +204,12 @@ def _spearman_spreads(ledger: Ledger, cycles) -> dict:
     return out
 
 
-def _pooled_spearman(ledger: Ledger, cycle: int) -> dict:
-    """With several test sets, the rank correlations over all their structures at once, as the paper's
-    Fig. 1 pools near and far structures: {"rho_spearman_pooled", "force_spearman_pooled"} (None where
-    undefined or, for the force disagreement, not stored)."""
+def _pooled_spearman(rows: list) -> dict:
+    """With several test sets among a cycle's stored test errors, the rank correlations over all their
+    structures at once, as the paper's Fig. 1 pools near and far structures: {"rho_spearman_pooled",
+    "force_spearman_pooled"} (None where undefined or, for the force disagreement, not stored)."""
     from ..accuracy.metrics import spearman_or_none
 
-    rows = ledger.test_errors(cycle)
     if len({r.test_set for r in rows}) < 2:
         return {}
     error = np.array([abs(r.error) / math.sqrt(r.n_atoms) for r in rows])
